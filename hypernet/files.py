@@ -1,0 +1,76 @@
+"""Safe paths and atomic writes, shared by every module that writes files."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class UnsafePathError(ValueError):
+    """A user-supplied name would escape its folder."""
+
+
+def safe_join(base: PathLike, name: str) -> Path:
+    """Join a user-supplied relative `name` under `base`, refusing anything that escapes it.
+
+    Absolute names, drive letters and `..` components are refused outright (not normalised
+    away), so a typo never writes somewhere unexpected."""
+    if not name or not str(name).strip():
+        raise UnsafePathError("empty file name")
+    text = str(name).replace("\\", "/")
+    if text.startswith("/") or os.path.isabs(name) or (len(text) > 1 and text[1] == ":"):
+        raise UnsafePathError(f"absolute paths are not allowed: {name!r}")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePathError(f"'..' is not allowed in {name!r}")
+    base_path = Path(base).resolve()
+    target = base_path.joinpath(*parts).resolve()
+    if target != base_path and base_path not in target.parents:
+        raise UnsafePathError(f"{name!r} escapes {base_path}")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(final: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success it replaces `final` atomically.
+
+    On any exception the temporary file is removed and `final` is left untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(final: PathLike, data: bytes) -> Path:
+    """Write `data` to `final` atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def atomic_write_text(final: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `final` atomically."""
+    return atomic_write_bytes(final, text.encode(encoding))
+
+
+def next_free_path(folder: PathLike, stem: str, suffix: str) -> Path:
+    """`folder/stem.suffix`, or `stem_00001.suffix`... if taken: never overwrite silently."""
+    folder = Path(folder)
+    candidate = folder / f"{stem}{suffix}"
+    counter = 1
+    while candidate.exists():
+        candidate = folder / f"{stem}_{counter:05d}{suffix}"
+        counter += 1
+    return candidate

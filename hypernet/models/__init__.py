@@ -1,0 +1,1 @@
+"""hypernet/models."""

@@ -1,0 +1,49 @@
+"""Make the repository importable as `hypernet_studio` even without `pip install`,
+the way ComfyUI loads it: a package spec on the root `__init__.py`."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_pack() -> None:
+    existing = sys.modules.get("hypernet_studio")
+    if existing is not None:
+        return
+    try:
+        import hypernet_studio  # noqa: F401  (installed, e.g. `pip install -e .`)
+        if Path(hypernet_studio.__file__).resolve().parent == REPO_ROOT:
+            return
+        del sys.modules["hypernet_studio"]
+    except ImportError:
+        pass
+    spec = importlib.util.spec_from_file_location(
+        "hypernet_studio", REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hypernet_studio"] = module
+    spec.loader.exec_module(module)
+
+
+_load_pack()
+
+
+@pytest.fixture
+def headless_dirs(tmp_path):
+    """Point the headless adapter at fresh input/output/models/temp folders under tmp_path."""
+    from hypernet_studio.nodes import comfy_adapter
+
+    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+             ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir")}
+    comfy_adapter.configure_headless(base_dir=tmp_path, input_dir=None, output_dir=None,
+                                     temp_dir=None, models_dir=None)
+    for sub in ("input", "output", "temp", "models"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    yield tmp_path
+    for key, value in saved.items():
+        setattr(comfy_adapter.HEADLESS, key, value)
