@@ -1,0 +1,75 @@
+"""A1111's schedule strings for the learning rate and the gradient-clipping value.
+
+Syntax (hypernet-spec §4): comma-separated `value:step` pairs, each meaning "use `value`
+while the step counter is below `step`". A bare `value` or `value:-1` runs to the last
+step and ends the list; a step above the last step is clamped to it and ends the list.
+Pairs that end at or before the step training resumes from are skipped. When the last
+pair's end is reached, training is finished.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ScheduleError(ValueError):
+    """A schedule string that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Parsed `value:step` segments: `segments[i] = (value, end_step)`, ends increasing."""
+
+    segments: tuple[tuple[float, int], ...]
+    text: str
+
+    @property
+    def end_step(self) -> int:
+        """The step at which training is finished (the last segment's end)."""
+        return self.segments[-1][1]
+
+    def value_at(self, step: int) -> float | None:
+        """The value in force while `step` optimizer steps are done, or None once finished."""
+        for value, end in self.segments:
+            if step < end:
+                return value
+        return None
+
+    def finished(self, step: int) -> bool:
+        """True once `step` has reached the end of the last segment."""
+        return step >= self.end_step
+
+
+def parse_schedule(text: str, max_steps: int, start_step: int = 0, what: str = "learning rate") -> Schedule:
+    """Parse an A1111 schedule string for a run of `max_steps` resumed at `start_step`.
+
+    `what` names the field in error messages ("learning rate", "gradient clipping")."""
+    if max_steps < 1:
+        raise ScheduleError(f"{what} schedule: steps must be at least 1, got {max_steps}")
+    segments: list[tuple[float, int]] = []
+    try:
+        for pair in str(text).split(","):
+            if not pair.strip():
+                continue
+            parts = pair.split(":")
+            if len(parts) > 2:
+                raise ValueError(f"too many ':' in {pair.strip()!r}")
+            value = float(parts[0])
+            if len(parts) == 1 or int(parts[1]) == -1:
+                segments.append((value, max_steps))
+                break
+            end = int(parts[1])
+            if end > start_step:
+                if segments and end <= segments[-1][1]:
+                    raise ValueError(f"steps must increase ({end} after {segments[-1][1]})")
+                segments.append((value, min(end, max_steps)))
+                if end >= max_steps:
+                    break
+    except ValueError as exc:
+        raise ScheduleError(
+            f"invalid {what} schedule {text!r}: {exc}. Use e.g. '0.00001' or "
+            f"'5e-5:100, 5e-6:1500, 5e-7' (value:step pairs, a bare value runs to the end)") from None
+    if not segments:
+        raise ScheduleError(
+            f"{what} schedule {text!r} has no segment after step {start_step}: "
+            f"nothing to train (add a bare value to run to step {max_steps})")
+    return Schedule(tuple(segments), str(text))

@@ -1,0 +1,60 @@
+"""The A1111-column loss CSV and the loss-curve image."""
+import csv
+
+import numpy as np
+import torch
+
+from hypernet_studio.hypernet.train.csvlog import COLUMNS, LossCSV
+from hypernet_studio.hypernet.train.lossplot import loss_curve_image, moving_average
+
+
+def _rows(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_csv_rows_follow_a1111_columns_and_epochs(tmp_path):
+    path = tmp_path / "hypernetwork_loss.csv"
+    log = LossCSV(path, every=500, steps_per_epoch=300)
+    for step in range(1, 1001):
+        log.record(step, loss=0.1 + step * 1e-6, learn_rate=1e-5)
+    rows = _rows(path)
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert [r["step"] for r in rows] == ["500", "1000"]
+    assert rows[0] == {"step": "500", "epoch": "1", "epoch_step": "199", "loss": "0.1005000",
+                       "learn_rate": "1e-05"}
+    assert rows[1]["epoch"] == str(999 // 300) and rows[1]["epoch_step"] == str(999 % 300)
+
+
+def test_resume_drops_rows_after_the_resume_step(tmp_path):
+    path = tmp_path / "loss.csv"
+    log = LossCSV(path, every=2, steps_per_epoch=10)
+    for step in range(1, 9):
+        log.record(step, 1.0, 0.1)
+    resumed = LossCSV(path, every=2, steps_per_epoch=10, resume_step=4)
+    resumed.record(6, 2.0, 0.1)
+    assert [(r["step"], r["loss"]) for r in _rows(path)] == [("2", "1.0000000"), ("4", "1.0000000"),
+                                                             ("6", "2.0000000")]
+
+
+def test_zero_disables_the_csv(tmp_path):
+    log = LossCSV(tmp_path / "x.csv", every=0, steps_per_epoch=1)
+    assert not log.record(5, 1.0, 1.0)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_loss_curve_is_an_image_that_draws_the_curve():
+    image = loss_curve_image([1.0, 0.5, 0.25, 0.2, 0.1], width=200, height=120)
+    assert image.shape == (1, 120, 200, 3) and image.dtype == torch.float32
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    blue = (image[0, :, :, 2] > 0.6) & (image[0, :, :, 0] < 0.3)
+    assert int(blue.sum()) > 50
+    rising = loss_curve_image([0.1, 0.2, 0.3, 0.4, 0.5], width=200, height=120)
+    assert not torch.equal(image, rising)
+    assert loss_curve_image([], width=100, height=80).shape == (1, 80, 100, 3)
+
+
+def test_moving_average_matches_a_direct_computation():
+    values = [3.0, 1.0, 4.0, 1.0, 5.0]
+    expected = [np.mean(values[max(0, i - 1):i + 1]) for i in range(5)]
+    assert np.allclose(moving_average(values, 2), expected)
