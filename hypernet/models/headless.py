@@ -1,0 +1,226 @@
+"""Headless MODEL / CLIP / VAE objects: the part of ComfyUI's ModelPatcher, CLIP and VAE
+that our nodes and the stand-in core nodes use, built on diffusers and transformers."""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+
+from .attention import ActivePatches, active_patches, attention_input_widths, install_patchable_attention
+from .components import SDComponents
+
+TOKENS_PER_CHUNK = 77
+
+
+def _copy_model_options(options: dict) -> dict:
+    """Copy the nested dicts and lists of `model_options` but share the patch objects,
+    as ModelPatcher.clone() does (patches themselves are never mutated)."""
+    def _copy(value):
+        if isinstance(value, dict):
+            return {key: _copy(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [_copy(item) for item in value]
+        return value
+    return _copy(options)
+
+
+class HeadlessModel:
+    """ComfyUI-ModelPatcher-like wrapper around a diffusers UNet.
+
+    Clones share the UNet weights and copy `model_options`, where patches live under
+    `["transformer_options"]["patches"]["attn1_patch" | "attn2_patch"]` like in ComfyUI."""
+
+    def __init__(self, components: SDComponents, model_options: Optional[dict] = None):
+        self.components = components
+        install_patchable_attention(components.unet)
+        self.model_options = model_options if model_options is not None else {"transformer_options": {}}
+
+    # ---------------------------------------------------------------- ModelPatcher surface
+    def clone(self) -> "HeadlessModel":
+        """A new patcher sharing the weights, with its own copy of the patch lists."""
+        return HeadlessModel(self.components, _copy_model_options(self.model_options))
+
+    def _patch_list(self, name: str) -> list:
+        transformer_options = self.model_options.setdefault("transformer_options", {})
+        return transformer_options.setdefault("patches", {}).setdefault(name, [])
+
+    def set_model_attn1_patch(self, patch) -> None:
+        """Append a self-attention patch `(q, k, v, extra_options) -> (q, k, v)`."""
+        self._patch_list("attn1_patch").append(patch)
+
+    def set_model_attn2_patch(self, patch) -> None:
+        """Append a cross-attention patch `(q, k, v, extra_options) -> (q, k, v)`."""
+        self._patch_list("attn2_patch").append(patch)
+
+    def model_patches_to(self, device_or_dtype: Union[torch.device, torch.dtype, str]) -> None:
+        """Move (or cast) every patch that has a `.to` method."""
+        patches = self.model_options.get("transformer_options", {}).get("patches", {})
+        for patch_list in patches.values():
+            for patch in patch_list:
+                if hasattr(patch, "to"):
+                    patch.to(device_or_dtype)
+
+    def model_dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def load_device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    # ---------------------------------------------------------------- model facts
+    @property
+    def unet(self):
+        return self.components.unet
+
+    @property
+    def prediction_type(self) -> str:
+        return self.components.prediction_type
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.components.alphas_cumprod
+
+    @property
+    def latent_scale_factor(self) -> float:
+        return self.components.latent_scale_factor
+
+    @property
+    def family(self) -> str:
+        return self.components.family
+
+    def attention_widths(self) -> list[int]:
+        """Sorted distinct k/v input widths seen by attention (e.g. SD1: [320, 640, 768, 1280])."""
+        return attention_input_widths(self.unet)
+
+    def patches(self, name: str) -> list:
+        """The current patch list `name` ("attn1_patch" or "attn2_patch")."""
+        return list(self.model_options.get("transformer_options", {}).get("patches", {}).get(name, []))
+
+    # ---------------------------------------------------------------- running
+    def apply_model(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """UNet output (eps or v, per `prediction_type`) for scaled latents `x_t` at DDPM
+        `timesteps` (0..999, may be fractional) with text `context`, this object's patches
+        active. Gradients flow when called outside no_grad/inference_mode."""
+        device, dtype = self.load_device, self.model_dtype()
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor(timesteps)
+        timesteps = timesteps.to(device=device, dtype=torch.float32).reshape(-1)
+        if timesteps.numel() == 1 and x_t.shape[0] > 1:
+            timesteps = timesteps.expand(x_t.shape[0])
+        transformer_options = {key: value for key, value in self.model_options.get("transformer_options", {}).items()
+                               if key != "patches"}
+        patches = ActivePatches(tuple(self.patches("attn1_patch")), tuple(self.patches("attn2_patch")),
+                                transformer_options)
+        with active_patches(patches):
+            out = self.unet(x_t.to(device, dtype), timesteps, encoder_hidden_states=context.to(device, dtype),
+                            return_dict=False)[0]
+        return out.to(x_t.device, x_t.dtype)
+
+
+class HeadlessCLIP:
+    """ComfyUI-CLIP-like text encoder: tokenize, encode_from_tokens, clip_layer.
+
+    Prompts longer than 75 tokens are split into 77-token chunks whose encodings are
+    concatenated along the token axis, as ComfyUI does. Prompt weighting syntax such as
+    `(word:1.2)` is not interpreted (the text is encoded as written)."""
+
+    def __init__(self, components: SDComponents, layer_idx: Optional[int] = None):
+        self.components = components
+        self.layer_idx = components.default_clip_layer if layer_idx is None else layer_idx
+
+    def clone(self) -> "HeadlessCLIP":
+        return HeadlessCLIP(self.components, self.layer_idx)
+
+    def clip_layer(self, layer_idx: int) -> None:
+        """Read the encoder's output at `layer_idx` (-1 = last), like CLIPSetLastLayer."""
+        layers = self.components.text_encoder.config.num_hidden_layers
+        if not -layers <= layer_idx <= -1:
+            raise ValueError(f"clip layer {layer_idx} is out of range: this text encoder has {layers} layers "
+                             f"(use -1 .. -{layers})")
+        self.layer_idx = layer_idx
+
+    @property
+    def tokenizer(self):
+        return self.components.tokenizer
+
+    def _special_ids(self) -> tuple[int, int, int]:
+        tokenizer = self.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return tokenizer.bos_token_id, tokenizer.eos_token_id, pad
+
+    def _chunk(self, ids: list[int]) -> list[list[int]]:
+        bos, eos, pad = self._special_ids()
+        body = TOKENS_PER_CHUNK - 2
+        pieces = [ids[i:i + body] for i in range(0, len(ids), body)] or [[]]
+        return [[bos] + piece + [eos] + [pad] * (body - len(piece)) for piece in pieces]
+
+    def tokenize(self, text: str) -> dict:
+        """Token ids as {"input_ids": LongTensor [chunks, 77]}."""
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return {"input_ids": torch.tensor(self._chunk(list(ids)), dtype=torch.long)}
+
+    def _encode_ids(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the chosen layer [N,77,D] (final layer norm applied, as ComfyUI
+        does for SD1/SD2) and the pooled output at each end-of-text token [N,D]."""
+        encoder = self.components.text_encoder
+        device = next(encoder.parameters()).device
+        input_ids = input_ids.to(device)
+        output = encoder(input_ids=input_ids, output_hidden_states=True)
+        hidden = output.hidden_states[self.layer_idx]
+        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm  # transformers 5 flattened it
+        hidden = output.last_hidden_state if self.layer_idx == -1 else final_norm(hidden)
+        return hidden.float(), output.pooler_output.float()
+
+    def encode_from_tokens(self, tokens: dict, return_pooled: bool = False):
+        """Conditioning [1, 77*chunks, D] (and the first chunk's pooled output [1, D])."""
+        cond, pooled = self._encode_ids(tokens["input_ids"])
+        cond = cond.reshape(1, -1, cond.shape[-1])
+        return (cond, pooled[:1]) if return_pooled else cond
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """One 77-token chunk per text (longer texts are truncated): [B, 77, D], for training."""
+        chunks = [self._chunk(list(self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]))[0] for t in texts]
+        cond, _ = self._encode_ids(torch.tensor(chunks, dtype=torch.long))
+        return cond
+
+
+class HeadlessVAE:
+    """ComfyUI-VAE-like: pixels BHWC 0..1 <-> raw (unscaled) latents, as in ComfyUI's LATENT."""
+
+    downscale_factor = 8
+
+    def __init__(self, components: SDComponents):
+        self.components = components
+
+    @property
+    def vae(self):
+        return self.components.vae
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        parameter = next(self.vae.parameters())
+        return parameter.device, parameter.dtype
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,H,W,3] in 0..1 -> the latent distribution's mean [B,4,H/8,W/8] (deterministic).
+        H and W are cropped down to multiples of 8, as ComfyUI's VAEEncode does."""
+        height = pixels.shape[1] // self.downscale_factor * self.downscale_factor
+        width = pixels.shape[2] // self.downscale_factor * self.downscale_factor
+        if height == 0 or width == 0:
+            raise ValueError(f"image {tuple(pixels.shape)} is smaller than {self.downscale_factor} pixels")
+        y0 = (pixels.shape[1] - height) // 2
+        x0 = (pixels.shape[2] - width) // 2
+        pixels = pixels[:, y0:y0 + height, x0:x0 + width, :3]
+        device, dtype = self._device_dtype()
+        x = pixels.movedim(-1, 1).to(device, dtype) * 2.0 - 1.0
+        return self.vae.encode(x).latent_dist.mean.float().cpu()
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Raw latent [B,4,h,w] -> pixels [B,8h,8w,3] in 0..1 (float32, CPU)."""
+        device, dtype = self._device_dtype()
+        image = self.vae.decode(latent.to(device, dtype)).sample
+        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
+
+
+def headless_objects(components: SDComponents) -> tuple[HeadlessModel, HeadlessCLIP, HeadlessVAE]:
+    """MODEL, CLIP and VAE for one checkpoint, as CheckpointLoaderSimple returns them."""
+    return HeadlessModel(components), HeadlessCLIP(components), HeadlessVAE(components)

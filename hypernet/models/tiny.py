@@ -1,0 +1,117 @@
+"""The built-in "tiny-sd (built-in)" checkpoint: SD architecture, random weights.
+
+It exists so that every workflow and test runs on a CPU in seconds. Its weights are
+random (from a fixed seed), so its pictures are noise: it is for pipelines and tests,
+not for pictures. Everything is built in code -- the UNet, the CLIP text encoder, the
+VAE and a byte-level CLIP tokenizer -- nothing is downloaded or read from disk.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+
+import torch
+
+from .components import SDComponents, scaled_linear_alphas_cumprod
+
+TINY_MODEL_NAME = "tiny-sd (built-in)"
+TINY_MODEL_DESCRIPTION = ("tiny-sd (built-in): random weights, a few MB, built in code; "
+                          "for pipelines and tests, not for pictures")
+TINY_CONTEXT_DIM = 48  # distinct from the self-attention widths, so cross-attention gets its own module
+TINY_LATENT_SCALE = 0.18215
+
+_cache: dict[int, SDComponents] = {}
+_cache_lock = threading.Lock()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The reversible byte -> printable-character table of byte-level BPE (GPT-2/CLIP)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def build_tiny_tokenizer():
+    """A CLIPTokenizer whose vocabulary is the 256 byte symbols (plain and word-final) plus
+    a few merges of common letter pairs, and CLIP's start/end tokens."""
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for symbol in symbols:
+        vocab[symbol] = len(vocab)
+    for symbol in symbols:
+        vocab[symbol + "</w>"] = len(vocab)
+    merges = []
+    for first, second in ("th", "he", "in", "er", "an", "re", "on", "at", "en", "nd"):
+        merges.append((first, second))
+        vocab.setdefault(first + second, len(vocab))
+    for pair in ("he", "in", "er", "an", "re", "on", "at", "en", "nd"):
+        merges.append((pair[0], pair[1] + "</w>"))
+        vocab.setdefault(pair + "</w>", len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def _build(seed: int) -> SDComponents:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TINY_CONTEXT_DIM, attention_head_dim=4, norm_num_groups=8,
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=TINY_CONTEXT_DIM, intermediate_size=96,
+            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+            projection_dim=TINY_CONTEXT_DIM, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ))
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+            block_out_channels=(8, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            scaling_factor=TINY_LATENT_SCALE, sample_size=64,
+        )
+    for module in (unet, text_encoder, vae):
+        module.eval().requires_grad_(False)
+    return SDComponents(
+        unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+        alphas_cumprod=scaled_linear_alphas_cumprod(), prediction_type="epsilon", family="tiny",
+        name=TINY_MODEL_NAME, latent_scale_factor=TINY_LATENT_SCALE, context_dim=TINY_CONTEXT_DIM,
+    )
+
+
+def build_tiny_components(seed: int = 0, device=None, dtype=None) -> SDComponents:
+    """The built-in tiny checkpoint, bit-identical for a given seed.
+
+    Built once per process and seed (about a second); later calls return the cached
+    components, shared like a checkpoint ComfyUI has loaded. Asking for another device or
+    dtype returns a moved copy and leaves the cached CPU/fp32 one untouched."""
+    with _cache_lock:
+        if seed not in _cache:
+            _cache[seed] = _build(seed)
+        components = _cache[seed]
+    if device is None and dtype is None:
+        return components
+    moved = copy.copy(components)
+    for attribute in ("unet", "text_encoder", "vae"):
+        module = copy.deepcopy(getattr(components, attribute)).to(device=device, dtype=dtype)
+        setattr(moved, attribute, module)
+    return moved
