@@ -1,0 +1,319 @@
+"""Reading and writing hypernetwork files: A1111 `.pt` (exact layout) and `.safetensors`.
+
+`.pt` (what A1111 and ComfyUI read): a plain dict written by torch.save (zip format). Python int
+keys, one per attention width in layer order, each holding a tuple (k_state, v_state) of
+OrderedDicts of fp32 CPU tensors; then the metadata keys step, name, layer_structure,
+activation_func, is_layer_norm, weight_initialization, sd_checkpoint, sd_checkpoint_name,
+activate_output, use_dropout, dropout_structure, last_layer_dropout, optional_info. Files are
+always read with torch.load(weights_only=True): a pickle that needs any class is refused.
+
+`.safetensors` (our own scheme; neither A1111 nor ComfyUI reads it):
+  tensors   "{width}.{k|v}.linear.{idx}.{weight|bias}", e.g. "768.k.linear.0.weight"
+  header    __metadata__ = {"format": "hypernet-studio.hypernetwork", "format_version": "1",
+                            "hypernetwork": JSON of the A1111 metadata above plus "sizes"
+                            (the width order), "extra": JSON of any extra metadata}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .files import atomic_path
+from .module import Hypernetwork
+from .spec import WEIGHT_INITS, HypernetSpec, legacy_dropout_structure
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+A1111_METADATA_KEYS = (
+    "step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
+    "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
+    "last_layer_dropout", "optional_info",
+)
+SAFETENSORS_FORMAT = "hypernet-studio.hypernetwork"
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+_LEGACY_KEYS = {"linear1.weight": "linear.0.weight", "linear1.bias": "linear.0.bias",
+                "linear2.weight": "linear.1.weight", "linear2.bias": "linear.1.bias"}
+
+
+class HypernetFileError(ValueError):
+    """A file that is not a (safe, readable) hypernetwork."""
+
+
+def file_format(path: PathLike) -> str:
+    """"safetensors" for .safetensors/.sft, else "pt"."""
+    return "safetensors" if Path(path).suffix.lower() in SAFETENSORS_SUFFIXES else "pt"
+
+
+def shorthash(path: PathLike) -> str:
+    """A1111's short hash: the first 10 hex digits of the file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------- reading
+def _torch_load_safely(path: Path, what: str) -> Any:
+    """torch.load with weights_only=True, turning every refusal into a clear HypernetFileError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise HypernetFileError(
+            f"{path}: refused to load {what}: it is not a plain tensor file (unsafe pickle or not a "
+            f"hypernetwork; only weights_only loading is allowed). Details: {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        raise HypernetFileError(f"{path}: cannot read {what}: not a torch file ({exc})") from exc
+
+
+def _width_key(key: Any) -> Optional[int]:
+    """The attention width a top-level key stands for (A1111: int keys; also "768"), else None."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    return None
+
+
+def _module_state(value: Any, source: str, dim: int, half: str) -> "OrderedDict[str, torch.Tensor]":
+    """One module's state dict, legacy linear1/linear2 keys renamed, tensors as fp32."""
+    if not isinstance(value, Mapping):
+        raise HypernetFileError(f"{source}: width {dim} ({half}) is {type(value).__name__}, expected a state dict")
+    state = OrderedDict()
+    for key, tensor in value.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise HypernetFileError(f"{source}: width {dim} ({half}) key {key!r} is not a tensor")
+        state[_LEGACY_KEYS.get(key, key)] = tensor.to(torch.float32)
+    return state
+
+
+def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>") -> Hypernetwork:
+    """Build a Hypernetwork from an A1111-layout dict, filling missing metadata A1111's way.
+
+    Defaults (A1111 `Hypernetwork.load`): layer_structure [1, 2, 1], no activation, no layer
+    norm, Normal init, activate_output True (!), dropout from use_dropout/last_layer_dropout via
+    the legacy rule when dropout_structure is absent."""
+    if not isinstance(state, Mapping):
+        raise HypernetFileError(f"{source}: not a hypernetwork (top level is {type(state).__name__}, expected a dict)")
+    modules: "OrderedDict[int, tuple]" = OrderedDict()
+    extra: dict = {}
+    for key, value in state.items():
+        dim = _width_key(key)
+        if dim is None:
+            if key not in A1111_METADATA_KEYS:
+                extra[key] = value
+            continue
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise HypernetFileError(f"{source}: width {dim} must hold a (k, v) pair of state dicts")
+        modules[dim] = (_module_state(value[0], source, dim, "k"), _module_state(value[1], source, dim, "v"))
+    if not modules:
+        raise HypernetFileError(f"{source}: not a hypernetwork (no attention-width entries such as 768)")
+
+    layer_structure = state.get("layer_structure") or [1, 2, 1]
+    dropout_structure = state.get("dropout_structure")
+    if dropout_structure is None:
+        use_dropout = bool(state.get("use_dropout", False))
+        dropout_structure = legacy_dropout_structure(layer_structure, use_dropout,
+                                                     bool(state.get("last_layer_dropout", False)))
+    weight_init = state.get("weight_initialization") or "Normal"
+    if weight_init not in WEIGHT_INITS:
+        # Only matters for new weights; A1111 never looks at it when loading.
+        logger.warning("%s: unknown weight_initialization %r, keeping Normal", source, weight_init)
+        weight_init = "Normal"
+    try:
+        spec = HypernetSpec(
+            layer_structure=list(layer_structure),
+            activation=state.get("activation_func") or "linear",
+            layer_norm=bool(state.get("is_layer_norm", False)),
+            dropout_structure=list(dropout_structure),
+            weight_init=weight_init,
+            activate_output=bool(state.get("activate_output", True)),
+            sizes=list(modules),
+        )
+    except ValueError as exc:
+        raise HypernetFileError(f"{source}: invalid hypernetwork metadata: {exc}") from exc
+    try:
+        hypernetwork = Hypernetwork.from_module_states(
+            str(state.get("name") or name), spec, modules,
+            step=int(state.get("step") or 0),
+            sd_checkpoint=state.get("sd_checkpoint"),
+            sd_checkpoint_name=state.get("sd_checkpoint_name"),
+            optional_info=state.get("optional_info"),
+        )
+    except ValueError as exc:
+        raise HypernetFileError(f"{source}: {exc}") from exc
+    hypernetwork.extra_metadata = extra
+    return hypernetwork
+
+
+def _read_safetensors(path: Path) -> dict:
+    """An A1111-layout dict rebuilt from our safetensors scheme."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise HypernetFileError(f"{path}: cannot read safetensors file: {exc}") from exc
+    if header.get("format") != SAFETENSORS_FORMAT:
+        raise HypernetFileError(f"{path}: not a hypernetwork (safetensors header lacks format={SAFETENSORS_FORMAT!r})")
+    try:
+        metadata = json.loads(header.get("hypernetwork", "{}"))
+        extra = json.loads(header.get("extra", "{}"))
+    except json.JSONDecodeError as exc:
+        raise HypernetFileError(f"{path}: corrupt hypernetwork metadata: {exc}") from exc
+    halves: dict[int, tuple[OrderedDict, OrderedDict]] = {}
+    for key, tensor in tensors.items():
+        dim_text, half, rest = (key.split(".", 2) + ["", ""])[:3]
+        if not dim_text.isdigit() or half not in ("k", "v") or not rest:
+            raise HypernetFileError(f"{path}: unexpected tensor name {key!r} (expected '768.k.linear.0.weight')")
+        pair = halves.setdefault(int(dim_text), (OrderedDict(), OrderedDict()))
+        pair[0 if half == "k" else 1][rest] = tensor
+    order = [int(d) for d in metadata.pop("sizes", [])] or sorted(halves)
+    state: dict = {dim: halves[dim] for dim in order if dim in halves}
+    state.update({dim: pair for dim, pair in halves.items() if dim not in state})
+    state.update({key: metadata[key] for key in A1111_METADATA_KEYS if key in metadata})
+    state.update(extra)
+    return state
+
+
+def load_hypernetwork(path: PathLike) -> Hypernetwork:
+    """Load a `.pt` (any A1111 variant) or our `.safetensors` hypernetwork file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"hypernetwork file not found: {path}")
+    if file_format(path) == "safetensors":
+        state = _read_safetensors(path)
+    else:
+        state = _torch_load_safely(path, "hypernetwork")
+    hypernetwork = hypernetwork_from_state(state, name=path.stem, source=str(path))
+    hypernetwork.filename = str(path)
+    return hypernetwork
+
+
+# ---------------------------------------------------------------------------- writing
+def _check_extra_metadata(extra: Mapping) -> dict:
+    """Extra top-level keys must be plain, non-numeric strings holding weights_only-safe values."""
+    checked = {}
+    for key, value in extra.items():
+        if not isinstance(key, str) or key.isdigit() or key in A1111_METADATA_KEYS:
+            raise ValueError(f"extra metadata key {key!r} must be a non-numeric string that is not an A1111 key")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"extra metadata {key!r} must be plain data (str, number, bool, None, list, dict)") from exc
+        checked[key] = value
+    return checked
+
+
+def _to_safetensors(state: dict, extra: dict) -> tuple[dict, dict]:
+    """(tensors, header metadata) for our safetensors scheme."""
+    tensors, metadata = {}, {}
+    for key, value in state.items():
+        if isinstance(key, int):
+            for half, module_state in zip(("k", "v"), value):
+                for name, tensor in module_state.items():
+                    tensors[f"{key}.{half}.{name}"] = tensor
+        else:
+            metadata[key] = value
+    metadata["sizes"] = [key for key in state if isinstance(key, int)]
+    header = {"format": SAFETENSORS_FORMAT, "format_version": "1",
+              "hypernetwork": json.dumps(metadata), "extra": json.dumps(extra)}
+    return tensors, header
+
+
+def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Optional[str] = None,
+                      extra_metadata: Optional[Mapping] = None) -> Path:
+    """Write `hypernetwork` to `path` atomically, as A1111 `.pt` or our `.safetensors`.
+
+    `format` defaults to the file extension. Extra metadata (plain data, non-numeric string
+    keys) is appended after A1111's keys; A1111 and ComfyUI ignore such keys. Refuses NaN/inf."""
+    path = Path(path)
+    format = format or file_format(path)
+    if format not in ("pt", "safetensors"):
+        raise ValueError(f"unknown hypernetwork file format {format!r} (use 'pt' or 'safetensors')")
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES + (".pt",) and file_format(path) != format:
+        raise ValueError(f"{path}: extension does not match format {format!r}")
+    extra = _check_extra_metadata({**hypernetwork.extra_metadata, **(extra_metadata or {})})
+    state = hypernetwork.state_for_file()
+    with atomic_path(path) as tmp:
+        if format == "pt":
+            torch.save({**state, **extra}, tmp)
+        else:
+            from safetensors.torch import save_file
+
+            tensors, header = _to_safetensors(state, extra)
+            save_file(tensors, str(tmp), metadata=header)
+    hypernetwork.filename = str(path)
+    return path
+
+
+def convert_hypernetwork_file(src: PathLike, dst: PathLike, overwrite: bool = False) -> Path:
+    """Convert between `.pt` and `.safetensors` by the destination's extension."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"source and destination are the same file: {src}")
+    hypernetwork = load_hypernetwork(src)
+    return save_hypernetwork(hypernetwork, dst, format=file_format(dst))
+
+
+# ---------------------------------------------------------------------------- optimizer state
+def optimizer_state_path(path: PathLike) -> Path:
+    """A1111's companion file: `NAME.pt.optim`."""
+    return Path(f"{path}.optim")
+
+
+def save_optimizer_state(hypernetwork_path: PathLike, optimizer_name: str, optimizer_state_dict: dict) -> Path:
+    """Write A1111's `.optim` dict (optimizer_name, hash of the .pt, optimizer_state_dict)."""
+    target = optimizer_state_path(hypernetwork_path)
+    payload = {"optimizer_name": optimizer_name, "hash": shorthash(hypernetwork_path),
+               "optimizer_state_dict": optimizer_state_dict}
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def load_optimizer_state(path: PathLike) -> Optional[dict]:
+    """The `.optim` dict for hypernetwork file `path`, or None when absent or stale.
+
+    As in A1111 the state is used only when its hash matches the hypernetwork file; a stale
+    one logs a warning and the caller starts its optimizer from scratch."""
+    target = optimizer_state_path(path)
+    if not target.is_file():
+        return None
+    payload = _torch_load_safely(target, "optimizer state")
+    if not isinstance(payload, dict) or "optimizer_state_dict" not in payload:
+        raise HypernetFileError(f"{target}: not an A1111 optimizer state file")
+    if payload.get("hash") != shorthash(path):
+        logger.warning("%s: optimizer state belongs to another version of %s; ignoring it", target, Path(path).name)
+        return None
+    return payload
+
+
+# ---------------------------------------------------------------------------- examples
+def make_random_hypernetwork(path: PathLike, sizes: Sequence[int], layer_structure: str = "1, 2, 1",
+                             activation: str = "relu", weight_init: str = "XavierNormal",
+                             seed: int = 0, name: Optional[str] = None) -> Path:
+    """Write a seeded random hypernetwork (e.g. for the example workflow on the tiny model).
+
+    Xavier init makes its effect visible, unlike A1111's near-zero Normal default."""
+    spec = HypernetSpec(layer_structure=layer_structure, activation=activation,
+                        weight_init=weight_init, sizes=list(sizes), init_seed=seed)
+    hypernetwork = Hypernetwork.build(spec, name=name or Path(path).stem)
+    return save_hypernetwork(hypernetwork, path)
+

@@ -1,0 +1,130 @@
+"""The attention patch that applies hypernetworks, for ComfyUI's ModelPatcher and HeadlessModel.
+
+Patch contract (ComfyUI's attn1/attn2 patches): `patch(q, k, v, extra_options) -> (q, k, v)`,
+called with the inputs of to_q/to_k/to_v before projection. Self-attention passes norm1(x) three
+times; cross-attention passes norm2(x) and the text context twice. So the module for a call is
+picked by the input width `k.shape[-1]` (e.g. 320 in self-attention, 768 in SD1 cross-attention),
+which is exactly A1111's placement (it transforms `context` before to_k/to_v). A width the file
+has no module for passes through untouched.
+
+Precision: hypernetwork weights stay fp32 (the master copy a trainer updates). The input is
+cast to the weights' dtype, the result cast back to the input's dtype. Under autocast the Linear
+layers run in the autocast dtype, as in A1111; without autocast they run in fp32, which is more
+precise than ComfyUI's own loader (it casts the weights to the UNet dtype). `.to(dtype)` is
+therefore ignored on purpose; `.to(device)` moves the weights.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from .module import Hypernetwork
+
+logger = logging.getLogger(__name__)
+
+
+class HypernetPatch:
+    """Applies one or more (hypernetwork, strength) pairs in order: k' = hn2.k(hn1.k(k)), same for v.
+
+    In eval mode each network adds f(x) * strength; in training mode A1111 uses 1 (see
+    HypernetworkModule.forward)."""
+
+    def __init__(self, hypernetworks_with_strengths: Sequence[tuple[Hypernetwork, float]]):
+        self.entries = [(hypernetwork, float(strength)) for hypernetwork, strength in hypernetworks_with_strengths]
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Any = None):
+        for hypernetwork, strength in self.entries:
+            k = _apply_module(hypernetwork, k, 0, strength)
+            v = _apply_module(hypernetwork, v, 1, strength)
+        return q, k, v
+
+    def to(self, device_or_dtype: Any) -> "HypernetPatch":
+        """Move the weights to a device; dtypes are ignored (fp32 master weights, see module doc)."""
+        if isinstance(device_or_dtype, torch.dtype):
+            return self
+        for hypernetwork, _ in self.entries:
+            hypernetwork.to(device=device_or_dtype)
+        return self
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{hn.name}:{strength:g}" for hn, strength in self.entries)
+        return f"HypernetPatch({parts})"
+
+
+def _apply_module(hypernetwork: Hypernetwork, x: torch.Tensor, half: int, strength: float) -> torch.Tensor:
+    """Run the k (half 0) or v (half 1) module for x's width, if the network has one."""
+    pair = hypernetwork.layers.get(x.shape[-1])
+    if pair is None or (strength == 0 and not pair[half].training):
+        return x
+    module = pair[half]
+    weight = next(module.parameters())
+    if weight.device != x.device:
+        module.to(x.device)
+        weight = next(module.parameters())
+    y = module(x.to(weight.dtype), multiplier=strength)
+    return y.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------- model widths
+def model_attention_widths(model: Any) -> Optional[list[int]]:
+    """Sorted distinct widths entering to_k in the model's attention layers, or None if unknown.
+
+    HeadlessModel reports them itself; for a ComfyUI ModelPatcher the UNet's attention modules
+    are inspected (their to_k Linear's in_features)."""
+    widths_method = getattr(model, "attention_widths", None)
+    if callable(widths_method):
+        try:
+            return sorted({int(w) for w in widths_method()})
+        except Exception:  # a foreign model object; width checks are advisory only
+            logger.debug("attention_widths() failed", exc_info=True)
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if diffusion_model is None or not hasattr(diffusion_model, "modules"):
+        return None
+    widths = set()
+    for module in diffusion_model.modules():
+        to_k = getattr(module, "to_k", None)
+        in_features = getattr(to_k, "in_features", None)
+        if isinstance(in_features, int):
+            widths.add(in_features)
+    return sorted(widths) or None
+
+
+def check_widths(hypernetwork: Hypernetwork, model_widths: Optional[Iterable[int]]) -> Optional[str]:
+    """A warning text when the file's widths and the model's differ, else None."""
+    if model_widths is None:
+        return None
+    model_widths = set(model_widths)
+    file_widths = set(hypernetwork.sizes)
+    unused = sorted(file_widths - model_widths)
+    untouched = sorted(model_widths - file_widths)
+    if not unused and not untouched:
+        return None
+    parts = [f"hypernetwork {hypernetwork.name!r} has widths {sorted(file_widths)}, the model attends at {sorted(model_widths)}"]
+    if unused:
+        parts.append(f"{unused} never apply (made for another model family?)")
+    if untouched:
+        parts.append(f"attention at {untouched} stays unchanged")
+    return "; ".join(parts)
+
+
+def apply_hypernetwork(model: Any, hypernetwork: Hypernetwork, strength: float = 1.0) -> Any:
+    """A clone of `model` with the hypernetwork patched into attn1 and attn2; `model` is untouched.
+
+    Works on anything with clone(), set_model_attn1_patch() and set_model_attn2_patch()
+    (ComfyUI's ModelPatcher, our HeadlessModel). Strength 0 returns `model` itself. Applying
+    several times chains the networks in order, because each call appends one patch."""
+    if strength == 0:
+        return model
+    for method in ("clone", "set_model_attn1_patch", "set_model_attn2_patch"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(f"apply_hypernetwork: MODEL of type {type(model).__name__} has no {method}()")
+    warning = check_widths(hypernetwork, model_attention_widths(model))
+    if warning:
+        logger.warning(warning)
+    patched = model.clone()
+    patch = HypernetPatch([(hypernetwork, strength)])
+    patched.set_model_attn1_patch(patch)
+    patched.set_model_attn2_patch(patch)
+    return patched
