@@ -1,0 +1,109 @@
+"""The small protocol the one training loop runs against, and the noise schedule it needs.
+
+Two adapters implement it: backend_diffusers.py (our headless MODEL/CLIP/VAE) and
+backend_comfy.py (ComfyUI's ModelPatcher/CLIP/VAE, duck-typed). Latents crossing this
+boundary are always *scaled* (the UNet's latent space)."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The model's DDPM table and what its UNet predicts."""
+
+    alphas_cumprod: torch.Tensor  # [T] fp32, CPU
+    prediction_type: str  # "epsilon" | "v_prediction"
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+
+class TrainingBackend(Protocol):
+    """What the loop needs from a model family: predict, encode images and text, schedule."""
+
+    device: torch.device
+
+    def schedule(self) -> NoiseSchedule:
+        """alphas_cumprod and prediction type of the model."""
+
+    def attention_widths(self) -> list[int]:
+        """Widths a new hypernetwork needs modules for."""
+
+    def attach(self, hypernetwork: Any) -> None:
+        """Attach `hypernetwork` (strength 1) so that predict() runs through it."""
+
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """UNet output (eps or v) for scaled latents x_t at integer DDPM timesteps."""
+
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Pixels [B,H,W,3] 0..1 -> scaled latent mean and std (std None if unknown)."""
+
+    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> conditioning [B,T,D]."""
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU."""
+
+    def offload_encoders(self) -> None:
+        """Move VAE and CLIP off the training device (caching is done)."""
+
+    def session(self, gradient_checkpointing: bool) -> contextlib.AbstractContextManager:
+        """Context for the whole run: model on the device, UNet frozen, checkpointing set."""
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Turn off gradients for `module`'s weights for the block, restoring the flags after:
+    the UNet is shared with the rest of the graph and must come back as it was."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], Any]] = None) -> Iterator[None]:
+    """Run each of `blocks` under activation checkpointing for the duration of the block.
+
+    The override is an instance attribute removed afterwards, so the shared model is left
+    exactly as it was. `around()`, if given, returns a context manager entered both in the
+    forward pass and in the recomputation during backward (state that lives in context
+    variables rather than arguments, such as the headless model's active patches)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def wrap(block: torch.nn.Module):
+        original = block.forward
+
+        def forward(*args, **kwargs):
+            if not torch.is_grad_enabled():
+                return original(*args, **kwargs)
+            state = around() if around is not None else None
+
+            def run(*inner_args, **inner_kwargs):
+                with (state if state is not None else contextlib.nullcontext()):
+                    return original(*inner_args, **inner_kwargs)
+
+            return checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+        return forward
+
+    wrapped = []
+    try:
+        for block in blocks:
+            if "forward" not in block.__dict__:
+                block.forward = wrap(block)
+                wrapped.append(block)
+        yield
+    finally:
+        for block in wrapped:
+            del block.forward

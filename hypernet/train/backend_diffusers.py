@@ -1,0 +1,66 @@
+"""TrainingBackend over our headless MODEL/CLIP/VAE (hypernet/models/headless.py)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+
+from ..models.attention import ActivePatches, active_patches
+from ..patch import apply_hypernetwork
+from .backend import NoiseSchedule, checkpointed, frozen
+
+
+class DiffusersBackend:
+    """Trains through a clone of a HeadlessModel; the caller's model is never patched."""
+
+    def __init__(self, model, clip, vae, device: Optional[torch.device] = None):
+        self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
+        self.components = model.components
+        self.device = torch.device(device) if device is not None else model.load_device
+
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.base_model.alphas_cumprod.float().cpu(), self.base_model.prediction_type)
+
+    def attention_widths(self) -> list[int]:
+        return list(self.base_model.attention_widths())
+
+    def attach(self, hypernetwork) -> None:
+        self.model = apply_hypernetwork(self.base_model, hypernetwork, 1.0)
+
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.model.apply_model(x_t, timesteps, context)
+
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vae = self.components.vae
+        parameter = next(vae.parameters())
+        x = pixels[..., :3].movedim(-1, 1).to(parameter.device, parameter.dtype) * 2.0 - 1.0
+        distribution = vae.encode(x).latent_dist
+        scale = float(self.components.latent_scale_factor)
+        return distribution.mean.float() * scale, distribution.std.float() * scale
+
+    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+        return self.clip.encode_texts(list(prompts))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.vae.decode(latents / float(self.components.latent_scale_factor))
+
+    def offload_encoders(self) -> None:
+        if self.device.type != "cpu":
+            self.components.text_encoder.to("cpu")
+            self.components.vae.to("cpu")
+
+    def _active_patches(self) -> contextlib.AbstractContextManager:
+        """The patches apply_model activates, re-entered when checkpointed blocks recompute."""
+        options = self.model.model_options.get("transformer_options", {})
+        patches = ActivePatches(tuple(self.model.patches("attn1_patch")), tuple(self.model.patches("attn2_patch")),
+                                {key: value for key, value in options.items() if key != "patches"})
+        return active_patches(patches)
+
+    @contextlib.contextmanager
+    def session(self, gradient_checkpointing: bool) -> Iterator[None]:
+        unet = self.components.unet
+        blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if gradient_checkpointing else []
+        with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
+            yield

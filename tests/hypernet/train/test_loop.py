@@ -1,0 +1,206 @@
+"""The training loop against a stand-in backend: loss math, accumulation, resume, NaN guard,
+interrupt, file naming and CSV (hypernet-spec §4, §8.6-8.7)."""
+import csv
+
+import pytest
+import torch
+
+from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
+from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.spec import HypernetSpec
+from hypernet_studio.hypernet.train.data import BatchPlan, prepare_examples
+from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, TrainingDiverged, train_hypernetwork
+from hypernet_studio.hypernet.train.rng import generator
+
+from .fakes import CHANNELS, CONTEXT, FakeBackend, tiny_dataset
+
+
+def _examples(count=4, masks=None):
+    images, captions = tiny_dataset(count)
+    return prepare_examples(images, captions, masks, resolution=16, multiple=8)
+
+
+def _network(activation="linear", dropout=None, init="XavierNormal", seed=0):
+    spec = HypernetSpec(layer_structure=[1, 2, 1], activation=activation, weight_init=init,
+                        dropout_structure=dropout, sizes=[CHANNELS, CONTEXT])
+    return Hypernetwork.build(spec, seed=seed, name="net")
+
+
+def _config(tmp_path=None, **overrides):
+    values = dict(name="net", steps=10, learning_rate="0.001", seed=7, csv_every=1, latent_sampling="deterministic")
+    if tmp_path is not None:
+        values.update(log_dir=tmp_path / "log", final_path=tmp_path / "models" / "net.pt")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _params(hypernetwork):
+    return torch.cat([p.detach().flatten() for p in hypernetwork.parameters()])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_step_loss_and_gradient_match_reference_math_with_accumulation(prediction_type):
+    backend = FakeBackend(prediction_type)
+    examples = _examples(4)
+    network = _network()
+    reference_net = network.copy()
+    config = _config(steps=1, batch_size=1, gradient_accumulation=2, optimizer="SGD", learning_rate="0.5",
+                     csv_every=0)
+    result = train_hypernetwork(backend, network, examples, config)
+
+    # Reference, written from the spec: x_t = sqrt(a) x0 + sqrt(1-a) eps, target eps or v,
+    # MSE, each micro-batch loss divided by the accumulation count, one SGD step on the sum.
+    alphas = backend.schedule().alphas_cumprod
+    plan = BatchPlan([e.size for e in examples], 1, 2, seed=7)
+    reference_net.train()
+    reference_net.requires_grad_(True)
+    from hypernet_studio.hypernet.patch import HypernetPatch
+    patch = HypernetPatch([(reference_net, 1.0)])
+    total = 0.0
+    for number in range(2):
+        (index,) = plan.batch(number)
+        pixels = examples[index].pixels.movedim(-1, 1)
+        x0 = torch.nn.functional.avg_pool2d(torch.cat([pixels, pixels.mean(1, keepdim=True)], 1) * 2 - 1, 8)
+        draws = generator(7, "noise", number)
+        t = torch.randint(0, 1000, (1,), generator=draws)
+        eps = torch.randn(x0.shape, generator=draws)
+        assert 0 <= int(t) <= 999
+        a = alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        target = eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        cond = backend.encode_texts([examples[index].caption])
+        prediction = backend.unet(x_t, t, cond, (patch,), (patch,))
+        loss = ((prediction - target) ** 2).mean() / 2
+        loss.backward()
+        total += float(loss.detach())
+    assert result.losses == [pytest.approx(total, rel=1e-5)]
+    with torch.no_grad():
+        expected = torch.cat([(p - 0.5 * p.grad).flatten() for p in reference_net.parameters()])
+    assert torch.allclose(_params(network), expected, atol=1e-6)
+    assert network.step == 1
+
+
+def test_loss_goes_down_on_a_fixed_tiny_dataset():
+    backend = FakeBackend()
+    config = _config(steps=60, learning_rate="0.03", batch_size=4, csv_every=0)
+    result = train_hypernetwork(backend, _network(), _examples(4), config)
+    first, last = sum(result.losses[:15]) / 15, sum(result.losses[-15:]) / 15
+    assert last < 0.8 * first, (first, last)
+
+
+def test_caches_encode_each_image_and_prompt_once(tmp_path):
+    backend = FakeBackend()
+    train_hypernetwork(backend, _network(), _examples(4), _config(steps=6, batch_size=2))
+    assert backend.encoded_images == 4
+    assert sorted(backend.encoded_texts) == sorted(e.caption for e in _examples(4))
+    assert backend.offloaded
+    shuffled = FakeBackend()
+    train_hypernetwork(shuffled, _network(), _examples(4), _config(steps=6, shuffle_tags=True))
+    assert len(set(shuffled.encoded_texts)) > 4 and not shuffled.offloaded
+
+
+def test_files_are_named_by_steps_done_and_csv_has_a1111_columns(tmp_path):
+    config = _config(tmp_path, steps=4, save_every=2, csv_every=2)
+    result = train_hypernetwork(FakeBackend(), _network(), _examples(4), config)
+    log = tmp_path / "log"
+    assert [p.name for p in result.saved_paths] == ["net-2.pt", "net-4.pt"]
+    assert load_hypernetwork(log / "net-2.pt").step == 2
+    assert load_hypernetwork(log / "net-4.pt").step == 4
+    assert (log / "net-2.pt.optim").is_file()
+    assert result.final_path == tmp_path / "models" / "net.pt" and load_hypernetwork(result.final_path).step == 4
+    with (log / "hypernetwork_loss.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "epoch", "epoch_step", "loss", "learn_rate"]
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert float(rows[1]["loss"]) == pytest.approx(result.losses[3], abs=1e-7)
+    assert rows[0]["epoch"] == "0" and rows[1]["epoch"] == "0" and rows[1]["epoch_step"] == "3"
+
+
+def test_resume_from_a_saved_file_equals_an_unbroken_run(tmp_path):
+    overrides = dict(steps=10, batch_size=2, gradient_accumulation=2, shuffle_tags=True, tag_dropout=0.2,
+                     latent_sampling="random", learning_rate="0.003:4, 0.001", save_every=5)
+    dropout = [0, 0.2, 0]
+    unbroken = train_hypernetwork(FakeBackend(), _network(dropout=dropout), _examples(8),
+                                  _config(tmp_path / "a", **overrides))
+    first = train_hypernetwork(FakeBackend(), _network(dropout=dropout), _examples(8),
+                               _config(tmp_path / "b", **{**overrides, "steps": 5}))
+    resumed_net = load_hypernetwork(tmp_path / "b" / "log" / "net-5.pt")
+    assert resumed_net.step == 5
+    second = train_hypernetwork(FakeBackend(), resumed_net, _examples(8), _config(tmp_path / "b", **overrides))
+    assert second.resumed_optimizer
+    assert first.losses + second.losses == pytest.approx(unbroken.losses, rel=0, abs=1e-6)
+    assert torch.allclose(_params(resumed_net), _params(unbroken.hypernetwork), atol=1e-6, rtol=0)
+    # Without the optimizer state the continuation differs: the check above is not vacuous.
+    (tmp_path / "b" / "log" / "net-5.pt.optim").unlink()
+    third = train_hypernetwork(FakeBackend(), load_hypernetwork(tmp_path / "b" / "log" / "net-5.pt"),
+                               _examples(8), _config(tmp_path / "c", **{**overrides, "seed": 7}))
+    assert not third.resumed_optimizer
+    assert not torch.allclose(_params(third.hypernetwork), _params(unbroken.hypernetwork), atol=1e-6)
+
+
+def test_nan_stops_training_and_keeps_the_last_good_file(tmp_path):
+    backend = FakeBackend(nan_at_call=5)
+    config = _config(tmp_path, steps=10, save_every=2)
+    with pytest.raises(TrainingDiverged, match="step 5.*lower learning rate") as info:
+        train_hypernetwork(backend, _network(), _examples(4), config)
+    assert info.value.step == 5
+    assert info.value.last_good_path == tmp_path / "log" / "net-4.pt"
+    assert sorted(p.name for p in (tmp_path / "log").glob("*.pt")) == ["net-2.pt", "net-4.pt"]
+    assert not (tmp_path / "models" / "net.pt").exists()
+    assert all(torch.isfinite(p).all() for p in load_hypernetwork(tmp_path / "log" / "net-4.pt").parameters())
+
+
+def test_an_interrupt_saves_then_stops(tmp_path):
+    class StopAtThree(TrainHooks):
+        def __init__(self):
+            self.steps = []
+
+        def should_stop(self):
+            return len(self.steps) == 3
+
+        def on_step(self, step, total, loss, learn_rate):
+            self.steps.append(step)
+
+    config = _config(tmp_path, steps=10, save_every=5)
+    result = train_hypernetwork(FakeBackend(), _network(), _examples(4), config, StopAtThree())
+    assert result.interrupted and len(result.losses) == 4
+    assert load_hypernetwork(tmp_path / "log" / "net-4.pt").step == 4
+    assert (tmp_path / "log" / "net-4.pt.optim").is_file()
+    assert load_hypernetwork(tmp_path / "models" / "net.pt").step == 4
+
+
+def test_a_host_interrupt_raised_from_progress_still_saves(tmp_path):
+    class Raising(TrainHooks):
+        def on_step(self, step, total, loss, learn_rate):
+            if step == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_hypernetwork(FakeBackend(), _network(), _examples(4), _config(tmp_path, steps=10), Raising())
+    assert load_hypernetwork(tmp_path / "log" / "net-2.pt").step == 2
+
+
+def test_alpha_weight_changes_the_loss_and_previews_are_made(tmp_path):
+    masks = [torch.zeros(1, 16, 16) for _ in range(4)]
+    for mask in masks:
+        mask[:, :, :8] = 1.0  # left half transparent
+    plain = train_hypernetwork(FakeBackend(), _network(), _examples(4), _config(steps=2))
+    weighted = train_hypernetwork(FakeBackend(), _network(), _examples(4, masks),
+                                  _config(tmp_path, steps=2, use_alpha_weight=True, preview_every=2,
+                                          preview_steps=3, preview_prompt="a test"))
+    assert weighted.losses != pytest.approx(plain.losses)
+    assert len(weighted.previews) == 1 and weighted.previews[0].shape == (1, 16, 16, 3)
+    assert weighted.preview_paths[0].name == "net-2.png" and weighted.preview_paths[0].is_file()
+
+
+def test_bad_settings_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="optimizer 'Nope'"):
+        train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(optimizer="Nope"))
+    with pytest.raises(ValueError, match="learning rate schedule"):
+        train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(learning_rate="fast"))
+    with pytest.raises(ValueError, match="name"):
+        train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(name="../evil"))
+    trained = _network()
+    trained.step = 10
+    with pytest.raises(ValueError, match="already trained for 10 steps"):
+        train_hypernetwork(FakeBackend(), trained, _examples(2), _config(steps=10))
