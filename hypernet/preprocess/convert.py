@@ -1,0 +1,80 @@
+"""Conversions between ComfyUI's IMAGE/MASK tensors, numpy arrays and Pillow images.
+
+ComfyUI's convention is kept everywhere: an IMAGE item is float32 [1,H,W,3] in 0..1 (RGB),
+a MASK item is float32 [1,H,W] with 1 = transparent (what core LoadImage gives). The
+trainer's per-pixel loss weight is `1 - mask` (= alpha)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def array_to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """float or uint8 [H,W,3] array -> IMAGE item [1,H,W,3] float32 0..1."""
+    if rgb.dtype == np.uint8:
+        rgb = rgb.astype(np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).unsqueeze(0)
+
+
+def pil_to_image_tensor(image: Image.Image) -> torch.Tensor:
+    """Pillow image (any mode, converted to RGB) -> IMAGE item [1,H,W,3]."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return array_to_image_tensor(np.asarray(image))
+
+
+def image_tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """IMAGE item [1,H,W,3] or [H,W,3] -> RGB Pillow image (rounded to 8 bits)."""
+    array = _single(image, 3, "IMAGE").detach().float().cpu().clamp(0, 1).numpy()
+    return Image.fromarray(np.round(array * 255.0).astype(np.uint8), "RGB")
+
+
+def mask_tensor_to_pil(mask: torch.Tensor) -> Image.Image:
+    """MASK item [1,H,W] or [H,W] -> float Pillow image (mode "F"), values kept as is."""
+    array = _single(mask, 2, "MASK").detach().float().cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
+
+
+def pil_to_mask_tensor(mask: Image.Image) -> torch.Tensor:
+    """Mode "F" (or "L", scaled by 1/255) Pillow image -> MASK item [1,H,W] clamped to 0..1."""
+    array = np.asarray(mask, dtype=np.float32)
+    if mask.mode == "L":
+        array = array / 255.0
+    return torch.from_numpy(np.clip(array, 0.0, 1.0).copy()).unsqueeze(0)
+
+
+def empty_mask_for(image: torch.Tensor) -> torch.Tensor:
+    """An all-opaque MASK item (zeros) sized like the IMAGE item."""
+    height, width = _single(image, 3, "IMAGE").shape[:2]
+    return torch.zeros((1, height, width), dtype=torch.float32)
+
+
+def _single(tensor: torch.Tensor, rank_without_batch: int, kind: str) -> torch.Tensor:
+    """Drop a leading batch dimension of size 1, refusing real batches with a clear error."""
+    if tensor.dim() == rank_without_batch + 1:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"expected one {kind} per list item, got a batch of {tensor.shape[0]}; "
+                             "split the batch into a list first (e.g. ComfyUI's 'Image Batch to Image List')")
+        tensor = tensor[0]
+    if tensor.dim() != rank_without_batch:
+        raise ValueError(f"{kind} item has shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def split_image_batches(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """IMAGE list whose items may be batches [B,H,W,3] -> list of single items [1,H,W,3]."""
+    items: list[torch.Tensor] = []
+    for tensor in images:
+        tensor = tensor if tensor.dim() == 4 else tensor.unsqueeze(0)
+        items.extend(tensor[i:i + 1] for i in range(tensor.shape[0]))
+    return items
+
+
+def split_mask_batches(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """MASK list whose items may be batches [B,H,W] -> list of single items [1,H,W]."""
+    items: list[torch.Tensor] = []
+    for tensor in masks:
+        tensor = tensor if tensor.dim() == 3 else tensor.unsqueeze(0)
+        items.extend(tensor[i:i + 1] for i in range(tensor.shape[0]))
+    return items

@@ -1,0 +1,135 @@
+"""Offline face detection for focal-point cropping: OpenCV Haar cascades or a user's YuNet ONNX.
+
+Never downloads anything. OpenCV is optional (the `vision` extra): without it, or with an
+OpenCV build that lacks Haar cascades (5.x), detection is off and one warning says why."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .options import FACE_DETECTORS
+
+logger = logging.getLogger(__name__)
+
+# Cascade file, minimum size as a fraction of the short side; tried in order, first hit wins
+# (the order and fractions A1111 uses).
+HAAR_CASCADES: tuple[tuple[str, float], ...] = (
+    ("haarcascade_eye.xml", 0.01),
+    ("haarcascade_frontalface_default.xml", 0.05),
+    ("haarcascade_profileface.xml", 0.05),
+    ("haarcascade_frontalface_alt.xml", 0.05),
+    ("haarcascade_frontalface_alt2.xml", 0.05),
+    ("haarcascade_frontalface_alt_tree.xml", 0.05),
+    ("haarcascade_eye_tree_eyeglasses.xml", 0.05),
+    ("haarcascade_upperbody.xml", 0.05),
+)
+YUNET_MAX_SIDE = 640  # YuNet misses very large faces; detect on a copy no larger than this
+
+
+def _import_cv2():
+    """cv2, or None when OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+@functools.lru_cache(maxsize=None)
+def _haar_cascade(file_name: str):
+    cv2 = _import_cv2()
+    return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, file_name))
+
+
+def haar_available() -> bool:
+    """True when the installed OpenCV ships CascadeClassifier and its Haar XML files (4.x)."""
+    cv2 = _import_cv2()
+    if cv2 is None or not hasattr(cv2, "CascadeClassifier"):
+        return False
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    return bool(folder) and os.path.isfile(os.path.join(folder, HAAR_CASCADES[1][0]))
+
+
+class FaceDetector:
+    """Finds face points (x, y) in an RGB uint8 array. `warnings` explains any fallback.
+
+    method: "auto" (YuNet if a model path is given, else Haar if available, else off),
+    "haar", "yunet" (needs `yunet_path`) or "none"."""
+
+    def __init__(self, method: str = "auto", yunet_path: Optional[str | Path] = None):
+        if method not in FACE_DETECTORS:
+            raise ValueError(f"face detector {method!r}: choose one of {', '.join(FACE_DETECTORS)}")
+        self.warnings: list[str] = []
+        self.backend = self._choose_backend(method, Path(yunet_path) if yunet_path else None)
+        self.yunet_path = Path(yunet_path) if yunet_path else None
+        self._yunet = None
+
+    def _choose_backend(self, method: str, yunet_path: Optional[Path]) -> str:
+        if method == "none":
+            return "none"
+        cv2 = _import_cv2()
+        if cv2 is None:
+            self._warn("OpenCV is not installed, so face detection is off "
+                       "(pip install opencv-python-headless, or the pack's [vision] extra)")
+            return "none"
+        if method in ("auto", "yunet") and yunet_path is not None:
+            if not yunet_path.is_file():
+                raise FileNotFoundError(f"YuNet face model not found: {yunet_path}")
+            if hasattr(cv2, "FaceDetectorYN"):
+                return "yunet"
+            self._warn(f"OpenCV {cv2.__version__} has no FaceDetectorYN; YuNet model ignored")
+        elif method == "yunet":
+            raise ValueError("face detector 'yunet' needs a YuNet .onnx file "
+                             "(e.g. face_detection_yunet_2023mar.onnx from opencv_zoo) in the facedetect folder")
+        if haar_available():
+            return "haar"
+        self._warn(f"OpenCV {cv2.__version__} ships no Haar cascades (OpenCV 5 removed them); face detection "
+                   "is off unless you provide a YuNet .onnx file")
+        return "none"
+
+    def _warn(self, message: str) -> None:
+        logger.warning(message)
+        self.warnings.append(message)
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[float, float]]:
+        """Face points in pixel coordinates of `rgb` (uint8 [H,W,3])."""
+        if self.backend == "haar":
+            return self._detect_haar(rgb)
+        if self.backend == "yunet":
+            return self._detect_yunet(rgb)
+        return []
+
+    def _detect_haar(self, rgb: np.ndarray) -> list[tuple[float, float]]:
+        cv2 = _import_cv2()
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        short_side = min(gray.shape[:2])
+        for file_name, min_fraction in HAAR_CASCADES:
+            min_size = int(short_side * min_fraction)
+            rects = _haar_cascade(file_name).detectMultiScale(
+                gray, scaleFactor=1.1, minNeighbors=7, minSize=(min_size, min_size),
+                flags=cv2.CASCADE_SCALE_IMAGE)
+            # len(), not truthiness: A1111's `if faces:` raises on a NumPy array with hits.
+            if len(rects) > 0:
+                return [(x + w / 2, y + h / 2) for (x, y, w, h) in rects]
+        return []
+
+    def _detect_yunet(self, rgb: np.ndarray) -> list[tuple[float, float]]:
+        cv2 = _import_cv2()
+        height, width = rgb.shape[:2]
+        scale = min(1.0, YUNET_MAX_SIDE / max(height, width))
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                                    interpolation=cv2.INTER_AREA)
+        if self._yunet is None:
+            self._yunet = cv2.FaceDetectorYN.create(str(self.yunet_path), "", (small.shape[1], small.shape[0]),
+                                                    0.9, 0.3, 5000)
+        self._yunet.setInputSize((small.shape[1], small.shape[0]))
+        # YuNet expects BGR (A1111 feeds it RGB).
+        _, faces = self._yunet.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        if faces is None:
+            return []
+        return [((x + 0.5 * w) / scale, (y + 0.33 * h) / scale) for x, y, w, h in faces[:, :4]]

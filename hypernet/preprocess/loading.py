@@ -1,0 +1,186 @@
+"""Read a folder of training images and their captions, robustly.
+
+Fixes the gaps of A1111's and ComfyUI's loaders: files come in natural order, EXIF
+orientation is applied, alpha is composited on a chosen colour and kept as a mask, 16-bit /
+palette / CMYK files are converted correctly, and a bad file is skipped with one warning
+naming it and the reason instead of stopping the run (or being dropped silently)."""
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .options import IMAGE_EXTENSIONS
+
+logger = logging.getLogger(__name__)
+
+_KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass
+class LoadedImage:
+    """One picture ready for the graph: RGB float [H,W,3], alpha [H,W] or None, caption."""
+
+    path: Path
+    stem: str
+    rgb: np.ndarray
+    alpha: Optional[np.ndarray]
+    caption: str
+    repeats: int = 1
+
+
+@dataclass
+class LoadResult:
+    """Everything a folder load produced, including one warning line per skipped file."""
+
+    folder: Path
+    images: list[LoadedImage] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def natural_key(text: str) -> list:
+    """Sort key where "img2" < "img10" (digit runs compare as numbers), case-insensitive."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def parse_color(color: str) -> tuple[int, int, int]:
+    """"white", "black", "gray", "#rrggbb" or "r,g,b" -> an RGB triple (ValueError otherwise)."""
+    text = str(color).strip()
+    if "," in text:
+        parts = [int(p) for p in text.split(",")]
+        if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
+            raise ValueError(f"background colour {color!r}: expected three 0-255 values")
+        return tuple(parts)  # type: ignore[return-value]
+    from PIL import ImageColor
+
+    try:
+        return ImageColor.getrgb(text)[:3]
+    except ValueError as exc:
+        raise ValueError(f"background colour {color!r} is not a colour name, #rrggbb or r,g,b") from exc
+
+
+def list_image_files(folder: Path, recursive: bool = False,
+                     extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under `folder` in natural order of their relative path (hidden files skipped)."""
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    files = [p for p in pattern
+             if p.is_file() and p.suffix.lower() in wanted
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+
+
+def kohya_repeats(path: Path, folder: Path) -> int:
+    """N for a file inside a kohya-style `N_name` folder (the nearest one), else 1."""
+    for part in reversed(path.relative_to(folder).parts[:-1]):
+        match = _KOHYA_FOLDER.match(part)
+        if match:
+            return max(1, int(match.group(1)))
+    return 1
+
+
+def read_caption(image_path: Path, caption_extension: str = ".txt") -> str:
+    """The same-stem caption file's text (UTF-8, BOM tolerated, stripped), or ""."""
+    if not caption_extension:
+        return ""
+    suffix = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    caption_path = image_path.with_suffix(suffix)
+    if not caption_path.is_file():
+        return ""
+    return caption_path.read_text(encoding="utf-8-sig", errors="replace").strip()
+
+
+def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
+                 max_megapixels: float = 100.0) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Decode one file to (rgb float32 [H,W,3] 0..1, alpha float32 [H,W] or None).
+
+    Raises ValueError with a short reason for empty, oversized or undecodable files."""
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Our own pixel limit below replaces Pillow's DecompressionBombWarning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > max_megapixels * 1_000_000:
+                    raise ValueError(f"{width}x{height} exceeds the {max_megapixels:g} megapixel limit "
+                                     "(possible decompression bomb)")
+                opened.seek(0)  # GIF/WebP/TIFF: first frame only
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+                return _to_float_rgb_alpha(image, background)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"decompression bomb refused by Pillow ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise ValueError("not a readable image (unknown or corrupt format)") from exc
+        except (OSError, SyntaxError, EOFError) as exc:
+            raise ValueError(f"corrupt or truncated image ({exc})") from exc
+
+
+def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
+                        ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Any Pillow mode -> float RGB composited over `background`, plus alpha if there was any."""
+    mode = image.mode
+    alpha: Optional[np.ndarray] = None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        gray = np.asarray(image).astype(np.float32)
+        # 16-bit files store 0..65535; ComfyUI's blanket 1/255 would blow them out.
+        gray = gray / 65535.0 if (mode.startswith("I;16") or gray.max(initial=0) > 255) else gray / 255.0
+        rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2)
+        return rgb, None
+    if mode == "F":
+        gray = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+        return np.repeat(gray[..., None], 3, axis=2), None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info) \
+        or (mode in ("L", "RGB") and "transparency" in image.info)
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3]
+        colour = np.asarray(background, dtype=np.float32) / 255.0
+        rgb = rgba[..., :3] * alpha[..., None] + colour * (1.0 - alpha[..., None])
+        return rgb.astype(np.float32), alpha
+    # CMYK, palette, 1-bit, YCbCr, LAB... all have a correct RGB conversion in Pillow.
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, None
+
+
+def load_image_folder(folder: Path, *, recursive: bool = False, caption_extension: str = ".txt",
+                      use_kohya_repeats: bool = False, offset: int = 0, limit: int = 0,
+                      background: tuple[int, int, int] = (255, 255, 255),
+                      max_megapixels: float = 100.0) -> LoadResult:
+    """Load every image under `folder` (natural order), skipping bad files with a warning each.
+
+    `offset`/`limit` select a window of the sorted file list (limit 0 = all). Raises
+    FileNotFoundError for a missing folder and ValueError when nothing could be loaded."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = list_image_files(folder, recursive)
+    files = files[max(0, offset):]
+    if limit > 0:
+        files = files[:limit]
+    result = LoadResult(folder=folder)
+    for path in files:
+        try:
+            rgb, alpha = decode_image(path, background, max_megapixels)
+        except ValueError as exc:
+            message = f"skipped {path}: {exc}"
+            logger.warning(message)
+            result.warnings.append(message)
+            continue
+        relative = path.relative_to(folder).with_suffix("")
+        result.images.append(LoadedImage(
+            path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
+            caption=read_caption(path, caption_extension),
+            repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
+    if not result.images:
+        reason = f"{len(result.warnings)} file(s) could not be read" if result.warnings else \
+            f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")
+        raise ValueError(f"no images loaded from folder {folder}: {reason}")
+    return result

@@ -1,0 +1,60 @@
+"""Tensor-level entry points for the dataset nodes: IMAGE/MASK lists in, IMAGE/MASK lists out.
+
+They convert to Pillow once per image, call the pure geometry/detection code and convert
+back, so nodes stay thin and never touch Pillow themselves."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .convert import image_tensor_to_pil, mask_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tensor
+from .crop import CropSettings, crop_dataset
+from .faces import FaceDetector
+from .focal import FocalWeights
+
+
+@dataclass
+class TensorCropOutput:
+    """Auto Crop results as tensors (masks None where the input had none)."""
+
+    images: list[torch.Tensor] = field(default_factory=list)
+    masks: list[Optional[torch.Tensor]] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+    debug_images: list[torch.Tensor] = field(default_factory=list)
+    boxes: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def crop_settings_from(options: dict[str, Any]) -> CropSettings:
+    """CropSettings from the node's widget values (unknown keys are an error)."""
+    values = dict(options)
+    weights = FocalWeights(face=values.pop("face_weight", 0.9), entropy=values.pop("entropy_weight", 0.15),
+                           edges=values.pop("edges_weight", 0.5))
+    values.pop("face_detector", None)
+    return CropSettings(weights=weights, **values)
+
+
+def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Tensor]], captions: list[str],
+                      stems: list[str], options: dict[str, Any], yunet_path: Optional[Path] = None,
+                      on_progress: Optional[Callable[[int], None]] = None) -> TensorCropOutput:
+    """Auto Crop over IMAGE items; `options` are the node's widgets (method, width, weights...)."""
+    settings = crop_settings_from(options)
+    detector = None
+    if settings.method == "focal" and settings.weights.face > 0:
+        detector = FaceDetector(options.get("face_detector", "auto"), yunet_path)
+    pil_images = [image_tensor_to_pil(image) for image in images]
+    pil_masks = [None if mask is None else mask_tensor_to_pil(mask) for mask in masks]
+    result = crop_dataset(pil_images, pil_masks, captions, stems, settings, detector, on_progress)
+    output = TensorCropOutput(
+        images=[pil_to_image_tensor(image) for image in result.images],
+        masks=[None if mask is None else pil_to_mask_tensor(mask) for mask in result.masks],
+        captions=result.captions, stems=result.stems, boxes=result.boxes,
+        debug_images=[pil_to_image_tensor(image) for image in result.debug_images],
+        warnings=(detector.warnings if detector else []) + result.warnings)
+    if not output.images:
+        raise ValueError("Auto Crop produced no images: " + "; ".join(result.warnings))
+    return output
