@@ -230,6 +230,10 @@ class TextCache:
             self.entries.popitem(last=False)
 
     def batch(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Stacked conditionings [B,T,D] for `prompts`."""
+        """Stacked conditionings [B,T,D] for `prompts`; shorter ones (a prompt over 75 tokens
+        encodes to several 77-token chunks) are padded by repeating their last vector, as A1111 does."""
         self.warm(prompts)
-        return torch.stack([self.entries[p] for p in prompts])
+        conds = [self.entries[p] for p in prompts]
+        length = max(c.shape[0] for c in conds)
+        return torch.stack([c if c.shape[0] == length else torch.cat([c, c[-1:].expand(length - c.shape[0], -1)])
+                            for c in conds])

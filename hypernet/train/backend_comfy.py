@@ -1,0 +1,122 @@
+"""TrainingBackend over ComfyUI's MODEL (ModelPatcher), CLIP and VAE, by duck typing.
+
+Nothing here imports ComfyUI. What the contract gives us (comfy-conventions §3, spec §3):
+- `model.clone()`, `set_model_attn1_patch`/`set_model_attn2_patch` appending to
+  `model_options["transformer_options"]["patches"]`, `model_patches_to(device)`;
+- the UNet at `model.model.diffusion_model`, called as `(x, timesteps, context=...,
+  transformer_options=...)`, whose transformer blocks run the patches;
+- `model.get_model_object("model_sampling")` (or `model.model.model_sampling`) with
+  `sigmas` for the 1000 DDPM steps (alphas_cumprod = 1 / (1 + sigma²)) and a class that is,
+  or derives from, EPS or V_PREDICTION;
+- `model.model.process_latent_in/out` for the latent scale;
+- CLIP `tokenize` + `encode_from_tokens`, VAE `encode(BHWC)` / `decode`.
+We call the diffusion model directly at the integer DDPM timestep rather than
+`apply_model`, which returns the denoised image and would need dividing by sigma again.
+Loading the model onto the GPU needs ComfyUI's model management, so the node passes it in
+as `load_model` (from nodes/comfy_adapter.py)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from ..patch import apply_hypernetwork, model_attention_widths
+from .backend import NoiseSchedule, checkpointed, frozen
+
+
+def _class_names(obj) -> set[str]:
+    return {cls.__name__ for cls in type(obj).__mro__}
+
+
+class ComfyBackend:
+    """Trains through a clone of a ComfyUI ModelPatcher; the caller's model is never patched."""
+
+    def __init__(self, model, clip, vae, device: Optional[torch.device] = None,
+                 load_model: Optional[Callable[[object], None]] = None):
+        for attribute in ("clone", "set_model_attn1_patch", "set_model_attn2_patch", "model"):
+            if not hasattr(model, attribute):
+                raise TypeError(f"Train Hypernet: model has no {attribute}; connect a MODEL from a checkpoint loader")
+        self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
+        self.load_model = load_model
+        self.device = torch.device(device if device is not None else getattr(model, "load_device", "cpu"))
+
+    # ------------------------------------------------------------------ model facts
+    def _model_sampling(self):
+        getter = getattr(self.base_model, "get_model_object", None)
+        if callable(getter):
+            try:
+                return getter("model_sampling")
+            except (AttributeError, KeyError):
+                pass
+        return self.base_model.model.model_sampling
+
+    def schedule(self) -> NoiseSchedule:
+        sampling = self._model_sampling()
+        names = _class_names(sampling)
+        model_type = getattr(getattr(self.base_model.model, "model_type", None), "name", "")
+        if "EDM" in names or "CONST" in names or model_type not in ("", "EPS", "V_PREDICTION"):
+            raise ValueError(f"Train Hypernet: model sampling {sorted(names)} / {model_type or '?'} is not a DDPM "
+                             "eps or v model; only SD1/SD2-style checkpoints can be trained")
+        alphas = getattr(sampling, "alphas_cumprod", None)
+        if alphas is None:
+            sigmas = sampling.sigmas.detach().double().cpu()
+            alphas = 1.0 / (1.0 + sigmas ** 2)
+        prediction = "v_prediction" if ("V_PREDICTION" in names or model_type == "V_PREDICTION") else "epsilon"
+        return NoiseSchedule(torch.as_tensor(alphas).detach().float().cpu(), prediction)
+
+    def attention_widths(self) -> list[int]:
+        widths = model_attention_widths(self.base_model)
+        if not widths:
+            raise ValueError("Train Hypernet: cannot find the model's attention widths; set sizes in the spec")
+        return widths
+
+    def _diffusion_model(self):
+        return self.model.model.diffusion_model
+
+    # ------------------------------------------------------------------ training
+    def attach(self, hypernetwork) -> None:
+        self.model = apply_hypernetwork(self.base_model, hypernetwork, 1.0)
+
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        diffusion_model = self._diffusion_model()
+        dtype = next(diffusion_model.parameters()).dtype
+        options = dict(self.model.model_options.get("transformer_options", {}))
+        out = diffusion_model(x_t.to(self.device, dtype), timesteps.to(self.device).float(),
+                              context=context.to(self.device, dtype), transformer_options=options)
+        return out
+
+    def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, None]:
+        raw = self.vae.encode(pixels[..., :3])
+        return self.model.model.process_latent_in(raw.float()).to(self.device), None
+
+    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+        conds = [self.clip.encode_from_tokens(self.clip.tokenize(text)) for text in prompts]
+        return torch.cat([cond.float() for cond in conds])
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            images = self.vae.decode(self.model.model.process_latent_out(latents.float()))
+            return images.float().cpu().reshape(-1, *images.shape[-3:])
+
+    def offload_encoders(self) -> None:
+        """Nothing to do: ComfyUI's model management evicts CLIP and the VAE from the GPU when
+        loading the UNet for training needs the room, and reloads them for previews."""
+
+    @contextlib.contextmanager
+    def session(self, gradient_checkpointing: bool) -> Iterator[None]:
+        if self.load_model is not None:
+            self.load_model(self.model)
+        else:
+            self.model.model_patches_to(self.device)
+        diffusion_model = self._diffusion_model()
+        blocks = []
+        if gradient_checkpointing:
+            for name in ("input_blocks", "middle_block", "output_blocks"):
+                container = getattr(diffusion_model, name, None)
+                if isinstance(container, torch.nn.ModuleList):
+                    blocks.extend(container)
+                elif isinstance(container, torch.nn.Module):
+                    blocks.append(container)
+        with frozen(diffusion_model), checkpointed(blocks):
+            yield

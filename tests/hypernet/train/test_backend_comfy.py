@@ -1,0 +1,54 @@
+"""The ComfyUI backend against a stand-in that follows ComfyUI's documented contract."""
+import pytest
+import torch
+
+from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
+from hypernet_studio.hypernet.train.loop import train_hypernetwork
+
+from .fake_comfy import V_PREDICTION, comfy_objects
+from .fakes import FakeBackend
+from .test_loop import _config, _examples, _network
+
+
+def test_schedule_comes_from_model_sampling_sigmas():
+    backend = ComfyBackend(*comfy_objects())
+    schedule = backend.schedule()
+    assert schedule.prediction_type == "epsilon"
+    assert torch.allclose(schedule.alphas_cumprod, scaled_linear_alphas_cumprod(), rtol=1e-5, atol=1e-7)
+    assert ComfyBackend(*comfy_objects(V_PREDICTION)).schedule().prediction_type == "v_prediction"
+
+
+def test_training_through_the_model_patcher_equals_training_the_unet_directly():
+    model, clip, vae = comfy_objects()
+    loaded = []
+    backend = ComfyBackend(model, clip, vae, load_model=loaded.append)
+    direct = FakeBackend()
+    direct.unet.load_state_dict(model.model.diffusion_model.state_dict())
+    config = _config(steps=4, batch_size=2)
+    via_comfy = train_hypernetwork(backend, _network(), _examples(4), config)
+    reference = train_hypernetwork(direct, _network(), _examples(4), config)
+    assert via_comfy.losses == pytest.approx(reference.losses, rel=1e-5)
+    assert torch.allclose(torch.cat([p.flatten() for p in via_comfy.hypernetwork.parameters()]),
+                          torch.cat([p.flatten() for p in reference.hypernetwork.parameters()]), atol=1e-6)
+    # The caller's patcher is untouched; the trained clone was handed to the loading hook.
+    assert "patches" not in model.model_options["transformer_options"]
+    assert len(loaded) == 1 and loaded[0] is not model
+    assert len(loaded[0].model_options["transformer_options"]["patches"]["attn2_patch"]) == 1
+    assert all(p.requires_grad for p in model.model.diffusion_model.parameters())
+
+
+def test_checkpointing_blocks_give_the_same_gradients():
+    model, clip, vae = comfy_objects()
+    unet = model.model.diffusion_model
+    unet.input_blocks = torch.nn.ModuleList([unet.conv_in])
+    plain = train_hypernetwork(ComfyBackend(model, clip, vae), _network(), _examples(2), _config(steps=2))
+    checkpointed = train_hypernetwork(ComfyBackend(model, clip, vae), _network(), _examples(2),
+                                      _config(steps=2, gradient_checkpointing=True))
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-6)
+    assert "forward" not in unet.conv_in.__dict__
+
+
+def test_a_model_without_the_patcher_api_is_refused():
+    with pytest.raises(TypeError, match="model has no clone"):
+        ComfyBackend(object(), None, None)
