@@ -72,8 +72,9 @@ def _torch_load_safely(path: Path, what: str) -> Any:
             f"{path}: refused to load {what}: it is not a plain tensor file (unsafe pickle or not a "
             f"hypernetwork; only weights_only loading is allowed). Details: {str(exc).splitlines()[0]}"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise HypernetFileError(f"{path}: cannot read {what}: not a torch file ({exc})") from exc
+    except Exception as exc:  # torch's weights_only unpickler raises many types on foreign data
+        raise HypernetFileError(f"{path}: cannot read {what}: not a torch file or not safe to load "
+                                f"({type(exc).__name__}: {exc})") from exc
 
 
 def _width_key(key: Any) -> Optional[int]:
