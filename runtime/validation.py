@@ -196,7 +196,8 @@ def _check_constant(info: InputInfo, value: Any, skip_range: bool) -> tuple[Opti
     """Coerce and range-check a constant input; returns (problem_or_None, coerced_value)."""
     if info.is_combo:
         options = info.combo_options or []
-        if not skip_range and options and value not in options:
+        chosen = value if info.options.get("multi_select") and isinstance(value, list) else [value]
+        if not skip_range and options and any(item not in options for item in chosen):
             shown = ", ".join(repr(o) for o in options[:10]) + (", ..." if len(options) > 10 else "")
             return ("value_not_in_list", f"value {value!r} is not one of the options: {shown}"), value
         return None, value

@@ -1,0 +1,277 @@
+"""`hypernet-studio`: run, validate and convert workflows headless; list nodes; convert hypernetworks.
+
+Exit codes: 0 success, 1 a node failed while running, 2 the input is invalid (file,
+JSON, workflow validation, --set), 130 interrupted (Ctrl-C)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+EXIT_OK, EXIT_EXECUTION, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _registry() -> dict:
+    from .registry import build_registry
+
+    return build_registry()[0]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hypernet-studio", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a workflow (UI or API format)")
+    run.add_argument("workflow", type=Path, help="workflow JSON file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.input=value",
+                     help="override a widget value (JSON if it parses, else a string); repeatable")
+    run.add_argument("--base-dir", type=Path, help="folder holding models/, input/, output/, temp/ "
+                     "(default: $HYPERNET_STUDIO_HOME or the current directory)")
+    run.add_argument("--input-dir", type=Path, help="input folder (default: BASE/input)")
+    run.add_argument("--output-dir", type=Path, help="output folder (default: BASE/output)")
+    run.add_argument("--models-dir", type=Path, help="models folder (default: BASE/models)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    run.add_argument("--quiet", action="store_true", help="no per-node lines or progress bars")
+
+    nodes = commands.add_parser("nodes", help="list the node types with their inputs")
+    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+
+    validate = commands.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("workflow", type=Path)
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.input=value")
+
+    convert = commands.add_parser("convert", help="convert a UI workflow into the API prompt format")
+    convert.add_argument("workflow", type=Path)
+    convert.add_argument("-o", "--output", type=Path, help="write here (atomically) instead of stdout")
+
+    convert_hn = commands.add_parser("convert-hypernet", help="convert a hypernetwork file (.pt <-> .safetensors)")
+    convert_hn.add_argument("source", type=Path)
+    convert_hn.add_argument("destination", type=Path)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    handler = {"run": _cmd_run, "nodes": _cmd_nodes, "validate": _cmd_validate, "convert": _cmd_convert,
+               "convert-hypernet": _cmd_convert_hypernet}[args.command]
+    try:
+        return handler(args)
+    except BrokenPipeError:  # e.g. `hypernet-studio nodes | head`
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+
+
+# --------------------------------------------------------------------------- commands
+def _load(path: Path, overrides: list[str], registry: dict):
+    from .workflow import apply_overrides, load_workflow
+
+    prompt, ui_workflow = load_workflow(path, registry)
+    return apply_overrides(prompt, overrides, registry), ui_workflow
+
+
+def _print_issues(path: Path, issues) -> None:
+    print(f"error: {path} is not a valid workflow ({len(issues)} problem{'s' * (len(issues) != 1)}):",
+          file=sys.stderr)
+    for issue in issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validation import validate_prompt
+    from .workflow import WorkflowError
+
+    registry = _registry()
+    try:
+        prompt, _ = _load(args.workflow, args.overrides, registry)
+    except WorkflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    checked = validate_prompt(prompt, registry)
+    if not checked.ok:
+        _print_issues(args.workflow, checked.issues)
+        return EXIT_INVALID
+    print(f"{args.workflow}: OK ({len(prompt)} nodes; outputs: {', '.join(checked.outputs)})")
+    return EXIT_OK
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ..hypernet.files import atomic_write_text
+    from .workflow import WorkflowError
+
+    try:
+        prompt, _ = _load(args.workflow, [], _registry())
+    except WorkflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    text = json.dumps(prompt, indent=2) + "\n"
+    if args.output:
+        atomic_write_text(args.output, text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cmd_convert_hypernet(args: argparse.Namespace) -> int:
+    from ..hypernet.hypernet_io import convert_hypernetwork_file
+
+    if not args.source.is_file():
+        print(f"error: {args.source}: file not found", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        written = convert_hypernetwork_file(args.source, args.destination)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"error: cannot convert {args.source}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote {written or args.destination}")
+    return EXIT_OK
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    from .nodeinfo import node_inputs
+
+    registry = _registry()
+    listing = []
+    for class_type in sorted(registry):
+        cls = registry[class_type]
+        inputs = []
+        for info in node_inputs(cls).values():
+            if info.section == "hidden":
+                continue
+            entry: dict[str, Any] = {"name": info.name, "type": info.type_name, "required": info.required}
+            if info.combo_options is not None:
+                entry["options"] = info.combo_options
+            for key in ("default", "min", "max", "step", "tooltip"):
+                if key in info.options:
+                    entry[key] = info.options[key]
+            inputs.append(entry)
+        names = getattr(cls, "RETURN_NAMES", None) or getattr(cls, "RETURN_TYPES", ())
+        outputs = [{"name": name, "type": type_} for name, type_ in zip(names, getattr(cls, "RETURN_TYPES", ()))]
+        listing.append({"class_type": class_type, "category": getattr(cls, "CATEGORY", ""),
+                        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)), "inputs": inputs,
+                        "outputs": outputs})
+    if args.json:
+        print(json.dumps(listing, indent=2, default=str))
+        return EXIT_OK
+    for node in listing:
+        flag = "  [output]" if node["output_node"] else ""
+        print(f"{node['class_type']}  ({node['category']}){flag}")
+        for entry in node["inputs"]:
+            detail = ""
+            if "options" in entry:
+                shown = entry["options"][:5]
+                detail = f" one of {shown}{' ...' if len(entry['options']) > 5 else ''}"
+            if "default" in entry:
+                detail += f" default={entry['default']!r}"
+            if "min" in entry or "max" in entry:
+                detail += f" range=[{entry.get('min', '')}, {entry.get('max', '')}]"
+            optional = "" if entry["required"] else " (optional)"
+            print(f"    in  {entry['name']}: {entry['type']}{optional}{detail}")
+        for entry in node["outputs"]:
+            print(f"    out {entry['name']}: {entry['type']}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..nodes.comfy_adapter import HEADLESS, configure_headless, is_interrupt
+    from .executor import Executor, NodeExecutionError
+    from .validation import PromptValidationError
+    from .workflow import WorkflowError
+
+    base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
+    configure_headless(base_dir=base_dir, input_dir=args.input_dir, output_dir=args.output_dir,
+                       models_dir=args.models_dir, temp_dir=None, device=args.device)
+    registry = _registry()
+    try:
+        prompt, ui_workflow = _load(args.workflow, args.overrides, registry)
+    except WorkflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+    reporter = _NodeReporter(prompt, quiet=args.quiet)
+    executor = Executor(registry, event_callback=reporter, show_progress=not args.quiet and sys.stderr.isatty())
+    extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
+    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(HEADLESS))
+    try:
+        result = executor.run(prompt, extra_pnginfo=extra_pnginfo)
+    except PromptValidationError as exc:
+        _print_issues(args.workflow, exc.issues)
+        return EXIT_INVALID
+    except NodeExecutionError as exc:
+        print(f"error: node {exc.node_id} ({exc.class_type}) failed: {type(exc.original).__name__}: "
+              f"{exc.original}", file=sys.stderr)
+        return EXIT_EXECUTION
+    except BaseException as exc:  # noqa: BLE001 - interrupts only, everything else re-raised
+        if is_interrupt(exc):
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    for path in result.files:
+        print(f"wrote {path}")
+    if not args.quiet:
+        print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
+              f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
+    return EXIT_OK
+
+
+def _interrupt_handler(headless):
+    """First Ctrl-C asks the run to stop cleanly (nodes see it); the second aborts at once."""
+    def handle(signum, frame):
+        if headless.interrupt.is_set():
+            raise KeyboardInterrupt
+        headless.interrupt.set()
+        print("\ninterrupt requested; stopping after the current step (Ctrl-C again to abort)", file=sys.stderr)
+    return handle
+
+
+class _NodeReporter:
+    """Prints one line per node as the executor's events arrive."""
+
+    def __init__(self, prompt: dict, quiet: bool = False):
+        self.prompt = prompt
+        self.quiet = quiet
+        self.started = time.perf_counter()
+        self.node_started = self.started
+        self.current: Optional[str] = None
+        self.total = 0
+        self.count = 0
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "execution_cached":
+            self.cached = list(data.get("nodes", []))
+        if self.quiet:
+            return
+        if event == "execution_cached" and data.get("nodes"):
+            print(f"cached: {', '.join(self._name(n) for n in data['nodes'])}", file=sys.stderr)
+        elif event == "executing":
+            self._finish_current()
+            if data.get("node") is not None:
+                self.count += 1
+                self.current, self.node_started = data["node"], time.perf_counter()
+                print(f"[{self.count}] {self._name(self.current)} ...", file=sys.stderr, flush=True)
+        elif event == "progress_text":
+            print(f"    {data.get('text')}", file=sys.stderr)
+
+    def _finish_current(self) -> None:
+        if self.current is not None:
+            print(f"    {self._name(self.current)} done in {time.perf_counter() - self.node_started:.2f}s",
+                  file=sys.stderr)
+            self.current = None
+
+    def _name(self, node_id: str) -> str:
+        node = self.prompt.get(node_id, {})
+        title = (node.get("_meta") or {}).get("title")
+        class_type = node.get("class_type", "?")
+        return f"#{node_id} {class_type}" + (f" \"{title}\"" if title and title != class_type else "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
