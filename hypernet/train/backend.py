@@ -87,10 +87,8 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
         def forward(*args, **kwargs):
             if not torch.is_grad_enabled():
                 return original(*args, **kwargs)
-            state = around() if around is not None else None
-
             def run(*inner_args, **inner_kwargs):
-                with (state if state is not None else contextlib.nullcontext()):
+                with (around() if around is not None else contextlib.nullcontext()):
                     return original(*inner_args, **inner_kwargs)
 
             return checkpoint(run, *args, use_reentrant=False, **kwargs)
