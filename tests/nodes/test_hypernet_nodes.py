@@ -1,0 +1,112 @@
+"""Hypernet Spec / Load / Save / Apply nodes, headless."""
+import re
+
+import pytest
+import torch
+
+from hypernet_studio.hypernet.hypernet_io import load_hypernetwork, save_hypernetwork
+from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.spec import HypernetSpec
+from hypernet_studio.nodes import hypernet_nodes as nodes
+
+SPEC_DEFAULTS = dict(target_family="SD1", custom_sizes="768, 320, 640, 1280", layer_structure="1, 2, 1",
+                     activation="linear", weight_init="Normal", layer_norm=False, use_dropout=False,
+                     dropout_structure="0, 0, 0", activate_output=False, init_seed=0)
+
+
+def test_node_contract():
+    for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("HN_") and cls.CATEGORY.startswith("hypernetwork/")
+        assert cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in cls.RETURN_NAMES)
+        for section in cls.INPUT_TYPES().values():
+            for name, (kind, options) in section.items():
+                assert options.get("tooltip"), (node_id, name)
+    widgets = nodes.HypernetSpecNode.INPUT_TYPES()["required"]
+    assert [k for k in widgets] == list(SPEC_DEFAULTS)
+    for name, value in SPEC_DEFAULTS.items():
+        if name != "target_family":
+            assert widgets[name][1]["default"] == value, name
+    strength = nodes.ApplyHypernetNode.INPUT_TYPES()["required"]["strength"][1]
+    assert (strength["min"], strength["max"], strength["step"], strength["default"]) == (-10.0, 10.0, 0.01, 1.0)
+
+
+def test_spec_node_reports_size_and_builds_spec():
+    out = nodes.HypernetSpecNode().make_spec(**SPEC_DEFAULTS)
+    spec = out["result"][0]
+    assert isinstance(spec, HypernetSpec) and spec.sizes == [768, 320, 640, 1280] and spec.init_seed == 0
+    assert "21,939,840 parameters" in out["ui"]["text"][0] and "83.69 MiB" in out["ui"]["text"][0]
+    auto = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "auto (from model)", "init_seed": -1})
+    assert auto["result"][0].sizes is None and auto["result"][0].init_seed is None
+    assert "from the model" in auto["ui"]["text"][0]
+    custom = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "custom", "custom_sizes": "32, 48"})
+    assert custom["result"][0].sizes == [32, 48]
+    sd2 = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "SD2", "layer_structure": "1, 2, 2, 1"})
+    assert sd2["result"][0].sizes[0] == 1024
+
+
+def test_spec_node_dropout_follows_a1111_ui():
+    make = lambda **kw: nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, **kw})["result"][0]  # noqa: E731
+    assert make(dropout_structure="0, 0.5, 0").dropout_structure == [0, 0, 0]  # ignored without use_dropout
+    assert make(use_dropout=True, dropout_structure="0, 0.05, 0.15").dropout_structure == [0, 0.05, 0.15]
+    assert make(use_dropout=True, dropout_structure="", layer_structure="1, 2, 2, 1").dropout_structure == [0, 0.3, 0, 0]
+    with pytest.raises(ValueError, match="Hypernet Spec: .*layer_structure"):
+        make(layer_structure="2, 1")
+    with pytest.raises(ValueError, match="Hypernet Spec: .*dropout_structure"):
+        make(use_dropout=True, dropout_structure="0, 0.1")
+
+
+def _write(folder, name, seed=0):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_hypernetwork(Hypernetwork.build(HypernetSpec(sizes=[8, 4]), seed=seed), path)
+
+
+def test_load_node_lists_and_loads(headless_dirs):
+    folder = headless_dirs / "models" / "hypernetworks"
+    _write(folder, "sub/cat.pt")
+    _write(folder, "dog.safetensors")
+    (folder / "notes.txt").write_text("x")
+    assert nodes.LoadHypernetNode.INPUT_TYPES()["required"]["hypernetwork_name"][0] == ["dog.safetensors", "sub/cat.pt"]
+    (hn,) = nodes.LoadHypernetNode().load("sub/cat.pt")
+    assert isinstance(hn, Hypernetwork) and hn.sizes == [8, 4] and not hn.training
+    before = nodes.LoadHypernetNode.IS_CHANGED("sub/cat.pt")
+    import os
+    os.utime(folder / "sub/cat.pt", ns=(1, 1))
+    assert nodes.LoadHypernetNode.IS_CHANGED("sub/cat.pt") != before
+    torch.save({"w": torch.zeros(1)}, folder / "bad.pt")
+    with pytest.raises(ValueError, match=r"Load Hypernet \(hypernetwork_name='bad.pt'\).*not a hypernetwork"):
+        nodes.LoadHypernetNode().load("bad.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        nodes.LoadHypernetNode().load("missing.pt")
+
+
+def test_save_node_counter_overwrite_and_refusals(headless_dirs):
+    folder = headless_dirs / "models" / "hypernetworks"
+    hn = Hypernetwork.build(HypernetSpec(sizes=[4]), seed=0, name="cat")
+    save = nodes.SaveHypernetNode().save
+    first = save(hn, "cat", "pt", False)["result"][0]
+    second = save(hn, "cat.pt", "pt", False)["result"][0]
+    assert first == str(folder / "cat.pt") and second == str(folder / "cat_00001.pt")
+    assert save(hn, "cat", "pt", True)["result"][0] == first
+    st = save(hn, "styles/cat", "safetensors", False)["result"][0]
+    assert st == str(folder / "styles" / "cat.safetensors") and load_hypernetwork(st).name == "cat"
+    for bad in ("../x", "/tmp/x", "a/../../x"):
+        with pytest.raises(ValueError, match="Save Hypernet"):
+            save(hn, bad, "pt", False)
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == ["cat.pt", "cat.safetensors", "cat_00001.pt"]
+
+
+def test_apply_node_clones(headless_dirs):
+    from hypernet_studio.hypernet.models.headless import HeadlessModel
+    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+
+    model = HeadlessModel(build_tiny_components())
+    hn = Hypernetwork.build(HypernetSpec(sizes=model.attention_widths()), seed=0)
+    (patched,) = nodes.ApplyHypernetNode().apply(model, hn, 0.8)
+    assert patched is not model and model.patches("attn1_patch") == []
+    assert len(patched.patches("attn1_patch")) == 1 and len(patched.patches("attn2_patch")) == 1
+    (same,) = nodes.ApplyHypernetNode().apply(model, hn, 0.0)
+    assert same is model
+    with pytest.raises(ValueError, match="Apply Hypernet"):
+        nodes.ApplyHypernetNode().apply("not a model", hn, 1.0)
