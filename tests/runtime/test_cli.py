@@ -1,0 +1,166 @@
+"""The `hypernet-studio` CLI: exit codes 0/1/2/130 and the messages that go with them."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hypernet_studio.hypernet.files import atomic_write_bytes
+from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.runtime import cli
+
+
+class SaveText:
+    """Writes its value to output/<prefix>.txt and reports it like SaveImage does."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*", {}), "prefix": ("STRING", {"default": "out"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    def save(self, value, prefix):
+        path = comfy_adapter.output_directory() / f"{prefix}.txt"
+        atomic_write_bytes(path, str(value).encode())
+        return {"ui": {"images": [{"filename": path.name, "subfolder": "", "type": "output"}]}}
+
+
+@pytest.fixture
+def cli_env(registry, monkeypatch, tmp_path):
+    """The CLI with the fake registry, and headless settings restored afterwards."""
+    registry["SaveText"] = SaveText
+    monkeypatch.setattr(cli, "_registry", lambda: registry)
+    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+             ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir", "device")}
+    yield tmp_path
+    for key, value in saved.items():
+        setattr(comfy_adapter.HEADLESS, key, value)
+
+
+def _write(tmp_path, prompt, name="wf.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(prompt))
+    return path
+
+
+def _prompt(value=3, prefix="result"):
+    return {"1": {"class_type": "Const", "inputs": {"value": value, "seed": 0}},
+            "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 1}},
+            "3": {"class_type": "SaveText", "inputs": {"value": ["2", 0], "prefix": prefix}}}
+
+
+def test_run_writes_outputs_under_base_dir_and_applies_set(cli_env, capsys):
+    path = _write(cli_env, _prompt())
+    code = cli.main(["run", str(path), "--base-dir", str(cli_env), "--set", "1.value=10", "--set", "3.prefix=x"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    written = cli_env / "output" / "x.txt"
+    assert written.read_text() == "11"
+    assert f"wrote {written}" in out
+    assert "#2 Add" in err  # per-node progress lines
+
+
+def test_run_with_separate_output_dir(cli_env, capsys, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    path = _write(cli_env, _prompt())
+    assert cli.main(["run", str(path), "--base-dir", str(cli_env), "--output-dir", str(elsewhere), "--quiet"]) == 0
+    assert (elsewhere / "result.txt").read_text() == "4"
+
+
+def test_run_validation_error_exits_2_naming_node_class_input(cli_env, capsys):
+    path = _write(cli_env, _prompt(value=1000))
+    assert cli.main(["run", str(path), "--base-dir", str(cli_env)]) == 2
+    err = capsys.readouterr().err
+    assert "node 1 (Const), input 'value'" in err and "value_bigger_than_max" in err
+    assert not (cli_env / "output" / "result.txt").exists()
+
+
+def test_run_unknown_node_and_missing_link_exit_2(cli_env, capsys):
+    prompt = _prompt()
+    prompt["2"]["class_type"] = "Ad"
+    prompt["3"]["inputs"]["value"] = ["9", 0]
+    assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown node type 'Ad'" in err and "did you mean Add" in err
+    assert "node 3 (SaveText), input 'value': linked to node 9, which does not exist" in err
+
+
+def test_run_malformed_json_and_missing_file_exit_2(cli_env, capsys):
+    path = cli_env / "bad.json"
+    path.write_text('{"1": {"class_type": "Const",,}}')
+    assert cli.main(["run", str(path), "--base-dir", str(cli_env)]) == 2
+    assert f"{path}: invalid JSON at line 1, column" in capsys.readouterr().err
+    assert cli.main(["run", str(cli_env / "missing.json")]) == 2
+    assert "missing.json: file not found" in capsys.readouterr().err
+
+
+def test_run_bad_set_exits_2(cli_env, capsys):
+    path = _write(cli_env, _prompt())
+    assert cli.main(["run", str(path), "--base-dir", str(cli_env), "--set", "1.colour=3"]) == 2
+    assert "node 1 (Const) has no input 'colour'" in capsys.readouterr().err
+
+
+def test_run_execution_error_exits_1_with_node_message(cli_env, capsys):
+    prompt = _prompt()
+    prompt["2"] = {"class_type": "Fail", "inputs": {"value": ["1", 0]}}
+    assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env)]) == 1
+    assert "node 2 (Fail) failed: ValueError: cannot handle 3" in capsys.readouterr().err
+
+
+def test_run_interrupt_exits_130_and_later_nodes_do_not_run(cli_env, capsys, calls):
+    prompt = _prompt()
+    prompt["2"] = {"class_type": "Interrupter", "inputs": {"value": ["1", 0]}}
+    assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (cli_env / "output" / "result.txt").exists()
+    assert "Interrupter.after" not in [name for name, _ in calls]
+
+
+def test_ctrl_c_handler_requests_then_aborts():
+    settings = comfy_adapter.HeadlessSettings()
+    handle = cli._interrupt_handler(settings)
+    handle(2, None)
+    assert settings.interrupt.is_set()
+    with pytest.raises(KeyboardInterrupt):
+        handle(2, None)
+
+
+def test_validate_and_convert(cli_env, capsys, load_fixture):
+    ui_path = _write(cli_env, load_fixture("ui_routing.json"), "ui.json")
+    assert cli.main(["validate", str(ui_path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+    assert cli.main(["convert", str(ui_path)]) == 0
+    converted = json.loads(capsys.readouterr().out)
+    assert converted["3"]["inputs"] == {"a": ["1", 0], "b": 40}
+
+    target = cli_env / "api" / "routing.json"
+    assert cli.main(["convert", str(ui_path), "-o", str(target)]) == 0
+    assert json.loads(target.read_text()) == converted
+    assert [p.name for p in target.parent.iterdir()] == ["routing.json"]  # no temp file left behind
+
+    bad = _write(cli_env, _prompt(value=-5), "bad.json")
+    assert cli.main(["validate", str(bad)]) == 2
+    assert "value_smaller_than_min" in capsys.readouterr().err
+
+
+def test_nodes_lists_inputs_types_and_defaults(cli_env, capsys):
+    assert cli.main(["nodes", "--json"]) == 0
+    listing = {entry["class_type"]: entry for entry in json.loads(capsys.readouterr().out)}
+    value = next(i for i in listing["Const"]["inputs"] if i["name"] == "value")
+    assert value == {"name": "value", "type": "INT", "required": True, "default": 1, "min": 0, "max": 100}
+    assert listing["Text"]["inputs"][1]["options"] == ["plain", "upper"]
+    assert listing["SaveText"]["output_node"] is True
+    assert cli.main(["nodes"]) == 0
+    assert "Const" in capsys.readouterr().out
+
+
+def test_console_module_exit_code_in_a_real_process(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    result = subprocess.run([sys.executable, "-m", "hypernet_studio.runtime", "validate", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "invalid JSON at line 1, column 2" in result.stderr
