@@ -110,3 +110,33 @@ def test_apply_node_clones(headless_dirs):
     assert same is model
     with pytest.raises(ValueError, match="Apply Hypernet"):
         nodes.ApplyHypernetNode().apply("not a model", hn, 1.0)
+
+
+def test_txt2img_hypernet_workflow_runs_headless(headless_dirs):
+    """workflows/txt2img_hypernet.json on the tiny model, with a seeded random hypernet file."""
+    from pathlib import Path
+
+    from hypernet_studio.hypernet.hypernet_io import make_random_hypernetwork
+    from hypernet_studio.hypernet.models.headless import HeadlessModel
+    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.runtime.api import run_workflow_file
+
+    widths = HeadlessModel(build_tiny_components()).attention_widths()
+    make_random_hypernetwork(headless_dirs / "models" / "hypernetworks" / "tiny_example.pt", sizes=widths, seed=0)
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "txt2img_hypernet.json"
+    images = {}
+    for strength in (1.0, 0.0):
+        result = run_workflow_file(workflow, {"3.strength": strength, "7.steps": 2,
+                                              "9.filename_prefix": f"s{strength:g}"}, base_dir=headless_dirs)
+        assert {"2", "3", "7", "9"} <= set(result.executed)
+        (png,) = [p for p in result.files if p.suffix == ".png"]
+        images[strength] = _pixels(png)
+    assert images[1.0].shape == (64, 64, 3)
+    assert (images[1.0] != images[0.0]).any(), "the hypernetwork changes the picture"
+
+
+def _pixels(path):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
