@@ -68,7 +68,8 @@ def _build(seed: int) -> SDComponents:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()
-    with torch.random.fork_rng(devices=[]):
+    # Weights made under inference_mode could never take part in a backward pass (training).
+    with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -108,10 +109,12 @@ def build_tiny_components(seed: int = 0, device=None, dtype=None) -> SDComponent
         if seed not in _cache:
             _cache[seed] = _build(seed)
         components = _cache[seed]
-    if device is None and dtype is None:
+    same_device = device is None or torch.device(device) == torch.device("cpu")
+    if same_device and dtype in (None, torch.float32):
         return components
     moved = copy.copy(components)
     for attribute in ("unet", "text_encoder", "vae"):
-        module = copy.deepcopy(getattr(components, attribute)).to(device=device, dtype=dtype)
+        with torch.inference_mode(False):
+            module = copy.deepcopy(getattr(components, attribute)).to(device=device, dtype=dtype)
         setattr(moved, attribute, module)
     return moved
