@@ -130,6 +130,9 @@ class _Converter:
         for node in sorted(self.nodes.values(), key=lambda n: _id_sort_key(n["id"])):
             if node.get("mode", MODE_ALWAYS) in (MODE_NEVER, MODE_BYPASS) or node["type"] in VIRTUAL_TYPES:
                 continue
+            if str(node["type"]).startswith(("workflow>", "workflow/")):
+                raise WorkflowError(f"node {node['id']} is a group node ({node['type']}); group nodes are not "
+                                    "supported headless: convert it to nodes in the editor first")
             if node["type"] in self.subgraph_ids:
                 raise WorkflowError(f"node {node['id']} is a subgraph ({node.get('title') or node['type']}); "
                                     "subgraphs are not supported headless: unpack it in the editor first")
@@ -152,7 +155,8 @@ class _Converter:
         for slot, socket in enumerate(node.get("inputs") or []):
             if socket.get("link") is None:
                 continue
-            name = socket.get("name") or (socket.get("widget") or {}).get("name")
+            # A converted widget's INPUT_TYPES name is widget.name (the socket name may be a label).
+            name = (socket.get("widget") or {}).get("name") or socket.get("name")
             resolved = self._resolve_link(socket["link"])
             if resolved is _DROP:
                 continue
