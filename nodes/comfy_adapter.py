@@ -192,6 +192,16 @@ def torch_device():
     return torch.device(wanted)
 
 
+def load_model_for_training(model: Any) -> None:
+    """Put a MODEL's weights fully on the compute device before a training loop.
+
+    Inside ComfyUI: model_management.load_models_gpu([model], force_full_load=True), as its own
+    trainer does (partially loaded weights would need autograd-aware offloading). Headless
+    models already sit where they compute, so there is nothing to do."""
+    if comfy_available():
+        _comfy("comfy.model_management").load_models_gpu([model], force_full_load=True)
+
+
 # --------------------------------------------------------------------------- progress / interrupt / events
 class _NullProgress:
     def __init__(self, total: int, node_id: Optional[str] = None):

@@ -1,0 +1,60 @@
+"""One Train Hypernet run from node-level objects: pick the backend, make or continue the
+network, prepare the data, train, and draw the loss curve."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .data import prepare_examples
+from .loop import TrainConfig, TrainHooks, TrainResult, train_hypernetwork
+from .lossplot import loss_curve_image
+
+
+@dataclass
+class TrainOutputs:
+    result: TrainResult
+    loss_curve: torch.Tensor  # IMAGE [1,H,W,3]
+
+
+def make_backend(model, clip, vae, device: Optional[torch.device] = None,
+                 load_model: Optional[Callable[[object], None]] = None):
+    """The headless backend for our HeadlessModel, the ComfyUI one for anything else."""
+    from ..models.headless import HeadlessModel
+
+    if isinstance(model, HeadlessModel):
+        from .backend_diffusers import DiffusersBackend
+
+        return DiffusersBackend(model, clip, vae)
+    from .backend_comfy import ComfyBackend
+
+    return ComfyBackend(model, clip, vae, device=device, load_model=load_model)
+
+
+def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int = 0):
+    """A copy of `hypernetwork` to continue (the input is never modified), or a new one from `spec`."""
+    from ..module import Hypernetwork
+
+    if hypernetwork is not None:
+        network = hypernetwork.copy()
+        network.filename = getattr(hypernetwork, "filename", None)
+        return network
+    if spec is None:
+        raise ValueError("Train Hypernet: connect a hypernet_spec (new network) or a hypernetwork (to continue one)")
+    sizes = spec.sizes if spec.sizes is not None else backend.attention_widths()
+    init_seed = spec.init_seed if spec.init_seed is not None else seed
+    return Hypernetwork.build(spec, sizes=sizes, seed=init_seed, name=name)
+
+
+def run_training(model, clip, vae, images: Sequence[torch.Tensor], captions: Sequence[str], config: TrainConfig,
+                 resolution: int, aspect_buckets: bool = True, masks=None, spec=None, hypernetwork=None,
+                 hooks: Optional[TrainHooks] = None, device=None, load_model=None) -> TrainOutputs:
+    """Train and return the result with its loss curve. Call outside inference mode."""
+    backend = make_backend(model, clip, vae, device, load_model)
+    network = starting_network(backend, config.name, spec, hypernetwork, config.seed)
+    network.name = config.name
+    examples = prepare_examples(images, captions, masks, resolution, aspect_buckets)
+    result = train_hypernetwork(backend, network, examples, config, hooks)
+    curve = loss_curve_image(result.losses, first_step=result.first_step, title=f"{config.name} loss")
+    return TrainOutputs(result, curve)

@@ -1,0 +1,102 @@
+"""The Train Hypernet node, headless on the tiny model, run the way the executor runs it
+(under torch.inference_mode, every input a list)."""
+import pytest
+import torch
+
+from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
+from hypernet_studio.hypernet.models.headless import headless_objects
+from hypernet_studio.hypernet.models.tiny import build_tiny_components
+from hypernet_studio.hypernet.spec import HypernetSpec
+from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.nodes.train_nodes import TrainHypernetNode
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def events():
+    received = []
+    saved = comfy_adapter.HEADLESS.event_sink
+    comfy_adapter.HEADLESS.event_sink = lambda name, data: received.append((name, data))
+    yield received
+    comfy_adapter.HEADLESS.event_sink = saved
+    comfy_adapter.HEADLESS.interrupt.clear()
+
+
+def _widgets(**overrides):
+    values = {name: spec[1]["default"] for name, spec in TrainHypernetNode.INPUT_TYPES()["required"].items()
+              if isinstance(spec[1], dict) and "default" in spec[1]}
+    values.update(name="tinynet", steps=4, learning_rate="0.001", resolution=64, save_every=2, preview_every=4,
+                  preview_steps=2, csv_every=1, prompt_template="hypernetwork")
+    values.update(overrides)
+    return {key: [value] for key, value in values.items()}
+
+
+def _run(images=None, captions=None, **kwargs):
+    model, clip, vae = headless_objects(build_tiny_components(seed=0))
+    generator = torch.Generator().manual_seed(0)
+    images = images or [torch.rand(1, 64, 96, 3, generator=generator), torch.rand(2, 64, 64, 3, generator=generator)]
+    captions = captions or ["red, square", "blue, circle", "green, dot"]
+    inputs = dict(model=[model], clip=[clip], vae=[vae], images=images, captions=captions, unique_id=["7"])
+    inputs.update(kwargs.pop("inputs", {}))
+    with torch.inference_mode():
+        return TrainHypernetNode().train(**inputs, **_widgets(**kwargs)), model
+
+
+def test_input_contract():
+    types = TrainHypernetNode.INPUT_TYPES()
+    for group in ("required", "optional"):
+        for name, (kind, options) in types[group].items():
+            assert options.get("tooltip"), name
+            if "default" in options and "min" in options:
+                assert options["min"] <= options["default"] <= options["max"], name
+    assert types["required"]["learning_rate"][1]["default"] == "0.00001"
+    assert len(TrainHypernetNode.RETURN_TYPES) == len(TrainHypernetNode.RETURN_NAMES) == 4
+
+
+def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
+    output, model = _run(inputs={"hypernet_spec": [HypernetSpec(sizes=None, weight_init="XavierNormal")]})
+    hypernetwork, curve, previews, path = output["result"]
+    assert hypernetwork.step == 4 and hypernetwork.sizes == model.attention_widths()
+    assert path == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
+    assert load_hypernetwork(path).step == 4
+    log = headless_dirs / "output" / "hypernet_training" / "tinynet"
+    assert sorted(p.name for p in log.glob("*.pt")) == ["tinynet-2.pt", "tinynet-4.pt"]
+    assert (log / "tinynet-4.pt.optim").is_file() and (log / "images" / "tinynet-4.png").is_file()
+    assert len((log / "hypernetwork_loss.csv").read_text().splitlines()) == 5
+    assert curve.shape[0] == 1 and curve.shape[-1] == 3
+    assert len(previews) == 1 and previews[0].shape == (1, 64, 64, 3)
+    steps = [data for name, data in events if name == "hypernet.train_step"]
+    assert steps and steps[-1]["step"] == 4 and steps[-1]["node"] == "7"
+    assert set(steps[-1]) == {"node", "step", "loss", "lr"} and steps[-1]["lr"] == pytest.approx(0.001)
+    assert model.patches("attn2_patch") == []
+
+
+def test_continuing_a_saved_network_resumes_from_its_step(headless_dirs, events):
+    _run(inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+    saved = load_hypernetwork(headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-2.pt")
+    output, _ = _run(steps=3, inputs={"hypernetwork": [saved]})
+    assert output["result"][0].step == 3 and saved.step == 2
+
+
+def test_an_interrupt_saves_then_raises(headless_dirs, events):
+    comfy_adapter.HEADLESS.interrupt.set()
+    with pytest.raises(comfy_adapter.InterruptedByUser):
+        _run(save_every=0, inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+    assert load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "tinynet.pt").step == 1
+    assert (headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-1.pt.optim").is_file()
+
+
+def test_errors_name_the_node_and_input(headless_dirs, events):
+    with pytest.raises(ValueError, match=r"Train Hypernet \(node 7\): captions: got 2 captions for 3 images"):
+        _run(captions=["a", "b"], inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+    with pytest.raises(ValueError, match="hypernet_spec"):
+        _run()
+    with pytest.raises(ValueError, match="name"):
+        _run(name="../x", inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
