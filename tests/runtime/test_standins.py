@@ -164,3 +164,21 @@ def test_input_types_match_comfyui(headless_dirs):
     assert standins.CheckpointLoaderSimple.RETURN_TYPES == ("MODEL", "CLIP", "VAE")
     assert standins.LoadImage.RETURN_TYPES == ("IMAGE", "MASK")
     assert standins.SaveImage.OUTPUT_NODE and standins.PreviewImage.OUTPUT_NODE
+
+
+def test_txt2img_workflow_runs_headless_end_to_end(headless_dirs):
+    from pathlib import Path
+
+    from hypernet_studio.runtime.api import run_workflow_file
+
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
+    pixels = []
+    for seed in (7, 7, 8):
+        result = run_workflow_file(workflow, {"3.seed": seed, "3.steps": 2}, base_dir=headless_dirs)
+        (png,) = [p for p in result.files if p.suffix == ".png"]
+        with Image.open(png) as image:
+            assert image.size == (64, 64)
+            assert json.loads(image.text["prompt"])["3"]["inputs"]["seed"] == seed
+            assert json.loads(image.text["workflow"])["version"] == 0.4
+            pixels.append(numpy.asarray(image.convert("RGB")).copy())
+    assert (pixels[0] == pixels[1]).all() and (pixels[0] != pixels[2]).any()
