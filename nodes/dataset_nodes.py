@@ -299,6 +299,8 @@ class HN_DeepbooruTag:
             "filter_tags": _text("", "Comma-separated tags to leave out (spaces or underscores)."),
             "include_ranks": _bool(False, "Write each tag as (tag:0.953) with its probability."),
             "drop_ratings": _bool(True, "Leave out 'rating:' tags."),
+            "input_size": _int(512, 128, 1024, "Resolution the model sees (trained at 512; smaller is faster "
+                               "but less accurate).", 32),
             **_TAG_CAPTION_INPUTS,
         }, "optional": {
             "captions": _OPTIONAL_LISTS["captions"],
@@ -324,7 +326,8 @@ class HN_DeepbooruTag:
                              use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
                              include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
         model = deepbooru.load_deepbooru(path, host.torch_device())
-        tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)))
+        tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
+                                    w["input_size"])
         return _tag_result(captions, tags, w)
 
 

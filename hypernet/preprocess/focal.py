@@ -159,6 +159,8 @@ def entropy_points(image: Image.Image, target: tuple[int, int], a1111_compat: bo
     else:
         gray = np.asarray(image.convert("L"))
         scores = shannon_entropies(gray, window, axis=1 if along_x else 0, starts=starts)
+        if np.ptp(scores) < 1e-9:
+            return []  # every window alike: entropy has no opinion, don't pull towards the first one
         best = starts[int(np.argmax(scores))]
     if along_x:
         return [(float(best + int(target_w / 2)), float(int(target_h / 2)))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +170,19 @@ class DeepbooruModel:
     device: torch.device
 
     def probabilities(self, images: list[Image.Image], batch_size: int = 8,
-                      on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
-        """[N, num_tags] probabilities; images are fitted with edge fill to 512x512 (A1111)."""
+                      on_batch: Optional[Callable[[int], None]] = None,
+                      input_size: int = DEEPBOORU_INPUT_SIZE) -> np.ndarray:
+        """[N, num_tags] probabilities; images are fitted with edge fill to 512x512 (A1111).
+
+        The net is fully convolutional, so a smaller `input_size` (>= 128) runs faster at
+        some cost in accuracy (the weights were trained at 512)."""
+        if input_size < 128 or input_size % 32:
+            raise ValueError(f"Deepbooru input size {input_size}: use a multiple of 32, at least 128")
         rows = []
         autocast = self.device.type == "cuda"
-        for start in range(0, len(images), max(1, batch_size)):
-            batch = np.stack([prepare_deepbooru_input(img) for img in images[start:start + batch_size]])
+        batch_size = max(1, batch_size)
+        for start in range(0, len(images), batch_size):
+            batch = np.stack([prepare_deepbooru_input(img, input_size) for img in images[start:start + batch_size]])
             tensor = torch.from_numpy(batch).to(self.device)
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
                 rows.append(self.net(tensor).float().cpu().numpy())
@@ -226,7 +234,23 @@ def clear_cache() -> None:
 
 
 def tag_images(model: DeepbooruModel, images: list[Image.Image], options: TagOptions, batch_size: int = 8,
-               on_batch: Optional[Callable[[int], None]] = None) -> list[str]:
+               on_batch: Optional[Callable[[int], None]] = None, input_size: int = DEEPBOORU_INPUT_SIZE) -> list[str]:
     """One caption string per image."""
-    probabilities = model.probabilities(images, batch_size, on_batch)
+    probabilities = model.probabilities(images, batch_size, on_batch, input_size)
     return [format_tags(row, model.tags, options) for row in probabilities]
+
+
+def random_state_dict(num_tags: int = DEEPBOORU_NUM_TAGS, seed: int = 0, scale: float = 0.02,
+                      tags: Optional[list[str]] = None) -> dict:
+    """A random-weight file content in A1111's layout, for tests, benchmarks and demos.
+
+    Every tensor is a view into one shared random buffer, so `torch.save` writes it once:
+    the file is a few tens of MB instead of 644 MB, yet loads as the full architecture."""
+    with torch.device("meta"):
+        shapes = {name: tuple(p.shape) for name, p in DeepDanbooruNet(num_tags).named_parameters()}
+    generator = torch.Generator().manual_seed(seed)
+    largest = max(math.prod(shape) for shape in shapes.values())
+    buffer = torch.randn(largest, generator=generator) * scale
+    state: dict = {name: buffer[:math.prod(shape)].view(shape) for name, shape in shapes.items()}
+    state["tags"] = list(tags) if tags is not None else [f"tag_{i}" for i in range(num_tags)]
+    return state
