@@ -125,8 +125,16 @@ class TrainHypernetNode:
             host.throw_if_interrupted()
         path = str(result.final_path)
         last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
-        return {"ui": {"text": [f"{name}: step {result.hypernetwork.step}, {last}, saved {path}"]},
+        shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
+        return {"ui": {"text": [f"{name}: step {result.hypernetwork.step}, {last}, saved {path}"],
+                       "images": [_ui_image(p) for p in shown]},
                 "result": (result.hypernetwork, outputs.loss_curve, result.previews, path)}
+
+
+def _ui_image(path) -> dict:
+    """A ComfyUI ui.images entry for a PNG under the output folder."""
+    relative = path.relative_to(host.output_directory())
+    return {"filename": relative.name, "subfolder": relative.parent.as_posix(), "type": "output"}
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..files import safe_join
+from ..files import atomic_path, safe_join
 from .backend import TrainingBackend
 from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
 from .csvlog import LossCSV
@@ -241,16 +239,7 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
             hypernetwork.train()
         result.previews.append(image)
         if log_dir is not None:
-            from PIL import Image
-
-            path = safe_join(log_dir, f"images/{name}-{hypernetwork.step}.png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            array = (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-            from ..files import atomic_path
-
-            with atomic_path(path) as tmp:
-                Image.fromarray(array).save(tmp, format="PNG")
-            result.preview_paths.append(path)
+            result.preview_paths.append(save_png(image, safe_join(log_dir, f"images/{name}-{hypernetwork.step}.png")))
         hooks.on_preview(hypernetwork.step, image)
 
     def diverged(what: str, step: int, learn_rate: float) -> TrainingDiverged:
@@ -345,6 +334,16 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     hypernetwork.requires_grad_(False)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def save_png(image: torch.Tensor, path: Path) -> Path:
+    """Write IMAGE [1,H,W,3] as a PNG, atomically."""
+    from PIL import Image
+
+    array = (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return path
 
 
 def _save_on_stop(periodic_save: Callable, final_save: Callable, config: TrainConfig, step: int) -> None:

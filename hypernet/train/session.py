@@ -3,12 +3,14 @@ network, prepare the data, train, and draw the loss curve."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..files import safe_join
 from .data import prepare_examples
-from .loop import TrainConfig, TrainHooks, TrainResult, train_hypernetwork
+from .loop import TrainConfig, TrainHooks, TrainResult, save_png, train_hypernetwork
 from .lossplot import loss_curve_image
 
 
@@ -16,6 +18,7 @@ from .lossplot import loss_curve_image
 class TrainOutputs:
     result: TrainResult
     loss_curve: torch.Tensor  # IMAGE [1,H,W,3]
+    loss_curve_path: Optional[Path] = None
 
 
 def make_backend(model, clip, vae, device: Optional[torch.device] = None,
@@ -57,4 +60,8 @@ def run_training(model, clip, vae, images: Sequence[torch.Tensor], captions: Seq
     examples = prepare_examples(images, captions, masks, resolution, aspect_buckets)
     result = train_hypernetwork(backend, network, examples, config, hooks)
     curve = loss_curve_image(result.losses, first_step=result.first_step, title=f"{config.name} loss")
-    return TrainOutputs(result, curve)
+    curve_path = None
+    if config.log_dir is not None:
+        curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
+    return TrainOutputs(result, curve, curve_path)
+

@@ -76,6 +76,10 @@ def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
     assert steps and steps[-1]["step"] == 4 and steps[-1]["node"] == "7"
     assert set(steps[-1]) == {"node", "step", "loss", "lr"} and steps[-1]["lr"] == pytest.approx(0.001)
     assert model.patches("attn2_patch") == []
+    shown = output["ui"]["images"]
+    assert shown == [{"filename": "loss_curve.png", "subfolder": "hypernet_training/tinynet", "type": "output"},
+                     {"filename": "tinynet-4.png", "subfolder": "hypernet_training/tinynet/images", "type": "output"}]
+    assert (log / "loss_curve.png").is_file()
 
 
 def test_continuing_a_saved_network_resumes_from_its_step(headless_dirs, events):
