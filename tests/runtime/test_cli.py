@@ -1,5 +1,6 @@
 """The `hypernet-studio` CLI: exit codes 0/1/2/130 and the messages that go with them."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -164,3 +165,28 @@ def test_console_module_exit_code_in_a_real_process(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "invalid JSON at line 1, column 2" in result.stderr
+
+
+def test_txt2img_workflow_end_to_end_on_the_tiny_model(tmp_path, capsys):
+    """The shipped UI workflow, unchanged, through the real registry (stand-ins + tiny-sd)."""
+    from PIL import Image
+
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
+    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+             ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir", "device")}
+    try:
+        code = cli.main(["run", str(workflow), "--base-dir", str(tmp_path), "--device", "cpu",
+                         "--set", "3.steps=2", "--set", "9.filename_prefix=e2e"])
+    finally:
+        for key, value in saved.items():
+            setattr(comfy_adapter.HEADLESS, key, value)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    images = sorted((tmp_path / "output").glob("e2e*.png"))
+    assert len(images) == 1 and f"wrote {images[0]}" in out
+    with Image.open(images[0]) as image:
+        assert image.size == (64, 64)
+        embedded_prompt = json.loads(image.text["prompt"])
+        embedded_workflow = json.loads(image.text["workflow"])
+    assert embedded_prompt["3"]["inputs"]["steps"] == 2  # the --set value is what ran
+    assert embedded_workflow["nodes"] == json.loads(workflow.read_text())["nodes"]
