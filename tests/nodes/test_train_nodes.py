@@ -104,3 +104,33 @@ def test_errors_name_the_node_and_input(headless_dirs, events):
         _run()
     with pytest.raises(ValueError, match="name"):
         _run(name="../x", inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+
+
+def test_shipped_workflow_trains_and_samples_headless(headless_dirs, events):
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from hypernet_studio.runtime.api import run_workflow_file
+
+    from ..conftest import REPO_ROOT
+
+    folder = headless_dirs / "input" / "train_example"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index, (colour, shape) in enumerate([("red", "square"), ("blue", "circle"), ("green", "square"),
+                                             ("red", "circle")]):
+        pixels = (rng.random((64 + 16 * (index % 2), 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index}.png")
+        (folder / f"img{index}.txt").write_text(f"{colour}, {shape}")
+    started = time.perf_counter()
+    result = run_workflow_file(REPO_ROOT / "workflows" / "train_hypernet.json")
+    elapsed = time.perf_counter() - started
+    trained = load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "example-hypernet.pt")
+    assert trained.step == 40
+    samples = [p for p in result.files if p.name.startswith("hypernet_trained_sample")]
+    assert len(samples) == 1 and Image.open(samples[0]).size == (64, 64)
+    log = headless_dirs / "output" / "hypernet_training" / "example-hypernet"
+    assert sorted(p.name for p in log.glob("*.pt")) == ["example-hypernet-20.pt", "example-hypernet-40.pt"]
+    assert elapsed < 120, elapsed
