@@ -22,6 +22,12 @@ def _registry() -> dict:
     return build_registry()[0]
 
 
+def _display_names() -> dict:
+    from .registry import build_registry
+
+    return build_registry()[1]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypernet-studio", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -137,6 +143,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     from .nodeinfo import node_inputs
 
     registry = _registry()
+    display_names = _display_names()
     listing = []
     for class_type in sorted(registry):
         cls = registry[class_type]
@@ -153,7 +160,8 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
             inputs.append(entry)
         names = getattr(cls, "RETURN_NAMES", None) or getattr(cls, "RETURN_TYPES", ())
         outputs = [{"name": name, "type": type_} for name, type_ in zip(names, getattr(cls, "RETURN_TYPES", ()))]
-        listing.append({"class_type": class_type, "category": getattr(cls, "CATEGORY", ""),
+        listing.append({"class_type": class_type, "display_name": display_names.get(class_type, class_type),
+                        "category": getattr(cls, "CATEGORY", ""),
                         "output_node": bool(getattr(cls, "OUTPUT_NODE", False)), "inputs": inputs,
                         "outputs": outputs})
     if args.json:
@@ -161,7 +169,8 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     for node in listing:
         flag = "  [output]" if node["output_node"] else ""
-        print(f"{node['class_type']}  ({node['category']}){flag}")
+        shown = f" \"{node['display_name']}\"" if node["display_name"] != node["class_type"] else ""
+        print(f"{node['class_type']}{shown}  ({node['category']}){flag}")
         for entry in node["inputs"]:
             detail = ""
             if "options" in entry:

@@ -139,8 +139,12 @@ def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: 
             continue
         if name not in inputs:
             if info.required:
-                issue("required_input_missing", f"required input '{name}' ({info.type_name}) is missing "
-                      "(not linked and no value)", name)
+                dropped = ((node.get("_meta") or {}).get("dropped_links") or {}).get(name)
+                reason = (f"its link from node {dropped} was dropped: that node is muted, or bypassed with "
+                          "no input of this type"
+                          if dropped is not None else "not linked and no value")
+                issue("required_input_missing", f"required input '{name}' ({info.type_name}) is missing ({reason})",
+                      name)
             continue
         value = inputs[name]
         if is_link(value):

@@ -142,6 +142,8 @@ class _Converter:
             for name, value in list(entry["inputs"].items()):
                 if _is_link(value) and value[0] not in prompt and self._exists(value[0]):
                     del entry["inputs"][name]
+                    # Kept only so validation can say why the input is missing.
+                    entry["_meta"].setdefault("dropped_links", {})[name] = value[0]
         return prompt
 
     def _exists(self, node_id: str) -> bool:
@@ -150,6 +152,7 @@ class _Converter:
     def _convert_node(self, node: dict) -> dict:
         cls = self.registry.get(node["type"])
         inputs: dict[str, Any] = {}
+        meta: dict[str, Any] = {"title": node.get("title") or node["type"]}
         if cls is not None:
             inputs.update(self._widget_values(node, cls))
         for slot, socket in enumerate(node.get("inputs") or []):
@@ -159,12 +162,13 @@ class _Converter:
             name = (socket.get("widget") or {}).get("name") or socket.get("name")
             resolved = self._resolve_link(socket["link"])
             if resolved is _DROP:
+                link = self.links.get(socket["link"])
+                if link is not None and name not in inputs:
+                    # Kept only so validation can say why the input is missing.
+                    meta.setdefault("dropped_links", {})[name] = str(link.origin_id)
                 continue
             inputs[name] = resolved  # the link wins over the widget value
-        entry = {"class_type": node["type"], "inputs": inputs}
-        title = node.get("title") or (node.get("properties") or {}).get("Node name for S&R") or node["type"]
-        entry["_meta"] = {"title": title}
-        return entry
+        return {"class_type": node["type"], "inputs": inputs, "_meta": meta}
 
     def _widget_values(self, node: dict, cls: type) -> dict[str, Any]:
         values = node.get("widgets_values")

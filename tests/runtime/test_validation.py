@@ -144,3 +144,13 @@ def test_node_errors_have_comfyui_shape(registry):
     assert errors["1"]["class_type"] == "Const"
     assert errors["1"]["errors"][0]["type"] == "required_input_missing"
     assert errors["1"]["errors"][0]["extra_info"]["input_name"] == "seed"
+
+
+def test_input_missing_because_its_source_is_muted_says_so(registry, load_fixture):
+    from hypernet_studio.runtime.workflow import ui_to_api
+
+    workflow = load_fixture("ui_routing.json")
+    next(n for n in workflow["nodes"] if n["id"] == 5)["mode"] = 2
+    issues = validate_prompt(ui_to_api(workflow, registry), registry).issues
+    assert [(i.type, i.node_id, i.input_name) for i in issues] == [("required_input_missing", "6", "value")]
+    assert "link from node 5 was dropped" in issues[0].message
