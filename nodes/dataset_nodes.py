@@ -73,17 +73,25 @@ def _parallel(node: str, name: str, values: Optional[list], count: int, default:
 
 def _dataset_inputs(node: str, images: list, captions: Optional[list], masks: Optional[list],
                     stems: Optional[list]) -> tuple[list, list, list, list]:
-    """Images split into items, with captions/masks/stems aligned to them."""
+    """Images split into single items, with captions/masks/stems aligned to them.
+
+    A batch wired in as one list entry shares that entry's caption and stem."""
     from ..hypernet.preprocess.convert import split_image_batches, split_mask_batches
 
     items = split_image_batches(images)
     if not items:
         raise ValueError(f"{node}: input 'images' is empty")
-    mask_items = _parallel(node, "masks", split_mask_batches(masks) if masks else None, len(items), None)
+    batch_sizes = [image.shape[0] if image.dim() == 4 else 1 for image in images]
+
+    def per_item(name: str, values: Optional[list], default: Any) -> list:
+        if values is not None and len(values) == len(images) != len(items):
+            values = [value for value, size in zip(values, batch_sizes) for _ in range(size)]
+        return _parallel(node, name, values, len(items), default)
+
     default_stems = [f"image{i:05d}" for i in range(len(items))]
-    stem_items = stems if stems is not None else default_stems
-    return (items, _parallel(node, "captions", captions, len(items), ""), mask_items,
-            _parallel(node, "stems", stem_items, len(items), ""))
+    return (items, per_item("captions", captions, ""),
+            _parallel(node, "masks", split_mask_batches(masks) if masks else None, len(items), None),
+            per_item("stems", stems, "") if stems is not None else default_stems)
 
 
 def _masks_out(images: list, masks: list) -> list:

@@ -5,6 +5,8 @@ a MASK item is float32 [1,H,W] with 1 = transparent (what core LoadImage gives).
 trainer's per-pixel loss weight is `1 - mask` (= alpha)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from PIL import Image
@@ -71,10 +73,13 @@ def split_image_batches(images: list[torch.Tensor]) -> list[torch.Tensor]:
     return items
 
 
-def split_mask_batches(masks: list[torch.Tensor]) -> list[torch.Tensor]:
-    """MASK list whose items may be batches [B,H,W] -> list of single items [1,H,W]."""
-    items: list[torch.Tensor] = []
+def split_mask_batches(masks: list[Optional[torch.Tensor]]) -> list[Optional[torch.Tensor]]:
+    """MASK list whose items may be batches [B,H,W] -> list of single items [1,H,W] (None kept)."""
+    items: list[Optional[torch.Tensor]] = []
     for tensor in masks:
+        if tensor is None:
+            items.append(None)
+            continue
         tensor = tensor if tensor.dim() == 3 else tensor.unsqueeze(0)
         items.extend(tensor[i:i + 1] for i in range(tensor.shape[0]))
     return items

@@ -1,0 +1,156 @@
+"""Dataset nodes: contract, list bookkeeping, errors that name node and input, and the shipped
+workflows/dataset_prep.json run headless with a random-weight Deepbooru file."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hypernet_studio.nodes import dataset_nodes
+from hypernet_studio.nodes.dataset_nodes import (HN_AutoCrop, HN_DeepbooruTag, HN_Flip, HN_LoadImages,
+                                                 HN_SaveDataset, HN_WD14Tag)
+
+from ..conftest import REPO_ROOT
+
+NODE_IDS = ["HN_LoadImages", "HN_AutoCrop", "HN_Flip", "HN_DeepbooruTag", "HN_WD14Tag", "HN_SaveDataset"]
+
+
+def _defaults(cls):
+    """Every widget at its default, wrapped in one-item lists as INPUT_IS_LIST nodes receive them."""
+    spec = cls.INPUT_TYPES()
+    values = {}
+    for section in ("required", "optional"):
+        for name, (kind, options) in spec.get(section, {}).items():
+            if "default" in options and not options.get("forceInput"):
+                values[name] = [options["default"]]
+    return values
+
+
+def _image(h, w, value=0.5):
+    return torch.full((1, h, w, 3), value)
+
+
+def test_contract_of_every_dataset_node():
+    assert sorted(dataset_nodes.NODE_CLASS_MAPPINGS) == sorted(NODE_IDS)
+    for node_id, cls in dataset_nodes.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        for section in spec.values():
+            for name, (kind, options) in section.items():
+                assert options.get("tooltip"), (node_id, name)
+                if "min" in options:
+                    assert options["min"] <= options["default"] <= options["max"], (node_id, name)
+                if isinstance(kind, list):
+                    assert options["default"] in kind, (node_id, name)
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+        assert all(n == n.lower() for n in cls.RETURN_NAMES)
+        assert cls.CATEGORY == "hypernetwork/dataset" and cls.DESCRIPTION
+        assert node_id in dataset_nodes.NODE_DISPLAY_NAME_MAPPINGS
+    assert HN_SaveDataset.OUTPUT_NODE is True
+
+
+def test_load_images_resolves_relative_folders_and_repeats(headless_dirs):
+    folder = headless_dirs / "input" / "set" / "2_style"
+    folder.mkdir(parents=True)
+    rgba = np.zeros((6, 4, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:3, :, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(folder / "a.png")
+    (folder / "a.txt").write_text("cap")
+    (folder / "b.png").write_bytes(b"")
+    out = HN_LoadImages().load("set", True, ".txt", True, 0, 0, "black", 100.0)
+    images, masks, captions, stems, count = out["result"]
+    assert count == 2 and stems == ["2_style/a"] * 2 and captions == ["cap", "cap"]
+    assert images[0].shape == (1, 6, 4, 3) and masks[0].shape == (1, 6, 4)
+    assert masks[0][0, 0, 0] == 1.0 and masks[0][0, 5, 0] == 0.0  # 1 = transparent
+    assert any("b.png" in line and "0 bytes" in line for line in out["ui"]["text"])
+    with pytest.raises(ValueError, match="no images loaded from folder .*nothing"):
+        (headless_dirs / "input" / "nothing").mkdir()
+        HN_LoadImages().load("nothing", False, ".txt", False, 0, 0, "white", 100.0)
+    first = HN_LoadImages.IS_CHANGED("set", recursive=True)
+    (folder / "c.png").write_bytes(b"x")
+    assert HN_LoadImages.IS_CHANGED("set", recursive=True) != first
+
+
+def test_crop_flip_keep_lists_parallel_and_inputs_untouched():
+    images = [_image(64, 192), torch.cat([_image(96, 96, 0.2), _image(96, 96, 0.8)])]  # a batch is split
+    originals = [i.clone() for i in images]
+    widgets = {**_defaults(HN_AutoCrop), "method": ["split"], "width": [64], "height": [64]}
+    out = HN_AutoCrop().crop(images, ["wide left", "sq"], None, ["w", "s"], **widgets)
+    crops, masks, captions, stems, debug, boxes = out["result"]
+    assert [c.shape for c in crops] == [(1, 64, 64, 3)] * len(crops)
+    assert captions[:-2] == ["wide left"] * (len(crops) - 2) and captions[-2:] == ["sq", "sq"]
+    assert stems[-2:] == ["s", "s"] and len(json.loads(boxes)) == len(crops) == len(masks)
+    assert all(torch.equal(a, b) for a, b in zip(images, originals))
+    flipped = HN_Flip().flip(crops, ["horizontal"], ["append"], [True], captions, masks, stems)
+    assert len(flipped[0]) == 2 * len(crops) and flipped[2][1] == "wide right" and flipped[3][1] == stems[0] + "-flip"
+
+
+def test_errors_name_the_node_and_the_input(headless_dirs):
+    widgets = _defaults(HN_AutoCrop)
+    with pytest.raises(ValueError, match="HN_AutoCrop: input 'captions' has 2 items for 3 images"):
+        HN_AutoCrop().crop([_image(8, 8)] * 3, ["a", "b"], None, None, **widgets)
+    with pytest.raises(ValueError, match="HN_SaveDataset: input 'folder'.*'\\.\\.'"):
+        HN_SaveDataset().save([_image(8, 8)], ["../escape"], ["index-stem"], [True])
+    with pytest.raises(ValueError, match="HN_SaveDataset: input 'folder'.*absolute"):
+        HN_SaveDataset().save([_image(8, 8)], ["/tmp/x"], ["index-stem"], [True])
+    with pytest.raises(FileNotFoundError) as info:
+        HN_DeepbooruTag().tag([_image(8, 8)], **_defaults(HN_DeepbooruTag))
+    message = str(info.value)
+    assert "HN_DeepbooruTag" in message and "model-resnet_custom_v3.pt" in message
+    assert str(headless_dirs / "models" / "deepbooru") in message and "TorchDeepDanbooru" in message
+    with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
+        HN_WD14Tag().tag([_image(8, 8)], **_defaults(HN_WD14Tag))
+
+
+def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 0, 0] = 1.0
+    node = HN_SaveDataset()
+    args = ([_image(4, 4), _image(4, 4)], ["out/set"], ["index-stem"], [True], ["one", ""], [mask, None], ["a/b", "a/b"])
+    result = node.save(*args)
+    folder = headless_dirs / "output" / "out" / "set"
+    assert result["result"] == (str(folder), 2)
+    assert sorted(p.name for p in folder.iterdir()) == ["00000-a_b.png", "00000-a_b.txt", "00001-a_b.png"]
+    assert (folder / "00000-a_b.txt").read_text() == "one"
+    saved = Image.open(folder / "00000-a_b.png")
+    assert saved.mode == "RGBA" and saved.getpixel((0, 0))[3] == 0 and saved.getpixel((1, 1))[3] == 255
+    assert Image.open(folder / "00001-a_b.png").mode == "RGB"
+    node.save(*args)  # a re-run rewrites the same names, no leftovers
+    assert len(list(folder.iterdir())) == 3 and not list(folder.glob(".*"))
+
+
+def test_shipped_dataset_workflow_runs_headless(headless_dirs):
+    from hypernet_studio.hypernet.taggers import deepbooru
+    from hypernet_studio.runtime.api import run_workflow_file
+
+    raw = headless_dirs / "input" / "dataset_raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((64, 160, 3)) * 255).astype(np.uint8)).save(raw / "wide.png")
+    Image.fromarray((rng.random((96, 80, 3)) * 255).astype(np.uint8)).save(raw / "tall.jpg")
+    rgba = (rng.random((80, 80, 4)) * 255).astype(np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :20, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(raw / "cut.png")
+    (raw / "wide.txt").write_text("a cat on the left")
+    (raw / "broken.png").write_bytes(b"\x89PNG broken")
+    model_dir = headless_dirs / "models" / "deepbooru"
+    model_dir.mkdir()
+    tags = ["b_tag", "a_tag", "rating:safe", "c_(x)"]
+    torch.save(deepbooru.random_state_dict(num_tags=4, tags=tags), model_dir / "model-resnet_custom_v3.pt")
+    deepbooru.clear_cache()
+    overrides = {"2.width": 64, "2.height": 64, "4.input_size": 128, "4.threshold": 0.0}
+    result = run_workflow_file(REPO_ROOT / "workflows" / "dataset_prep.json", overrides=overrides)
+    deepbooru.clear_cache()
+    out = headless_dirs / "output" / "dataset_prepared"
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["00000-cut.png", "00001-cut-flip.png", "00002-tall.png",
+                                      "00003-tall-flip.png", "00004-wide.png", "00005-wide-flip.png"]
+    assert all(Image.open(p).size == (64, 64) for p in pngs)
+    assert Image.open(pngs[0]).mode == "RGBA"  # the alpha survived crop and flip as a mask
+    all_tags = "a tag, b tag, c \\(x\\)"  # threshold 0: every tag but the rating, sorted, spaced, escaped
+    assert (out / "00002-tall.txt").read_text() == all_tags
+    assert (out / "00004-wide.txt").read_text() == "a cat on the left, " + all_tags
+    assert (out / "00005-wide-flip.txt").read_text() == "a cat on the right, " + all_tags
+    assert "5" in result.ui and "wrote 6 images" in result.ui["5"]["text"][0]
