@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     convert_hn = commands.add_parser("convert-hypernet", help="convert a hypernetwork file (.pt <-> .safetensors)")
     convert_hn.add_argument("source", type=Path)
-    convert_hn.add_argument("destination", type=Path)
+    convert_hn.add_argument("destination", type=Path, help="the format follows its extension")
+    convert_hn.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     return parser
 
 
@@ -131,7 +132,7 @@ def _cmd_convert_hypernet(args: argparse.Namespace) -> int:
         print(f"error: {args.source}: file not found", file=sys.stderr)
         return EXIT_INVALID
     try:
-        written = convert_hypernetwork_file(args.source, args.destination)
+        written = convert_hypernetwork_file(args.source, args.destination, overwrite=args.overwrite)
     except (ValueError, OSError, KeyError) as exc:
         print(f"error: cannot convert {args.source}: {exc}", file=sys.stderr)
         return EXIT_INVALID

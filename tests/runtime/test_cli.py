@@ -190,3 +190,29 @@ def test_txt2img_workflow_end_to_end_on_the_tiny_model(tmp_path, capsys):
         embedded_workflow = json.loads(image.text["workflow"])
     assert embedded_prompt["3"]["inputs"]["steps"] == 2  # the --set value is what ran
     assert embedded_workflow["nodes"] == json.loads(workflow.read_text())["nodes"]
+
+
+def test_convert_hypernet_delegates_and_reports_bad_input(tmp_path, capsys):
+    import torch
+
+    from hypernet_studio.hypernet.hypernet_io import load_hypernetwork, make_random_hypernetwork
+
+    source = make_random_hypernetwork(tmp_path / "style.pt", sizes=[32, 48], seed=3)
+    target = tmp_path / "style.safetensors"
+    assert cli.main(["convert-hypernet", str(source), str(target)]) == 0
+    assert f"wrote {target}" in capsys.readouterr().out
+    original, converted = load_hypernetwork(source), load_hypernetwork(target)
+    assert sorted(original.layers) == sorted(converted.layers) == [32, 48]
+    for width in (32, 48):
+        for a, b in zip(original.layers[width], converted.layers[width]):
+            for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+                assert torch.equal(p, q), (width, name)
+
+    assert cli.main(["convert-hypernet", str(source), str(target)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert cli.main(["convert-hypernet", str(source), str(target), "--overwrite"]) == 0
+    not_a_hypernet = tmp_path / "notes.pt"
+    torch.save({"hello": torch.zeros(2)}, not_a_hypernet)
+    assert cli.main(["convert-hypernet", str(not_a_hypernet), str(tmp_path / "x.safetensors")]) == 2
+    assert "notes.pt" in capsys.readouterr().err
+    assert cli.main(["convert-hypernet", str(tmp_path / "missing.pt"), str(tmp_path / "y.pt")]) == 2
