@@ -45,7 +45,7 @@ class TrainingBackend(Protocol):
         """Pixels [B,H,W,3] 0..1 -> scaled latent mean and std (std None if unknown)."""
 
     def encode_texts(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> conditioning [B,T,D]."""
+        """Prompts -> conditioning [B,T,D] (or a list of [T,D] when lengths differ)."""
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU."""

@@ -90,9 +90,9 @@ class ComfyBackend:
         raw = self.vae.encode(pixels[..., :3])
         return self.model.model.process_latent_in(raw.float()).to(self.device), None
 
-    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
-        conds = [self.clip.encode_from_tokens(self.clip.tokenize(text)) for text in prompts]
-        return torch.cat([cond.float() for cond in conds])
+    def encode_texts(self, prompts: list[str]) -> list[torch.Tensor]:
+        """One [T,D] per prompt; T is 77 per chunk, so long prompts are longer (padded when batched)."""
+        return [self.clip.encode_from_tokens(self.clip.tokenize(text))[0].float() for text in prompts]
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

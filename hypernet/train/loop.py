@@ -192,7 +192,7 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
         preview_conds = None
         if config.preview_every > 0:
             preview_text = config.preview_prompt or prompts.prompt(0, 0)
-            preview_conds = backend.encode_texts([preview_text, config.preview_negative]).to(device)
+            preview_conds = texts.batch([preview_text, config.preview_negative])
     if config.offload_encoders and not prompts.varies:
         backend.offload_encoders()
 

@@ -52,3 +52,20 @@ def test_checkpointing_blocks_give_the_same_gradients():
 def test_a_model_without_the_patcher_api_is_refused():
     with pytest.raises(TypeError, match="model has no clone"):
         ComfyBackend(object(), None, None)
+
+
+def test_prompts_of_different_lengths_are_padded_like_a1111():
+    model, clip, vae = comfy_objects()
+    long_prompt = "x " * 100
+
+    def encode_from_tokens(tokens, return_pooled=False):
+        length = 10 if tokens["text"] == long_prompt else 5
+        return torch.arange(length * 12, dtype=torch.float32).reshape(1, length, 12)
+
+    clip.encode_from_tokens = encode_from_tokens
+    from hypernet_studio.hypernet.train.data import TextCache
+
+    cache = TextCache(ComfyBackend(model, clip, vae).encode_texts, torch.device("cpu"))
+    batch = cache.batch(["short", long_prompt])
+    assert batch.shape == (2, 10, 12)
+    assert torch.equal(batch[0, 5:], batch[0, 4:5].expand(5, 12))
