@@ -12,7 +12,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -97,7 +96,6 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * args.nodes + 1000))
     from hypernet_studio.runtime.executor import Executor
     from hypernet_studio.runtime.workflow import ui_to_api
 

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import itertools
 import math
 import time
 import traceback
@@ -28,10 +30,12 @@ from ..nodes import comfy_adapter
 from ..nodes.comfy_adapter import HEADLESS, InterruptedByUser, is_interrupt, throw_if_interrupted
 from .nodeinfo import is_output_node, node_inputs, output_is_list, return_types
 from .progress import ProgressFactory
-from .validation import PromptValidationError, ValidationIssue, find_cycle, validate_prompt
+from .validation import PromptValidationError, ValidationIssue, find_cycle, link_sources, validate_prompt
 from .workflow import is_link, unwrap_value
 
 EventCallback = Callable[[str, dict], None]
+# Each "always rerun" verdict gets a fresh number, so its signature never recurs.
+_ALWAYS_RERUN = itertools.count()
 
 
 class NodeExecutionError(RuntimeError):
@@ -105,6 +109,8 @@ class Executor:
         extra_pnginfo = extra_pnginfo if extra_pnginfo is not None else {}
         # Entries of nodes that left the prompt are dropped, like ComfyUI's cache.
         self._cache = {nid: entry for nid, entry in self._cache.items() if nid in prompt}
+        self._instances = {key: obj for key, obj in self._instances.items()
+                           if key[0] in prompt and prompt[key[0]]["class_type"] == key[1]}
         HEADLESS.interrupt.clear()  # a stale request must not stop the next prompt
 
         with self._host_hooks(prompt, result.prompt_id) as progress, torch.inference_mode():
@@ -113,8 +119,9 @@ class Executor:
             result.cached = [nid for nid in order
                              if nid in self._cache and self._cache[nid].signature == signatures[nid]]
             self._emit("execution_cached", {"nodes": list(result.cached), "prompt_id": result.prompt_id})
+            cached = set(result.cached)
             for node_id in order:
-                if node_id in result.cached:
+                if node_id in cached:
                     continue
                 self._run_node(node_id, prompt, extra_pnginfo, signatures[node_id], result, progress)
                 result.executed.append(node_id)
@@ -208,7 +215,9 @@ class Executor:
                 info.section == "hidden" and info.type == "UNIQUE_ID" for info in declared.values())
             if uses_id:
                 parts.append(("node_id", node_id))
-            signatures[node_id] = tuple(parts)
+            # A digest, not the nested tuple: comparing ancestors' nested signatures would be
+            # quadratic and recursive on long chains.
+            signatures[node_id] = hashlib.sha256(repr(parts).encode()).hexdigest()
         return signatures
 
     @staticmethod
@@ -226,9 +235,9 @@ class Executor:
                 arguments = {k: v for k, v in arguments.items() if k in accepted}
             value = check(**arguments)
         except Exception:
-            return object()  # never equal to anything: always rerun
+            return ("always rerun", next(_ALWAYS_RERUN))
         if isinstance(value, float) and math.isnan(value):
-            return object()
+            return ("always rerun", next(_ALWAYS_RERUN))
         return _freeze(value)
 
     # ------------------------------------------------------------------ host hooks
@@ -266,18 +275,20 @@ def execution_order(prompt: Mapping[str, dict], outputs: list[str]) -> list[str]
         raise DependencyCycleError(cycle)
     order: list[str] = []
     seen: set[str] = set()
-
-    def visit(node_id: str) -> None:
-        seen.add(node_id)
-        sources = {value[0] for value in prompt[node_id].get("inputs", {}).values() if is_link(value)}
-        for source in sorted(sources, key=_id_key):
-            if source not in seen:
-                visit(source)
-        order.append(node_id)
-
     for output in sorted(outputs, key=_id_key):
-        if output not in seen:
-            visit(output)
+        if output in seen:
+            continue
+        seen.add(output)
+        path, pending = [output], [iter(link_sources(prompt[output]))]
+        while pending:  # iterative post-order: long chains never hit the recursion limit
+            source = next(pending[-1], None)
+            if source is None:
+                order.append(path.pop())
+                pending.pop()
+            elif source not in seen and source in prompt:
+                seen.add(source)
+                path.append(source)
+                pending.append(iter(link_sources(prompt[source])))
     return order
 
 
@@ -346,8 +357,6 @@ def _freeze(value: Any) -> Any:
         return ("list", tuple(_freeze(v) for v in value))
     if value is None or isinstance(value, (str, int, float, bool)):
         return (type(value).__name__, value)
-    if isinstance(value, torch.Tensor):
-        return ("tensor", id(value))
     return ("repr", type(value).__name__, repr(value))
 
 

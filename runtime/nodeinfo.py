@@ -55,8 +55,8 @@ class InputInfo:
         """The frontend saves a hidden fixed/increment/... value right after this widget."""
         if not self.is_widget:
             return False
-        if self.options.get("control_after_generate"):
-            return True
+        if "control_after_generate" in self.options:  # an explicit False turns it off
+            return bool(self.options["control_after_generate"])
         return self.type == "INT" and self.name in SEED_INPUT_NAMES
 
     @property

@@ -262,33 +262,36 @@ def _cycle_issues(prompt: dict, outputs: list[str]) -> list[ValidationIssue]:
 
 
 def find_cycle(prompt: Mapping[str, dict], roots: list[str]) -> list[str]:
-    """The node ids of one cycle reachable from `roots` through links, or [] if none."""
+    """The node ids of one cycle reachable from `roots` through links, or [] if none.
+
+    Iterative depth-first search, so long chains do not hit Python's recursion limit."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    stack_path: list[str] = []
-
-    def visit(node_id: str) -> list[str]:
-        state[node_id] = 1
-        stack_path.append(node_id)
-        for value in (prompt[node_id].get("inputs") or {}).values():
-            if not is_link(value) or value[0] not in prompt:
-                continue
-            source = value[0]
-            if state.get(source) == 1:
-                return stack_path[stack_path.index(source):]
-            if source not in state:
-                found = visit(source)
-                if found:
-                    return found
-        stack_path.pop()
-        state[node_id] = 2
-        return []
-
     for root in roots:
-        if root in prompt and root not in state:
-            found = visit(root)
-            if found:
-                return list(found)
+        if root not in prompt or root in state:
+            continue
+        path = [root]
+        pending = [iter(link_sources(prompt[root]))]
+        state[root] = 1
+        while pending:
+            source = next(pending[-1], None)
+            if source is None:
+                state[path.pop()] = 2
+                pending.pop()
+                continue
+            if source not in prompt or state.get(source) == 2:
+                continue
+            if state.get(source) == 1:
+                return path[path.index(source):]
+            state[source] = 1
+            path.append(source)
+            pending.append(iter(link_sources(prompt[source])))
     return []
+
+
+def link_sources(node: Mapping[str, Any]) -> list[str]:
+    """Ids of the nodes `node` takes links from, ascending and without repeats."""
+    sources = {value[0] for value in (node.get("inputs") or {}).values() if is_link(value)}
+    return sorted(sources, key=_id_key)
 
 
 def _short(value: Any) -> Any:

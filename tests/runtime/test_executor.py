@@ -188,3 +188,16 @@ def test_ui_files_resolve_against_headless_folders(registry, headless_dirs):
     registry["Saver"] = Saver
     result = Executor(registry).run({"1": {"class_type": "Saver", "inputs": {}}})
     assert result.files == [headless_dirs / "output" / "run1" / "a.png", headless_dirs / "temp" / "b.png"]
+
+
+def test_long_chain_runs_without_recursion_limits(registry, calls):
+    length = 3000  # deeper than Python's default recursion limit
+    prompt = {"0": {"class_type": "Const", "inputs": {"value": 0, "seed": 0}}}
+    for i in range(1, length + 1):
+        prompt[str(i)] = {"class_type": "Add", "inputs": {"a": [str(i - 1), 0], "b": 1}}
+    prompt["out"] = {"class_type": "Collect", "inputs": {"value": [str(length), 0]}}
+    executor = Executor(registry)
+    assert executor.run(prompt).ui["out"] == {"values": [length]}
+    prompt[str(length)]["inputs"]["b"] = 2
+    second = executor.run(prompt)
+    assert second.executed == [str(length), "out"] and second.ui["out"] == {"values": [length + 1]}
