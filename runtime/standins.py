@@ -148,7 +148,9 @@ class CheckpointLoaderSimple:
 
         device = adapter.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None
-        return headless_objects(load_components(_resolve_checkpoint(ckpt_name), device=device, dtype=dtype))
+        components = load_components(_resolve_checkpoint(ckpt_name), device=device, dtype=dtype,
+                                     tokenizer_dirs=adapter.model_folders("tokenizers"))
+        return headless_objects(components)
 
 
 class CLIPTextEncode:

@@ -1,0 +1,378 @@
+"""Offline loading of checkpoints the test writes itself in the original SD (LDM) key layout.
+
+The key layout below is written from the original Stable Diffusion model definition
+(openaimodel UNet, LDM autoencoder, CLIP/OpenCLIP text towers), at reduced widths and
+depths; the loader must infer every size from the tensor shapes."""
+import json
+
+import pytest
+import torch
+
+from hypernet_studio.hypernet.models import loading
+from hypernet_studio.hypernet.models.headless import headless_objects
+from hypernet_studio.hypernet.models.sampling import sample
+from hypernet_studio.hypernet.models.tiny import _bytes_to_unicode
+
+C, MULT, RES, ATTN_LEVELS, Z = 32, (1, 2, 2), 1, (0, 1), 4
+VAE_MULT, VAE_CH, VAE_RES = (1, 2, 2, 2), 16, 1
+TEXT_H, TEXT_LAYERS, TEXT_I = 32, 2, 64
+
+
+class Writer:
+    """Fills a state dict with seeded random tensors."""
+
+    def __init__(self, seed=0):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sd = {}
+
+    def __call__(self, key, *shape):
+        self.sd[key] = torch.randn(*shape, generator=self.generator) * 0.05
+
+    def norm(self, key, ch):
+        self.sd[key + ".weight"] = 1 + torch.randn(ch, generator=self.generator) * 0.05
+        self.sd[key + ".bias"] = torch.randn(ch, generator=self.generator) * 0.05
+
+    def linear(self, key, out, inp, bias=True):
+        self(key + ".weight", out, inp)
+        if bias:
+            self(key + ".bias", out)
+
+    def conv(self, key, out, inp, k=3):
+        self(key + ".weight", out, inp, k, k)
+        self(key + ".bias", out)
+
+
+def _resblock(w, p, cin, cout, emb):
+    w.norm(p + ".in_layers.0", cin)
+    w.conv(p + ".in_layers.2", cout, cin)
+    w.linear(p + ".emb_layers.1", cout, emb)
+    w.norm(p + ".out_layers.0", cout)
+    w.conv(p + ".out_layers.3", cout, cout)
+    if cin != cout:
+        w.conv(p + ".skip_connection", cout, cin, k=1)
+
+
+def _transformer(w, p, ch, context, linear_proj):
+    w.norm(p + ".norm", ch)
+    for name in ("proj_in", "proj_out"):
+        if linear_proj:
+            w.linear(f"{p}.{name}", ch, ch)
+        else:
+            w.conv(f"{p}.{name}", ch, ch, k=1)
+    b = p + ".transformer_blocks.0"
+    for attn, kv in (("attn1", ch), ("attn2", context)):
+        w.linear(f"{b}.{attn}.to_q", ch, ch, bias=False)
+        w.linear(f"{b}.{attn}.to_k", ch, kv, bias=False)
+        w.linear(f"{b}.{attn}.to_v", ch, kv, bias=False)
+        w.linear(f"{b}.{attn}.to_out.0", ch, ch)
+    w.linear(b + ".ff.net.0.proj", ch * 8, ch)
+    w.linear(b + ".ff.net.2", ch, ch * 4)
+    for n in ("norm1", "norm2", "norm3"):
+        w.norm(f"{b}.{n}", ch)
+
+
+def write_ldm_unet(w, context, linear_proj=False, prefix="model.diffusion_model."):
+    emb = 4 * C
+    w.linear(prefix + "time_embed.0", emb, C)
+    w.linear(prefix + "time_embed.2", emb, emb)
+    w.conv(prefix + "input_blocks.0.0", C, 4)
+    chans, ch, index = [C], C, 1
+    for level, mult in enumerate(MULT):
+        for _ in range(RES):
+            _resblock(w, f"{prefix}input_blocks.{index}.0", ch, mult * C, emb)
+            ch = mult * C
+            if level in ATTN_LEVELS:
+                _transformer(w, f"{prefix}input_blocks.{index}.1", ch, context, linear_proj)
+            chans.append(ch)
+            index += 1
+        if level != len(MULT) - 1:
+            w.conv(f"{prefix}input_blocks.{index}.0.op", ch, ch)
+            chans.append(ch)
+            index += 1
+    _resblock(w, prefix + "middle_block.0", ch, ch, emb)
+    _transformer(w, prefix + "middle_block.1", ch, context, linear_proj)
+    _resblock(w, prefix + "middle_block.2", ch, ch, emb)
+    index = 0
+    for level, mult in reversed(list(enumerate(MULT))):
+        for i in range(RES + 1):
+            skip = chans.pop()
+            _resblock(w, f"{prefix}output_blocks.{index}.0", ch + skip, mult * C, emb)
+            ch = mult * C
+            part = 1
+            if level in ATTN_LEVELS:
+                _transformer(w, f"{prefix}output_blocks.{index}.1", ch, context, linear_proj)
+                part = 2
+            if level and i == RES:
+                w.conv(f"{prefix}output_blocks.{index}.{part}.conv", ch, ch)
+            index += 1
+    w.norm(prefix + "out.0", C)
+    w.conv(prefix + "out.2", 4, C)
+
+
+def _vae_resblock(w, p, cin, cout):
+    w.norm(p + ".norm1", cin)
+    w.conv(p + ".conv1", cout, cin)
+    w.norm(p + ".norm2", cout)
+    w.conv(p + ".conv2", cout, cout)
+    if cin != cout:
+        w.conv(p + ".nin_shortcut", cout, cin, k=1)
+
+
+def _vae_mid(w, p, ch):
+    _vae_resblock(w, p + ".block_1", ch, ch)
+    w.norm(p + ".attn_1.norm", ch)
+    for name in ("q", "k", "v", "proj_out"):
+        w.conv(f"{p}.attn_1.{name}", ch, ch, k=1)
+    _vae_resblock(w, p + ".block_2", ch, ch)
+
+
+def write_ldm_vae(w, prefix="first_stage_model."):
+    widths = [VAE_CH * m for m in VAE_MULT]
+    w.conv(prefix + "encoder.conv_in", widths[0], 3)
+    ch = widths[0]
+    for level, width in enumerate(widths):
+        for j in range(VAE_RES):  # LDM's encoder has num_res_blocks blocks per level
+            _vae_resblock(w, f"{prefix}encoder.down.{level}.block.{j}", ch, width)
+            ch = width
+        if level != len(widths) - 1:
+            w.conv(f"{prefix}encoder.down.{level}.downsample.conv", ch, ch)
+    _vae_mid(w, prefix + "encoder.mid", ch)
+    w.norm(prefix + "encoder.norm_out", ch)
+    w.conv(prefix + "encoder.conv_out", 2 * Z, ch)
+    w.conv(prefix + "quant_conv", 2 * Z, 2 * Z, k=1)
+    w.conv(prefix + "post_quant_conv", Z, Z, k=1)
+    w.conv(prefix + "decoder.conv_in", ch, Z)
+    _vae_mid(w, prefix + "decoder.mid", ch)
+    for level in reversed(range(len(widths))):
+        for j in range(VAE_RES + 1):  # the decoder has num_res_blocks + 1 blocks per level
+            _vae_resblock(w, f"{prefix}decoder.up.{level}.block.{j}", ch, widths[level])
+            ch = widths[level]
+        if level != 0:
+            w.conv(f"{prefix}decoder.up.{level}.upsample.conv", ch, ch)
+    w.norm(prefix + "decoder.norm_out", ch)
+    w.conv(prefix + "decoder.conv_out", 3, ch)
+
+
+VOCAB = len(_bytes_to_unicode()) * 2 + 2
+
+
+def write_clip_text(w, prefix="cond_stage_model.transformer.text_model."):
+    w(prefix + "embeddings.token_embedding.weight", VOCAB, TEXT_H)
+    w(prefix + "embeddings.position_embedding.weight", 77, TEXT_H)
+    w.sd[prefix + "embeddings.position_ids"] = torch.arange(77)[None]
+    for i in range(TEXT_LAYERS):
+        p = f"{prefix}encoder.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            w.linear(p + "self_attn." + name, TEXT_H, TEXT_H)
+        w.norm(p + "layer_norm1", TEXT_H)
+        w.norm(p + "layer_norm2", TEXT_H)
+        w.linear(p + "mlp.fc1", TEXT_I, TEXT_H)
+        w.linear(p + "mlp.fc2", TEXT_H, TEXT_I)
+    w.norm(prefix + "final_layer_norm", TEXT_H)
+
+
+def write_open_clip_text(w, prefix="cond_stage_model.model."):
+    w(prefix + "token_embedding.weight", VOCAB, TEXT_H)
+    w(prefix + "positional_embedding", 77, TEXT_H)
+    for i in range(TEXT_LAYERS):
+        p = f"{prefix}transformer.resblocks.{i}."
+        w.norm(p + "ln_1", TEXT_H)
+        w.norm(p + "ln_2", TEXT_H)
+        w.linear(p + "attn.in_proj", 3 * TEXT_H, TEXT_H)
+        w.sd[p + "attn.in_proj_weight"] = w.sd.pop(p + "attn.in_proj.weight")
+        w.sd[p + "attn.in_proj_bias"] = w.sd.pop(p + "attn.in_proj.bias")
+        w.linear(p + "attn.out_proj", TEXT_H, TEXT_H)
+        w.linear(p + "mlp.c_fc", TEXT_I, TEXT_H)
+        w.linear(p + "mlp.c_proj", TEXT_H, TEXT_I)
+    w.norm(prefix + "ln_final", TEXT_H)
+    w(prefix + "text_projection", TEXT_H, TEXT_H)
+    w.sd[prefix + "logit_scale"] = torch.tensor(4.6)
+
+
+def write_tokenizer_files(folder):
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def sd1_state_dict():
+    w = Writer(0)
+    write_ldm_unet(w, context=TEXT_H)
+    write_ldm_vae(w)
+    write_clip_text(w)
+    return w.sd
+
+
+def sd2_state_dict():
+    w = Writer(1)
+    write_ldm_unet(w, context=TEXT_H, linear_proj=True)
+    write_ldm_vae(w)
+    write_open_clip_text(w)
+    return w.sd
+
+
+@pytest.fixture(scope="module")
+def sd1_file(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    state = sd1_state_dict()
+    save_file(state, str(folder / "tiny15.safetensors"))
+    torch.save({"state_dict": state, "global_step": 1}, str(folder / "tiny15.ckpt"))
+    write_tokenizer_files(folder)
+    return folder / "tiny15.safetensors", state
+
+
+def test_sd1_single_file_loads_with_the_original_weights(sd1_file):
+    path, state = sd1_file
+    assert path.stat().st_size < 20 * 2**20
+    components = loading.load_components(path)
+    assert (components.family, components.prediction_type, components.context_dim) == ("sd1", "epsilon", TEXT_H)
+    unet, vae, text = components.unet, components.vae, components.text_encoder
+    ldm = "model.diffusion_model."
+    torch.testing.assert_close(unet.conv_in.weight, state[ldm + "input_blocks.0.0.weight"])
+    torch.testing.assert_close(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight,
+                               state[ldm + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"])
+    torch.testing.assert_close(unet.up_blocks[2].resnets[1].conv1.weight,
+                               state[ldm + "output_blocks.5.0.in_layers.2.weight"])
+    torch.testing.assert_close(vae.encoder.conv_in.weight, state["first_stage_model.encoder.conv_in.weight"])
+    torch.testing.assert_close(vae.decoder.mid_block.attentions[0].to_q.weight,
+                               state["first_stage_model.decoder.mid.attn_1.q.weight"][:, :, 0, 0])
+    text_state = text.state_dict()
+    key = next(k for k in text_state if k.endswith("encoder.layers.1.mlp.fc2.weight"))
+    torch.testing.assert_close(text_state[key],
+                               state["cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc2.weight"])
+    assert text.config.hidden_act == "quick_gelu"
+    assert not any(p.requires_grad for p in unet.parameters())
+
+    model, clip, vae_object = headless_objects(components)
+    assert model.attention_widths() == [32, 64]
+    with torch.inference_mode():
+        positive = clip.encode_from_tokens(clip.tokenize("a cat"))
+        negative = clip.encode_from_tokens(clip.tokenize(""))
+        latent = sample(model, torch.zeros(1, 4, 4, 4), positive, negative, seed=0, steps=2, cfg=5.0,
+                        sampler_name="euler", scheduler="normal")
+        image = vae_object.decode(latent)
+    assert image.shape == (1, 32, 32, 3) and torch.isfinite(image).all()
+
+
+def test_ckpt_loads_weights_only_and_matches_safetensors(sd1_file):
+    path, state = sd1_file
+    from_ckpt = loading.load_components(path.with_suffix(".ckpt"))
+    torch.testing.assert_close(from_ckpt.unet.state_dict()["conv_out.weight"],
+                               state["model.diffusion_model.out.2.weight"])
+
+
+def test_sd2_layout_open_clip_is_converted(tmp_path):
+    from safetensors.torch import save_file
+
+    state = sd2_state_dict()
+    save_file(state, str(tmp_path / "tiny21.safetensors"))
+    tokenizers = tmp_path / "models" / "tokenizers" / "sd2"
+    tokenizers.mkdir(parents=True)
+    write_tokenizer_files(tokenizers)
+    components = loading.load_components(tmp_path / "tiny21.safetensors", model_type="v",
+                                         tokenizer_dirs=[tmp_path / "models" / "tokenizers"])
+    assert (components.family, components.prediction_type, components.default_clip_layer) == \
+        ("sd2", "v_prediction", -2)
+    assert components.unet.config.use_linear_projection
+    assert components.tokenizer.pad_token == "!"
+    text_state = components.text_encoder.state_dict()
+    q_key = next(k for k in text_state if k.endswith("encoder.layers.0.self_attn.k_proj.weight"))
+    in_proj = state["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"]
+    torch.testing.assert_close(text_state[q_key], in_proj[TEXT_H:2 * TEXT_H])
+    assert components.text_encoder.config.hidden_act == "gelu"
+
+
+def _keys(*names):
+    return {name: torch.zeros(1) for name in names}
+
+
+def test_family_detection_on_synthetic_key_sets():
+    unet_key = "model.diffusion_model.input_blocks.0.0.weight"
+    assert loading.detect_family(_keys(unet_key, "cond_stage_model.transformer.text_model.final_layer_norm.weight")) \
+        == "sd1"
+    assert loading.detect_family(_keys(unet_key, "cond_stage_model.model.transformer.resblocks.0.ln_1.weight")) \
+        == "sd2"
+    context_1024 = {unet_key: torch.zeros(1),
+                    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight":
+                        torch.zeros(320, 1024)}
+    assert loading.detect_family(context_1024) == "sd2"
+    with pytest.raises(loading.CheckpointError, match="SDXL"):
+        loading.detect_family(_keys(unet_key, "conditioner.embedders.1.model.ln_final.weight"), "xl.safetensors")
+    with pytest.raises(loading.CheckpointError, match="LoRA"):
+        loading.detect_family(_keys("lora_unet_down_blocks_0.lora_up.weight"), "lora.safetensors")
+    with pytest.raises(loading.CheckpointError, match="standalone VAE"):
+        loading.detect_family(_keys("encoder.conv_in.weight", "decoder.conv_out.weight"))
+    with pytest.raises(loading.CheckpointError, match="no known text encoder"):
+        loading.detect_family(_keys(unet_key))
+
+
+def test_prediction_type_rules(tmp_path):
+    probe = loading.V_PREDICTION_PROBE
+    generator = torch.Generator().manual_seed(0)
+    trained = {probe: torch.randn(640, generator=generator) * 0.2}
+    fresh = {probe: torch.randn(640, generator=generator) * 0.01}
+    assert loading.detect_prediction_type(trained, "sd2") == "v_prediction"
+    assert loading.detect_prediction_type(fresh, "sd2") == "epsilon"
+    assert loading.detect_prediction_type(trained, "sd1") == "epsilon"  # the heuristic is for SD2 only
+    assert loading.detect_prediction_type(trained, "sd2", model_type="epsilon") == "epsilon"
+    assert loading.detect_prediction_type({"v_pred": torch.zeros(())}, "sd1") == "v_prediction"
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    assert loading.detect_prediction_type(fresh, "sd2", checkpoint) == "v_prediction"
+    with pytest.raises(loading.CheckpointError, match="model_type"):
+        loading.detect_prediction_type(fresh, "sd2", model_type="flow")
+
+
+def test_missing_tokenizer_error_says_where_to_put_files(tmp_path):
+    with pytest.raises(loading.CheckpointError, match="models/tokenizers/sd1"):
+        loading.find_tokenizer("sd1", tmp_path / "model.safetensors", [tmp_path / "tokenizers"])
+
+
+def test_bpe_file_tokenizer_matches_clip_vocabulary_construction(tmp_path):
+    import gzip
+
+    merges = ["t h", "th e</w>", "c a", "ca t</w>"]
+    with gzip.open(tmp_path / loading.BPE_FILE_NAME, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(["#version: 0.2"] + merges) + "\n")
+    tokenizer = loading.find_tokenizer("sd1", None, [tmp_path])
+    ids = tokenizer("the cat", add_special_tokens=False)["input_ids"]
+    # CLIP's layout: 256 bytes, 256 word-final bytes, then one token per merge, then the specials.
+    assert ids == [512 + 1, 512 + 3]
+    assert tokenizer.bos_token_id == 512 + len(merges) and tokenizer.eos_token_id == 512 + len(merges) + 1
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    import pickle
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": Payload()}}, str(path), pickle_module=pickle)
+    with pytest.raises(loading.CheckpointError, match="evil.ckpt"):
+        loading.read_state_dict(path)
+
+
+def test_diffusers_folder_round_trip(tmp_path, sd1_file):
+    path, _ = sd1_file
+    components = loading.load_components(path)
+    folder = tmp_path / "pipeline"
+    components.unet.save_pretrained(str(folder / "unet"))
+    components.vae.save_pretrained(str(folder / "vae"))
+    components.text_encoder.save_pretrained(str(folder / "text_encoder"))
+    components.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+         "prediction_type": "epsilon"}))
+    (folder / "model_index.json").write_text("{}")
+    loaded = loading.load_components(folder)
+    assert (loaded.family, loaded.prediction_type) == ("sd1", "epsilon")
+    for name in ("unet", "vae", "text_encoder"):
+        a, b = getattr(components, name).state_dict(), getattr(loaded, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert loaded.tokenizer("a cat")["input_ids"] == components.tokenizer("a cat")["input_ids"]
