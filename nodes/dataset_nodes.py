@@ -142,7 +142,14 @@ def _face_model_path(name: str, detector: str) -> Optional[Path]:
     if name:
         return host.resolve_model("facedetect", name)
     available = host.list_models("facedetect")
-    return host.resolve_model("facedetect", available[0]) if available else None
+    if available:
+        return host.resolve_model("facedetect", available[0])
+    if detector == "yunet":
+        folders = ", ".join(str(f) for f in host.model_folders("facedetect"))
+        raise FileNotFoundError(f"HN_AutoCrop: input 'face_detector' is 'yunet' but no YuNet .onnx was given "
+                                f"('face_model') or found in {folders}; get face_detection_yunet_2023mar.onnx "
+                                "from github.com/opencv/opencv_zoo (this pack never downloads models)")
+    return None
 
 
 # --------------------------------------------------------------------------- nodes
@@ -188,9 +195,16 @@ class HN_LoadImages:
 
         import torch
 
-        result = load_image_folder(_resolve_folder(folder), recursive=recursive, caption_extension=caption_extension,
-                                   use_kohya_repeats=kohya_repeats, offset=offset, limit=limit,
-                                   background=parse_color(background), max_megapixels=max_megapixels)
+        try:
+            colour = parse_color(background)
+        except ValueError as exc:
+            raise ValueError(f"HN_LoadImages: input 'background': {exc}") from None
+        try:
+            result = load_image_folder(_resolve_folder(folder), recursive=recursive, offset=offset, limit=limit,
+                                       caption_extension=caption_extension, use_kohya_repeats=kohya_repeats,
+                                       background=colour, max_megapixels=max_megapixels)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"HN_LoadImages: input 'folder': {exc}") from None
         images, masks, captions, stems = [], [], [], []
         for item in result.images:
             image = array_to_image_tensor(item.rgb)

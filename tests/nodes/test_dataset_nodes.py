@@ -64,7 +64,7 @@ def test_load_images_resolves_relative_folders_and_repeats(headless_dirs):
     assert images[0].shape == (1, 6, 4, 3) and masks[0].shape == (1, 6, 4)
     assert masks[0][0, 0, 0] == 1.0 and masks[0][0, 5, 0] == 0.0  # 1 = transparent
     assert any("b.png" in line and "0 bytes" in line for line in out["ui"]["text"])
-    with pytest.raises(ValueError, match="no images loaded from folder .*nothing"):
+    with pytest.raises(ValueError, match="HN_LoadImages: input 'folder': no images loaded from folder .*nothing"):
         (headless_dirs / "input" / "nothing").mkdir()
         HN_LoadImages().load("nothing", False, ".txt", False, 0, 0, "white", 100.0)
     first = HN_LoadImages.IS_CHANGED("set", recursive=True)
@@ -99,6 +99,10 @@ def test_errors_name_the_node_and_the_input(headless_dirs):
     message = str(info.value)
     assert "HN_DeepbooruTag" in message and "model-resnet_custom_v3.pt" in message
     assert str(headless_dirs / "models" / "deepbooru") in message and "TorchDeepDanbooru" in message
+    with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_detector' is 'yunet'.*facedetect"):
+        HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_detector": ["yunet"]})
+    with pytest.raises(ValueError, match="HN_LoadImages: input 'background'"):
+        HN_LoadImages().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
     with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
         HN_WD14Tag().tag([_image(8, 8)], **_defaults(HN_WD14Tag))
 
