@@ -237,11 +237,13 @@ def _to_safetensors(state: dict, extra: dict) -> tuple[dict, dict]:
 
 
 def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Optional[str] = None,
-                      extra_metadata: Optional[Mapping] = None) -> Path:
+                      extra_metadata: Optional[Mapping] = None, remember_filename: bool = True) -> Path:
     """Write `hypernetwork` to `path` atomically, as A1111 `.pt` or our `.safetensors`.
 
     `format` defaults to the file extension. Extra metadata (plain data, non-numeric string
-    keys) is appended after A1111's keys; A1111 and ComfyUI ignore such keys. Refuses NaN/inf."""
+    keys) is appended after A1111's keys; A1111 and ComfyUI ignore such keys. Refuses NaN/inf.
+    With `remember_filename` the object's `filename` becomes `path` (a trainer resumes from the
+    `.optim` beside it); nodes pass False so that they never modify their input."""
     path = Path(path)
     format = format or file_format(path)
     if format not in ("pt", "safetensors"):
@@ -258,7 +260,8 @@ def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Option
 
             tensors, header = _to_safetensors(state, extra)
             save_file(tensors, str(tmp), metadata=header)
-    hypernetwork.filename = str(path)
+    if remember_filename:
+        hypernetwork.filename = str(path)
     return path
 
 

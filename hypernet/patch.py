@@ -40,6 +40,11 @@ class HypernetPatch:
             v = _apply_module(hypernetwork, v, 1, strength)
         return q, k, v
 
+    def __deepcopy__(self, memo: dict) -> "HypernetPatch":
+        """Share the networks: ComfyUI deep-copies model_options on every clone(), and copying
+        the weights each time would waste memory and cut a trainer off from its live network."""
+        return HypernetPatch(list(self.entries))
+
     def to(self, device_or_dtype: Any) -> "HypernetPatch":
         """Move the weights to a device; dtypes are ignored (fp32 master weights, see module doc)."""
         if isinstance(device_or_dtype, torch.dtype):

@@ -145,7 +145,7 @@ class SaveHypernetNode:
             raise ValueError(f"Save Hypernet (filename={filename!r}): {exc}") from exc
         if not overwrite:
             target = next_free_path(target.parent, target.stem, target.suffix)
-        path = save_hypernetwork(hypernetwork, target, format=format)
+        path = save_hypernetwork(hypernetwork, target, format=format, remember_filename=False)
         logger.info("saved hypernetwork %r to %s", hypernetwork.name, path)
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 

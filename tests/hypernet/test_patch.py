@@ -99,6 +99,16 @@ def test_stacking_equals_composition_with_own_strengths():
     assert torch.equal(k3, k2) and torch.equal(v3, v2)
 
 
+def test_deepcopy_shares_the_networks_like_model_weights():
+    import copy
+
+    hn = _hn([DIM], seed=0)
+    patch = HypernetPatch([(hn, 0.5)])
+    options = copy.deepcopy({"transformer_options": {"patches": {"attn1_patch": [patch]}}})
+    copied = options["transformer_options"]["patches"]["attn1_patch"][0]
+    assert copied is not patch and copied.entries == [(hn, 0.5)] and copied.entries[0][0] is hn
+
+
 def test_fp32_master_weights_and_input_dtype_kept():
     hn = _hn([DIM], seed=0)
     patch = HypernetPatch([(hn, 1.0)])

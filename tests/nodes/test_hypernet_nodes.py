@@ -94,6 +94,7 @@ def test_save_node_counter_overwrite_and_refusals(headless_dirs):
     for bad in ("../x", "/tmp/x", "a/../../x"):
         with pytest.raises(ValueError, match="Save Hypernet"):
             save(hn, bad, "pt", False)
+    assert hn.filename is None, "the node never modifies its input"
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == ["cat.pt", "cat.safetensors", "cat_00001.pt"]
 
 
