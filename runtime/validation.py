@@ -172,17 +172,18 @@ def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: 
         if isinstance(value, list):
             issue("bad_linked_input", f"malformed link {value!r}: expected [node_id, output_index]", name)
             continue
-        value = unwrap_value(value)
-        problem, value = _check_constant(info, value, skip_range=name in custom_checked)
+        wrapped = value is not unwrap_value(value)
+        problem, value = _check_constant(info, unwrap_value(value), skip_range=name in custom_checked)
         if problem:
             issue(problem[0], problem[1], name, received_value=_short(value))
         else:
-            inputs[name] = value
+            # Arrays stay wrapped, so a two-item value can never be read as a link later.
+            inputs[name] = {"__value__": value} if wrapped or isinstance(value, list) else value
 
     custom = getattr(cls, "VALIDATE_INPUTS", None)
     if custom is not None and not any(i.type in ("required_input_missing", "bad_linked_input") for i in issues):
-        arguments = {name: (None if is_link(inputs.get(name)) else unwrap_value(inputs.get(name)))
-                     for name in declared if name in custom_checked or "**" in custom_checked}
+        arguments = {name: (None if is_link(inputs[name]) else unwrap_value(inputs[name]))
+                     for name in declared if name in inputs and name in custom_checked}
         if "**" in custom_checked:
             arguments = {n: (None if is_link(v) else unwrap_value(v)) for n, v in inputs.items()}
         if wants_input_types:
@@ -192,7 +193,8 @@ def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: 
         except Exception as exc:  # a broken check is reported, not raised
             verdict = f"{type(exc).__name__}: {exc}"
         if verdict is not True:
-            issue("custom_validation_failed", str(verdict), None)
+            message = "VALIDATE_INPUTS rejected the inputs" if verdict in (False, None) else str(verdict)
+            issue("custom_validation_failed", message, None)
     return issues, sources
 
 
