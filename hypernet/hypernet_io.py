@@ -12,6 +12,13 @@ always read with torch.load(weights_only=True): a pickle that needs any class is
   header    __metadata__ = {"format": "hypernet-studio.hypernetwork", "format_version": "1",
                             "hypernetwork": JSON of the A1111 metadata above plus "sizes"
                             (the width order), "extra": JSON of any extra metadata}
+
+ComfyUI's core HypernetworkLoader reads our `.pt` files, and gives the same k/v outputs for
+dropout-free files without layer norm (checked by hand against ComfyUI's loader). It diverges
+from A1111 (and us) where it rebuilds the layers itself: with is_layer_norm it applies the
+activation after the output Linear even when activate_output is False; it keeps Dropout(0.3)
+active at inference when use_dropout is set, ignoring dropout_structure; it treats a missing
+activate_output as False; and it accepts only 9 activations.
 """
 from __future__ import annotations
 

@@ -172,3 +172,18 @@ def test_legacy_dropout_layers_shift_indices():
     keys = [k for k in HypernetworkModule(4, spec).state_dict()]
     assert keys == ["linear.0.weight", "linear.0.bias", "linear.3.weight", "linear.3.bias",
                     "linear.5.weight", "linear.5.bias"]
+
+
+@pytest.mark.parametrize("width,tokens", [(768, 77), (320, 4096)])
+def test_golden_forward_at_sd1_widths(width, tokens):
+    """Spec §8.2: seeded random weights, x of SD1 shapes, fp32 eval, within 1e-6 of the reference."""
+    spec = HypernetSpec(activation="relu", layer_norm=True, sizes=[width])
+    torch.manual_seed(0)
+    hn = Hypernetwork.build(spec)
+    x = torch.randn(2 if tokens < 1000 else 1, tokens, width)
+    for half in (0, 1):
+        module = hn.layers[width][half]
+        state = module.state_dict()
+        for m in (0.0, 0.5, 1.0, -1.0):
+            assert torch.allclose(module(x, multiplier=m), _reference(state, spec, x, m), atol=1e-6, rtol=0)
+        assert torch.equal(module(x, multiplier=0.0), x)
