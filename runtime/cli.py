@@ -29,7 +29,12 @@ def _display_names() -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hypernet-studio", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hypernet-studio", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run, validate and convert ComfyUI workflows headless; list nodes; convert hypernetworks.",
+        epilog="exit codes: 0 success, 1 a node failed while running, 2 invalid input "
+               "(file, JSON, workflow, --set), 130 interrupted\n"
+               "example: hypernet-studio run workflows/txt2img.json --set 3.seed=7 --base-dir ~/hs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a workflow (UI or API format)")
