@@ -118,18 +118,18 @@ def _model_choices(kind: str, fallback: str) -> list[str]:
     return host.list_models(kind) or [fallback]
 
 
-def _resolve_model_file(node: str, kind: str, name: str, path_override: str, help_text: str) -> Path:
-    """An explicit path wins; else a file of the `kind` folder; else an error saying where to put it."""
+def _resolve_model_file(node: str, kind: str, name: str, path_override: str, explain) -> Path:
+    """An explicit path wins; else a file of the `kind` folder; else `explain(name, folders)` says
+    which file goes where and where to get it."""
     if path_override and path_override.strip():
         path = Path(os.path.expanduser(path_override.strip()))
         if not path.is_file():
-            raise FileNotFoundError(f"{node}: input 'model_path' {path} does not exist. {help_text}")
+            raise FileNotFoundError(f"{node}: input 'model_path': {explain(str(path), [path.parent])}")
         return path
     try:
         return host.resolve_model(kind, name)
     except FileNotFoundError:
-        folders = ", ".join(str(f) for f in host.model_folders(kind))
-        raise FileNotFoundError(f"{node}: model {name!r} not found in {folders}. {help_text}") from None
+        raise FileNotFoundError(f"{node}: input 'model': {explain(name, host.model_folders(kind))}") from None
 
 
 def _face_model_path(name: str, detector: str) -> Optional[Path]:
@@ -343,7 +343,7 @@ class HN_DeepbooruTag:
         w = _widgets(widgets)
         items, captions, _, _ = _dataset_inputs("HN_DeepbooruTag", images, captions, None, None)
         path = _resolve_model_file("HN_DeepbooruTag", "deepbooru", w["model"], _widgets({"p": model_path})["p"],
-                                   deepbooru.missing_model_message(w["model"], host.model_folders("deepbooru")))
+                                   deepbooru.missing_model_message)
         options = TagOptions(threshold=w["threshold"], sort_alpha=w["sort_by"] == "alphabetical",
                              use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
                              include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
@@ -397,7 +397,7 @@ class HN_WD14Tag:
 
         w = _widgets(widgets)
         items, captions, _, _ = _dataset_inputs("HN_WD14Tag", images, captions, None, None)
-        path = _resolve_model_file("HN_WD14Tag", "wd14_tagger", w["model"], "", wd14.WD14_HELP)
+        path = _resolve_model_file("HN_WD14Tag", "wd14_tagger", w["model"], "", wd14.missing_model_message)
         options = wd14.WD14Options(threshold=w["threshold"], character_threshold=w["character_threshold"],
                                    replace_underscore=w["replace_underscore"], escape=w["escape_brackets"],
                                    exclude_tags=w["exclude_tags"])

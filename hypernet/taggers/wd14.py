@@ -25,6 +25,12 @@ WD14_HELP = ("Put a WD14 tagger's model.onnx and selected_tags.csv (e.g. from hu
              "<name>.csv if you keep several; this pack never downloads models.")
 
 
+def missing_model_message(name: str, folders) -> str:
+    """The error users see when a WD14 model is absent."""
+    where = ", ".join(str(f) for f in folders)
+    return f"WD14 model {name!r} not found in {where}. {WD14_HELP}"
+
+
 @dataclass(frozen=True)
 class TagRow:
     """One line of the tag table."""
