@@ -256,12 +256,9 @@ class _NodeReporter:
         self.started = time.perf_counter()
         self.node_started = self.started
         self.current: Optional[str] = None
-        self.total = 0
         self.count = 0
 
     def __call__(self, event: str, data: dict) -> None:
-        if event == "execution_cached":
-            self.cached = list(data.get("nodes", []))
         if self.quiet:
             return
         if event == "execution_cached" and data.get("nodes"):

@@ -28,7 +28,7 @@ import torch
 
 from ..nodes import comfy_adapter
 from ..nodes.comfy_adapter import HEADLESS, InterruptedByUser, is_interrupt, throw_if_interrupted
-from .nodeinfo import is_output_node, node_inputs, output_is_list, return_types
+from .nodeinfo import node_inputs, output_is_list, return_types
 from .progress import ProgressFactory
 from .validation import PromptValidationError, ValidationIssue, find_cycle, link_sources, validate_prompt
 from .workflow import is_link, unwrap_value
