@@ -20,6 +20,7 @@ def _single_thread():
     yield
     torch.set_num_threads(saved)
 
+
 A1111_ORDER = ["step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
                "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
                "last_layer_dropout", "optional_info"]

@@ -17,6 +17,7 @@ def _single_thread():
     yield
     torch.set_num_threads(saved)
 
+
 DIM, CONTEXT = 8, 12
 
 

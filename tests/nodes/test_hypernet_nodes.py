@@ -18,6 +18,7 @@ def _single_thread():
     yield
     torch.set_num_threads(saved)
 
+
 SPEC_DEFAULTS = dict(target_family="SD1", custom_sizes="768, 320, 640, 1280", layer_structure="1, 2, 1",
                      activation="linear", weight_init="Normal", layer_norm=False, use_dropout=False,
                      dropout_structure="0, 0, 0", activate_output=False, init_seed=0)
