@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -138,6 +139,7 @@ def main() -> None:
         results[key.replace("_s", "_vs_direct")] = results[key] / floor
     results["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
                           "cpu": platform.processor() or platform.machine(), "device": "cpu",
+                          "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
                           "gpu": "not measured (no GPU this session)"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
