@@ -111,7 +111,8 @@ def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
     mask = torch.zeros(1, 4, 4)
     mask[0, 0, 0] = 1.0
     node = HN_SaveDataset()
-    args = ([_image(4, 4), _image(4, 4)], ["out/set"], ["index-stem"], [True], ["one", ""], [mask, None], ["a/b", "a/b"])
+    args = ([_image(4, 4), _image(4, 4)], ["out/set"], ["index-stem"], [True], ["one", ""], [mask, None],
+            ["a/b", "a/b"])
     result = node.save(*args)
     folder = headless_dirs / "output" / "out" / "set"
     assert result["result"] == (str(folder), 2)
