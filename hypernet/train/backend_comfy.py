@@ -29,6 +29,29 @@ def _class_names(obj) -> set[str]:
     return {cls.__name__ for cls in type(obj).__mro__}
 
 
+def _replace_inference_tensors(module: torch.nn.Module) -> int:
+    """Swap weights created under torch.inference_mode() for ordinary copies.
+
+    ComfyUI runs the whole prompt, the checkpoint loader included, under inference_mode, so
+    the UNet's weights are "inference tensors". Autograd cannot save those for backward (the
+    hypernet's gradient flows through every UNet layer after the first attention), and at
+    fp32 on the CPU no cast produces a fresh copy in the forward pass. The copies hold the
+    same values, so the model is unchanged for every other node. Returns how many were swapped."""
+    swapped = 0
+    with torch.inference_mode(False):
+        for submodule in module.modules():
+            for name, parameter in list(submodule._parameters.items()):
+                if parameter is not None and parameter.is_inference():
+                    submodule._parameters[name] = torch.nn.Parameter(parameter.clone(),
+                                                                     requires_grad=parameter.requires_grad)
+                    swapped += 1
+            for name, buffer in list(submodule._buffers.items()):
+                if buffer is not None and buffer.is_inference():
+                    submodule._buffers[name] = buffer.clone()
+                    swapped += 1
+    return swapped
+
+
 class ComfyBackend:
     """Trains through a clone of a ComfyUI ModelPatcher; the caller's model is never patched."""
 
@@ -110,6 +133,7 @@ class ComfyBackend:
         else:
             self.model.model_patches_to(self.device)
         diffusion_model = self._diffusion_model()
+        _replace_inference_tensors(diffusion_model)
         blocks = []
         if gradient_checkpointing:
             for name in ("input_blocks", "middle_block", "output_blocks"):
