@@ -97,6 +97,14 @@ class HeadlessModel:
         return list(self.model_options.get("transformer_options", {}).get("patches", {}).get(name, []))
 
     # ---------------------------------------------------------------- running
+    def patch_context(self):
+        """A context manager that makes this object's patches the active ones (apply_model
+        enters it; re-enter it when a checkpointed block recomputes during backward)."""
+        transformer_options = {key: value for key, value in self.model_options.get("transformer_options", {}).items()
+                               if key != "patches"}
+        return active_patches(ActivePatches(tuple(self.patches("attn1_patch")), tuple(self.patches("attn2_patch")),
+                                            transformer_options))
+
     def apply_model(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """UNet output (eps or v, per `prediction_type`) for scaled latents `x_t` at DDPM
         `timesteps` (0..999, may be fractional) with text `context`, this object's patches
@@ -107,11 +115,7 @@ class HeadlessModel:
         timesteps = timesteps.to(device=device, dtype=torch.float32).reshape(-1)
         if timesteps.numel() == 1 and x_t.shape[0] > 1:
             timesteps = timesteps.expand(x_t.shape[0])
-        transformer_options = {key: value for key, value in self.model_options.get("transformer_options", {}).items()
-                               if key != "patches"}
-        patches = ActivePatches(tuple(self.patches("attn1_patch")), tuple(self.patches("attn2_patch")),
-                                transformer_options)
-        with active_patches(patches):
+        with self.patch_context():
             out = self.unet(x_t.to(device, dtype), timesteps, encoder_hidden_states=context.to(device, dtype),
                             return_dict=False)[0]
         return out.to(x_t.device, x_t.dtype)
