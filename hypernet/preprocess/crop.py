@@ -145,7 +145,9 @@ def focal_plan(image: Image.Image, settings: CropSettings, face_detector: Option
         # Cover scale: the crop always lies inside the image, so there are no black bars.
         scale = max(target[0] / width, target[1] / height)
         scaled = (max(target[0], round(width * scale)), max(target[1], round(height * scale)))
-    working = image.convert("RGB").resize(scaled, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # A1111 resizes with PIL's default (bicubic, no reducing gap); the gap is a faster approximation.
+    working = image.convert("RGB").resize(scaled, Image.Resampling.BICUBIC,
+                                          reducing_gap=None if settings.a1111_compat else 2.0)
     result = find_focal_point(working, target, settings.weights, face_detector, settings.a1111_compat)
     scaled_box = place_crop(result.point, scaled, target)
     plan = plan_from_scaled_box(width, height, scaled, scaled_box, "focal", result.point)
