@@ -204,3 +204,20 @@ def test_bad_settings_are_refused_with_the_field_named():
     trained.step = 10
     with pytest.raises(ValueError, match="already trained for 10 steps"):
         train_hypernetwork(FakeBackend(), trained, _examples(2), _config(steps=10))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_keeps_fp32_master_weights(precision):
+    result = train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(steps=3, precision=precision))
+    assert len(result.losses) == 3 and all(torch.isfinite(torch.tensor(result.losses)))
+    assert all(p.dtype == torch.float32 for p in result.hypernetwork.parameters())
+    fp32 = train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(steps=3))
+    assert result.losses != fp32.losses and result.losses == pytest.approx(fp32.losses, rel=0.05)
+
+
+def test_gradient_clipping_by_norm_limits_the_update():
+    config = _config(steps=1, optimizer="SGD", learning_rate="1.0", clip_grad_mode="norm", clip_grad_value="0.001")
+    before = _network()
+    result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
+    change = _params(result.hypernetwork) - _params(before)
+    assert float(change.norm()) == pytest.approx(0.001, rel=1e-3)

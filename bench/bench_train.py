@@ -1,0 +1,308 @@
+"""Speed and memory of Train Hypernet against its floor and a reference loop (CPU).
+
+    /work/venv/bin/python bench/bench_train.py [--steps 8] [--skip-sd15] [--skip-memory]
+
+Writes bench/results/train_cpu.json and train_cpu.md. All figures are ratios measured in
+one process: between two steps of Train Hypernet's loop one floor step and one reference
+step run, so each triple sees the same machine load; ratios are medians of the per-step
+pairs. The contenders:
+
+- floor: the bare UNet forward + backward to the text context (no hypernetwork, no
+  optimizer) on the same cached batch, same precision (fp32) - the least any trainer that
+  back-propagates through the UNet can do per step;
+- ours: Train Hypernet's loop (train_hypernetwork on the headless backend, AdamW, a 1,2,1
+  hypernetwork on every attention width), per-step wall time after the first step;
+- reference: a straightforward loop that runs the VAE and CLIP every step, as A1111 does
+  with tag shuffle on, then the same forward/backward/AdamW step.
+
+Models: an SD1.5-size UNet (320/640/1280/1280, 2 layers per block, 768 context; SD VAE and
+a 12-layer 768-wide CLIP text encoder), random weights built in code, at 64x64 px; and the
+built-in tiny model at 64x64 px. Peak RSS is measured in a child process for one training
+run at 256x256 px on the SD1.5-size UNet, next to the floor's. GPU: not measured (no GPU in
+this session).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def _import_pack():
+    try:
+        import hypernet_studio  # noqa: F401
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
+                                                      submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["hypernet_studio"] = module
+        spec.loader.exec_module(module)
+
+
+def sd15_components():
+    """SD1.5-shaped UNet, VAE and text encoder with random weights (no download)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hypernet_studio.hypernet.models.components import SDComponents, scaled_linear_alphas_cumprod
+    from hypernet_studio.hypernet.models.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+                                    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            sample_size=512)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+            num_attention_heads=12, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    for module in (unet, vae, text_encoder):
+        module.eval().requires_grad_(False)
+    return SDComponents(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+                        alphas_cumprod=scaled_linear_alphas_cumprod(), prediction_type="epsilon", family="sd1",
+                        name="sd15-size random", latent_scale_factor=0.18215, context_dim=768)
+
+
+def tiny_components():
+    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+
+    return build_tiny_components(seed=0)
+
+
+def _dataset(resolution: int):
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, resolution, resolution, 3, generator=generator) for _ in range(4)]
+    return images, [f"red, square, tag{i}" for i in range(4)]
+
+
+def _spec():
+    from hypernet_studio.hypernet.spec import HypernetSpec
+
+    return HypernetSpec(layer_structure=[1, 2, 1], activation="linear", weight_init="Normal", sizes=None)
+
+
+class Contenders:
+    """The three loops on one model, sharing the cached batch."""
+
+    def __init__(self, components, resolution: int):
+        from hypernet_studio.hypernet.models.headless import headless_objects
+        from hypernet_studio.hypernet.module import Hypernetwork
+        from hypernet_studio.hypernet.patch import apply_hypernetwork
+        from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+        from hypernet_studio.hypernet.train.data import prepare_examples
+
+        self.model, self.clip, self.vae = headless_objects(components)
+        self.components = components
+        self.images, self.captions = _dataset(resolution)
+        self.examples = prepare_examples(self.images, self.captions, resolution=resolution)
+        backend = DiffusersBackend(self.model, self.clip, self.vae)
+        with torch.no_grad():
+            mean, _ = backend.encode_images(self.examples[0].pixels)
+            self.cond = self.clip.encode_texts([self.captions[0]])
+        generator = torch.Generator().manual_seed(1)
+        self.noise = torch.randn(mean.shape, generator=generator)
+        self.t = torch.tensor([500])
+        a = components.alphas_cumprod[self.t].view(-1, 1, 1, 1)
+        self.x_t = a.sqrt() * mean + (1 - a).sqrt() * self.noise
+        widths = self.model.attention_widths()
+        self.reference_net = Hypernetwork.build(_spec(), sizes=widths, seed=0, name="ref")
+        self.reference_net.train().requires_grad_(True)
+        self.reference_model = apply_hypernetwork(self.model, self.reference_net, 1.0)
+        self.reference_optimizer = torch.optim.AdamW(self.reference_net.parameters(), lr=1e-5)
+        self.widths = widths
+        self.hypernet_parameters = sum(p.numel() for p in self.reference_net.parameters())
+
+    def floor_step(self):
+        context = self.cond.clone().requires_grad_(True)
+        out = self.components.unet(self.x_t, self.t, encoder_hidden_states=context, return_dict=False)[0]
+        F.mse_loss(out, self.noise).backward()
+
+    def reference_step(self, index: int):
+        pixels = self.examples[index % 4].pixels
+        vae = self.components.vae
+        with torch.no_grad():
+            latent = vae.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.sample() * 0.18215
+            cond = self.clip.encode_texts([self.captions[index % 4]])
+        a = self.components.alphas_cumprod[self.t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * latent + (1 - a).sqrt() * self.noise
+        loss = F.mse_loss(self.reference_model.apply_model(x_t, self.t, cond), self.noise)
+        loss.backward()
+        self.reference_optimizer.step()
+        self.reference_optimizer.zero_grad(set_to_none=True)
+
+    def interleaved(self, steps: int) -> tuple[list[float], list[float], list[float]]:
+        """Run Train Hypernet's loop for `steps` + 1 steps; between two of its steps (in the
+        progress hook, outside its timing) run one floor step and one reference step, so each
+        triple shares the machine's momentary load. Returns per-step times (first step dropped)."""
+        from hypernet_studio.hypernet.module import Hypernetwork
+        from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+        from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, train_hypernetwork
+
+        ours, floor, reference = [], [], []
+        contenders = self
+        state = {"resumed": None}
+
+        class Interleave(TrainHooks):
+            def on_step(self, step, total, loss, learn_rate):
+                finished = time.perf_counter()
+                if state["resumed"] is not None:
+                    ours.append(finished - state["resumed"])
+                    floor.append(_timed(lambda i: contenders.floor_step(), 1)[0])
+                    reference.append(_timed(contenders.reference_step, 1)[0])
+                state["resumed"] = time.perf_counter()
+
+        network = Hypernetwork.build(_spec(), sizes=self.widths, seed=0, name="bench")
+        config = TrainConfig(name="bench", steps=steps + 1, templates=["[filewords]"], learning_rate="1e-5",
+                             csv_every=0, seed=0)
+        train_hypernetwork(DiffusersBackend(self.model, self.clip, self.vae), network, self.examples, config,
+                           Interleave())
+        return ours, floor, reference
+
+
+def _timed(fn, count: int) -> list[float]:
+    times = []
+    for index in range(count):
+        start = time.perf_counter()
+        fn(index)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_model(label: str, components, resolution: int, steps: int) -> dict:
+    contenders = Contenders(components, resolution)
+    contenders.floor_step()  # warm-up
+    contenders.reference_step(0)
+    ours, floor, reference = contenders.interleaved(steps)
+    f, o, r = (statistics.median(x) for x in (floor, ours, reference))
+    paired = statistics.median(a / b for a, b in zip(ours, floor))
+    paired_reference = statistics.median(a / b for a, b in zip(reference, ours))
+    return {"model": label, "resolution_px": resolution, "batch_size": 1, "precision": "fp32",
+            "hypernetwork": f"1,2,1 linear on widths {contenders.widths} ({contenders.hypernet_parameters:,} params)",
+            "samples_per_contender": len(floor),
+            "floor_s_per_step": round(f, 4), "ours_s_per_step": round(o, 4), "reference_s_per_step": round(r, 4),
+            "ours_steps_per_s": round(1 / o, 3), "ours_over_floor": round(paired, 3),
+            "reference_over_ours": round(paired_reference, 3), "target_ours_over_floor": 1.15,
+            "meets_target": paired <= 1.15,
+            "raw_s": {"ours": [round(x, 3) for x in ours], "floor": [round(x, 3) for x in floor],
+                      "reference": [round(x, 3) for x in reference]}}
+
+
+# --------------------------------------------------------------------------- peak memory (child process)
+def _memory_child(kind: str, resolution: int) -> None:
+    _import_pack()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    contenders = Contenders(sd15_components(), resolution)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "floor":
+        for _ in range(2):
+            contenders.floor_step()
+    else:
+        _train_only(contenders, 2)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"kind": kind, "peak_rss_mib": round(peak / 1024, 1),
+                      "before_training_rss_mib": round(baseline / 1024, 1)}))
+
+
+def _train_only(contenders: "Contenders", steps: int) -> None:
+    """Train Hypernet's loop alone (no interleaved contenders), for the memory figure."""
+    from hypernet_studio.hypernet.module import Hypernetwork
+    from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+    from hypernet_studio.hypernet.train.loop import TrainConfig, train_hypernetwork
+
+    network = Hypernetwork.build(_spec(), sizes=contenders.widths, seed=0, name="bench")
+    config = TrainConfig(name="bench", steps=steps, templates=["[filewords]"], learning_rate="1e-5", csv_every=0)
+    train_hypernetwork(DiffusersBackend(contenders.model, contenders.clip, contenders.vae), network,
+                       contenders.examples, config)
+
+
+def bench_memory(resolution: int) -> dict:
+    out = {"resolution_px": resolution, "model": "SD1.5-size UNet (random weights)"}
+    for kind in ("floor", "ours"):
+        started = time.perf_counter()
+        child = subprocess.run([sys.executable, __file__, "--memory-child", kind, "--resolution", str(resolution)],
+                               capture_output=True, text=True, timeout=1800)
+        if child.returncode != 0:
+            out[kind] = {"error": child.stderr.strip().splitlines()[-1] if child.stderr.strip() else "failed"}
+            continue
+        out[kind] = json.loads(child.stdout.strip().splitlines()[-1])
+        out[kind]["wall_s"] = round(time.perf_counter() - started, 1)
+    if "peak_rss_mib" in out.get("floor", {}) and "peak_rss_mib" in out.get("ours", {}):
+        out["ours_over_floor_peak_rss"] = round(out["ours"]["peak_rss_mib"] / out["floor"]["peak_rss_mib"], 3)
+    return out
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# Train Hypernet: CPU benchmark", "",
+             f"Machine: {report['machine']['cpu_count']} CPUs, torch {report['machine']['torch']}, "
+             f"{report['machine']['threads']} threads, load average at start {report['machine']['load_average']}. "
+             "Ratios are medians of per-step pairs interleaved in one process.", "",
+             "| model | px | floor s/step | ours s/step | reference s/step | ours/floor (target <= 1.15) | reference/ours |",
+             "|---|---|---|---|---|---|---|"]
+    for row in report["speed"]:
+        lines.append(f"| {row['model']} | {row['resolution_px']} | {row['floor_s_per_step']} | {row['ours_s_per_step']} | "
+                     f"{row['reference_s_per_step']} | {row['ours_over_floor']} | {row['reference_over_ours']} |")
+    memory = report.get("memory")
+    if memory:
+        lines += ["", f"Peak RSS, {memory['model']} at {memory['resolution_px']} px (child processes):", ""]
+        for kind in ("floor", "ours"):
+            lines.append(f"- {kind}: {memory.get(kind)}")
+        if "ours_over_floor_peak_rss" in memory:
+            lines.append(f"- ours / floor: {memory['ours_over_floor_peak_rss']}")
+    lines += ["", "GPU (it/s, peak VRAM at 512 px, fp16/bf16, checkpointing on/off): not measured - no GPU in this session.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="paired samples per model (tiny: 5x)")
+    parser.add_argument("--skip-sd15", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-resolution", type=int, default=256)
+    parser.add_argument("--memory-child", choices=("floor", "ours"))
+    parser.add_argument("--resolution", type=int, default=256)
+    args = parser.parse_args()
+    if args.memory_child:
+        _memory_child(args.memory_child, args.resolution)
+        return
+    _import_pack()
+    report = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+              "speed": [], "gpu": "not measured (no GPU in this session)"}
+    # Tiny ops on a small shared CPU: intra-op threads spin against each other, so one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    report["speed"].append(bench_model("tiny-sd (built-in), 1 thread", tiny_components(), 64, args.steps * 5))
+    torch.set_num_threads(threads)
+    print(json.dumps(report["speed"][-1], indent=1), flush=True)
+    if not args.skip_sd15:
+        report["speed"].append(bench_model("SD1.5-size UNet (random weights)", sd15_components(), 64, args.steps))
+        print(json.dumps(report["speed"][-1], indent=1), flush=True)
+    if not args.skip_memory:
+        report["memory"] = bench_memory(args.memory_resolution)
+        print(json.dumps(report["memory"], indent=1), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / "train_cpu.md").write_text(_markdown(report))
+    print(_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
