@@ -383,13 +383,13 @@ def find_tokenizer(family: str, checkpoint: Optional[Path], tokenizer_dirs: Iter
 
 # --------------------------------------------------------------------------- loaders
 def _finish(components: SDComponents, device, dtype) -> SDComponents:
-    """Move to `device`; cast UNet and text encoder to `dtype` (the VAE stays fp32, since
-    SD VAEs overflow in fp16); freeze everything."""
+    """Move to `device`; cast UNet and text encoder to `dtype` (default fp32, whatever the
+    file stores: fp16 files are common) and the VAE to fp32, since SD VAEs overflow in fp16;
+    freeze everything."""
     for attribute in ("unet", "text_encoder", "vae"):
         module = getattr(components, attribute)
-        target_dtype = None if attribute == "vae" else dtype
-        if device is not None or target_dtype is not None:
-            module.to(device=device, dtype=target_dtype)
+        target_dtype = torch.float32 if attribute == "vae" or dtype is None else dtype
+        module.to(device=device, dtype=target_dtype)
         module.eval().requires_grad_(False)
     return components
 

@@ -264,6 +264,20 @@ def test_ckpt_loads_weights_only_and_matches_safetensors(sd1_file):
                                state["model.diffusion_model.out.2.weight"])
 
 
+def test_half_precision_files_load_as_fp32_unless_asked(tmp_path, sd1_file):
+    from safetensors.torch import save_file
+
+    _, state = sd1_file
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(tmp_path / "half.sft"))
+    write_tokenizer_files(tmp_path)
+    default = loading.load_components(tmp_path / "half.sft")
+    assert {p.dtype for m in (default.unet, default.text_encoder, default.vae) for p in m.parameters()} == \
+        {torch.float32}
+    half = loading.load_components(tmp_path / "half.sft", dtype=torch.float16)
+    assert next(half.unet.parameters()).dtype == torch.float16
+    assert next(half.vae.parameters()).dtype == torch.float32  # SD VAEs overflow in fp16
+
+
 def test_sd2_layout_open_clip_is_converted(tmp_path):
     from safetensors.torch import save_file
 
