@@ -54,7 +54,7 @@ _REQUIRED = {
     "preview_every": _w("INT", 500, "Sample a preview image every N steps; 0 = never.", min=0, max=1_000_000),
     "preview_prompt": _w("STRING", "", "Prompt for previews; empty = the first training prompt.", multiline=True),
     "preview_seed": _w("INT", 0, "Seed of the preview noise.", min=0, max=0xFFFFFFFFFFFFFFFF),
-    "preview_steps": _w("INT", 20, "DDIM steps per preview.", min=1, max=150),
+    "preview_steps": _w("INT", 20, "Sampling steps per preview (euler, normal schedule, cfg 7, as KSampler).", min=1, max=150),
     "csv_every": _w("INT", 100, "Write a hypernetwork_loss.csv row every N steps; 0 = no CSV.", min=0, max=1_000_000),
     "precision": _c(PRECISIONS, "fp32", "Autocast dtype; weights stay fp32 (fp16 uses a GradScaler)."),
     "gradient_checkpointing": _w("BOOLEAN", False, "Recompute UNet activations in backward: less memory, slower."),

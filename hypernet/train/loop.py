@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..files import atomic_path, safe_join
+from ..models.sampling import sample
 from .backend import TrainingBackend
 from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
 from .csvlog import LossCSV
 from .data import BatchPlan, LatentCache, TextCache, TrainingExample
-from .preview import ddim_sample
 from .prompts import PromptSource
 from .rng import derive_seed, generator
 from .schedule import parse_schedule
@@ -68,7 +68,7 @@ class TrainConfig:
     preview_negative: str = ""
     preview_seed: int = 0
     preview_steps: int = 20
-    preview_cfg: float = 7.0
+    preview_cfg: float = 7.0  # previews: euler, "normal" schedule, negative prompt below
     csv_every: int = 1
     offload_encoders: bool = True
     log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
@@ -113,6 +113,17 @@ class TrainHooks:
 
     def on_preview(self, step: int, image: torch.Tensor) -> None:
         """Called with every preview image [1,H,W,3]."""
+
+
+class _SamplingView:
+    """What hypernet/models/sampling.sample() needs from a model, over a training backend whose
+    latents are already scaled (so the scale factor is 1)."""
+
+    latent_scale_factor = 1.0
+
+    def __init__(self, backend: TrainingBackend, schedule):
+        self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
+        self.load_device, self.apply_model = backend.device, backend.predict
 
 
 def validate_name(name: str) -> str:
@@ -230,11 +241,12 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
         hypernetwork.eval()
         try:
             height, width = latents.means[0].shape[-2:]
-            with _autocast(device, autocast_dtype):
-                sample = ddim_sample(backend.predict, schedule, preview_conds[:1], preview_conds[1:],
-                                     (1, latents.means[0].shape[1], height, width), config.preview_seed,
-                                     config.preview_steps, config.preview_cfg, device)
-            image = backend.decode_latents(sample.float())
+            with torch.no_grad(), _autocast(device, autocast_dtype):
+                latent = sample(_SamplingView(backend, schedule), torch.zeros(1, latents.means[0].shape[1], height, width),
+                                preview_conds[:1], preview_conds[1:], seed=config.preview_seed,
+                                steps=config.preview_steps, cfg=config.preview_cfg, sampler_name="euler",
+                                scheduler="normal")
+            image = backend.decode_latents(latent.float().to(device))
         finally:
             hypernetwork.train()
         result.previews.append(image)
