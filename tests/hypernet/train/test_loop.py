@@ -1,6 +1,7 @@
 """The training loop against a stand-in backend: loss math, accumulation, resume, NaN guard,
 interrupt, file naming and CSV (hypernet-spec §4, §8.6-8.7)."""
 import csv
+import hashlib
 
 import pytest
 import torch
@@ -106,7 +107,10 @@ def test_files_are_named_by_steps_done_and_csv_has_a1111_columns(tmp_path):
     assert [p.name for p in result.saved_paths] == ["net-2.pt", "net-4.pt"]
     assert load_hypernetwork(log / "net-2.pt").step == 2
     assert load_hypernetwork(log / "net-4.pt").step == 4
-    assert (log / "net-2.pt.optim").is_file()
+    optim = torch.load(log / "net-2.pt.optim", weights_only=True)
+    assert {"optimizer_name", "hash", "optimizer_state_dict", "step", "seed"} <= set(optim)
+    assert optim["optimizer_name"] == "AdamW" and optim["step"] == 2 and optim["seed"] == 7
+    assert optim["hash"] == hashlib.sha256((log / "net-2.pt").read_bytes()).hexdigest()[:10]
     assert result.final_path == tmp_path / "models" / "net.pt" and load_hypernetwork(result.final_path).step == 4
     with (log / "hypernetwork_loss.csv").open() as handle:
         rows = list(csv.DictReader(handle))
