@@ -8,6 +8,7 @@ import torch
 
 from .attention import ActivePatches, active_patches, attention_input_widths, install_patchable_attention
 from .components import SDComponents
+from .prompt_weights import parse_weighted_prompt
 
 TOKENS_PER_CHUNK = 77
 
@@ -125,8 +126,9 @@ class HeadlessCLIP:
     """ComfyUI-CLIP-like text encoder: tokenize, encode_from_tokens, clip_layer.
 
     Prompts longer than 75 tokens are split into 77-token chunks whose encodings are
-    concatenated along the token axis, as ComfyUI does. Prompt weighting syntax such as
-    `(word:1.2)` is not interpreted (the text is encoded as written)."""
+    concatenated along the token axis, as ComfyUI does, and ComfyUI's emphasis syntax
+    `(word)` / `(word:1.2)` is honoured. `embedding:name` (textual inversion) is not: it is
+    encoded as plain text."""
 
     def __init__(self, components: SDComponents, layer_idx: Optional[int] = None):
         self.components = components
@@ -152,16 +154,35 @@ class HeadlessCLIP:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return tokenizer.bos_token_id, tokenizer.eos_token_id, pad
 
-    def _chunk(self, ids: list[int]) -> list[list[int]]:
+    def _chunk(self, ids: list[int], weights: Optional[list[float]] = None) -> tuple[list[list[int]], list[list[float]]]:
+        """77-token chunks (start, 75 tokens, end, padding) and the matching per-token weights."""
         bos, eos, pad = self._special_ids()
+        weights = weights if weights is not None else [1.0] * len(ids)
         body = TOKENS_PER_CHUNK - 2
-        pieces = [ids[i:i + body] for i in range(0, len(ids), body)] or [[]]
-        return [[bos] + piece + [eos] + [pad] * (body - len(piece)) for piece in pieces]
+        starts = range(0, len(ids), body) if ids else [0]
+        chunks, chunk_weights = [], []
+        for start in starts:
+            piece, piece_weights = ids[start:start + body], weights[start:start + body]
+            padding = body - len(piece)
+            chunks.append([bos] + piece + [eos] + [pad] * padding)
+            chunk_weights.append([1.0] + piece_weights + [1.0] + [1.0] * padding)
+        return chunks, chunk_weights
+
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def tokenize(self, text: str) -> dict:
-        """Token ids as {"input_ids": LongTensor [chunks, 77]}."""
-        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        return {"input_ids": torch.tensor(self._chunk(list(ids)), dtype=torch.long)}
+        """Token ids {"input_ids": LongTensor [chunks, 77], "weights": FloatTensor [chunks, 77]},
+        with ComfyUI's `(text)` / `(text:1.2)` emphasis turned into per-token weights."""
+        ids: list[int] = []
+        weights: list[float] = []
+        for segment, weight in parse_weighted_prompt(text):
+            segment_ids = self._token_ids(segment)
+            ids += segment_ids
+            weights += [weight] * len(segment_ids)
+        chunks, chunk_weights = self._chunk(ids, weights)
+        return {"input_ids": torch.tensor(chunks, dtype=torch.long),
+                "weights": torch.tensor(chunk_weights, dtype=torch.float32)}
 
     def _encode_ids(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states at the chosen layer [N,77,D] (final layer norm applied, as ComfyUI
@@ -176,14 +197,27 @@ class HeadlessCLIP:
         return hidden.float(), output.pooler_output.float()
 
     def encode_from_tokens(self, tokens: dict, return_pooled: bool = False):
-        """Conditioning [1, 77*chunks, D] (and the first chunk's pooled output [1, D])."""
-        cond, pooled = self._encode_ids(tokens["input_ids"])
+        """Conditioning [1, 77*chunks, D] (and the first chunk's pooled output [1, D]).
+
+        Weighted tokens move away from the empty prompt's embedding at the same position:
+        z = z_empty + (z - z_empty) * weight."""
+        input_ids = tokens["input_ids"]
+        weights = tokens.get("weights")
+        weighted = weights is not None and bool((weights != 1.0).any())
+        if weighted:
+            empty = torch.tensor(self._chunk([])[0], dtype=torch.long)
+            cond, pooled = self._encode_ids(torch.cat([input_ids, empty]))
+            cond, empty_cond, pooled = cond[:-1], cond[-1:], pooled[:-1]
+            weights = weights.to(cond.device, cond.dtype).unsqueeze(-1)
+            cond = empty_cond + (cond - empty_cond) * weights
+        else:
+            cond, pooled = self._encode_ids(input_ids)
         cond = cond.reshape(1, -1, cond.shape[-1])
         return (cond, pooled[:1]) if return_pooled else cond
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """One 77-token chunk per text (longer texts are truncated): [B, 77, D], for training."""
-        chunks = [self._chunk(list(self.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]))[0] for t in texts]
+        chunks = [self._chunk(self._token_ids(text))[0][0] for text in texts]
         cond, _ = self._encode_ids(torch.tensor(chunks, dtype=torch.long))
         return cond
 
