@@ -65,7 +65,8 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def compute_sigmas(schedule: DiscreteSchedule, scheduler: str, steps: int) -> torch.Tensor:
-    """`steps + 1` decreasing sigmas ending in 0 for the named scheduler (float64, CPU)."""
+    """Decreasing sigmas ending in 0 for the named scheduler (float64, CPU): `steps + 1` of
+    them, except ddim_uniform, which takes every (1000 // steps)-th table entry."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if scheduler == "normal":
@@ -91,7 +92,8 @@ def compute_sigmas(schedule: DiscreteSchedule, scheduler: str, steps: int) -> to
         return _append_zero(torch.stack(picked))
     if scheduler == "ddim_uniform":
         stride = max(len(schedule.sigmas) // steps, 1)
-        picked = schedule.sigmas[torch.arange(1, len(schedule.sigmas), stride)].flip(0)[:steps]
+        # Every stride-th sigma from index 1 up; like ComfyUI this can give a step or two more.
+        picked = schedule.sigmas[torch.arange(1, len(schedule.sigmas), stride)].flip(0)
         return _append_zero(picked)
     raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULER_NAMES}")
 

@@ -117,7 +117,7 @@ def test_save_image_names_chunks_and_refuses_escapes(headless_dirs):
         assert png.size == (24, 16)
         assert json.loads(png.text["prompt"]) == prompt
         assert json.loads(png.text["workflow"]) == extra["workflow"]
-        pixels = torch.from_numpy(numpy.asarray(png.convert("RGB"))).float()
+        pixels = torch.from_numpy(numpy.asarray(png.convert("RGB")).copy()).float()
     assert torch.equal(pixels, (images[0] * 255).clamp(0, 255).to(torch.uint8).float())
     for bad in ("../escape", "/tmp/abs", "a/../../b"):
         with pytest.raises(ValueError, match="filename_prefix"):

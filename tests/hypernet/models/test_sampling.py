@@ -37,6 +37,8 @@ def test_karras_and_normal_formulas(schedule):
                                torch.tensor(expected, dtype=torch.float64))
     normal = sampling.compute_sigmas(schedule, "normal", steps)
     assert math.isclose(float(normal[0]), hi, rel_tol=1e-6) and math.isclose(float(normal[-2]), lo, rel_tol=1e-6)
+    ddim_uniform = sampling.compute_sigmas(schedule, "ddim_uniform", 7)  # stride 142: indices 1, 143, ..., 995
+    torch.testing.assert_close(ddim_uniform[:-1], schedule.sigmas[list(range(995, 0, -142))])
     simple = sampling.compute_sigmas(schedule, "simple", 4)
     torch.testing.assert_close(simple[:-1], schedule.sigmas[[999, 749, 499, 249]])
 
@@ -132,6 +134,7 @@ class _RoundedTimesteps:
 
 # (diffusers' LMSDiscreteScheduler needs scipy, which is not a dependency; the LMS weights are
 # checked against exact polynomial integrals above instead.)
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers
 @pytest.mark.parametrize("sampler, peer", [("euler", "EulerDiscreteScheduler"), ("heun", "HeunDiscreteScheduler"),
                                            ("dpmpp_2m", "DPMSolverMultistepScheduler")])
 def test_karras_sampling_matches_diffusers_schedulers(sampler, peer):
