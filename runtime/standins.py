@@ -257,6 +257,7 @@ class KSampler:
 
         progress = adapter.progress_bar(steps)
         model.model_patches_to(model.load_device)
+        model.model_patches_to(model.model_dtype())  # as ComfyUI does before sampling
         samples = sample(model, latent_image["samples"],
                          _conditioning_tensor(positive, "KSampler", "positive"),
                          _conditioning_tensor(negative, "KSampler", "negative"),
