@@ -192,3 +192,25 @@ def test_txt2img_workflow_runs_headless_end_to_end(headless_dirs):
             assert json.loads(image.text["workflow"])["version"] == 0.4
             pixels.append(numpy.asarray(image.convert("RGB")).copy())
     assert (pixels[0] == pixels[1]).all() and (pixels[0] != pixels[2]).any()
+
+
+def test_ksampler_stops_at_the_next_step_when_interrupted(checkpoint, monkeypatch):
+    from hypernet_studio.nodes import comfy_adapter
+
+    calls = []
+    model = checkpoint[0]
+    original = type(model).apply_model
+
+    def counting(self, *args):
+        calls.append(1)
+        comfy_adapter.HEADLESS.interrupt.set()  # the user presses Ctrl-C during the first step
+        return original(self, *args)
+
+    monkeypatch.setattr(type(model), "apply_model", counting)
+    monkeypatch.setattr(comfy_adapter.HEADLESS, "progress_factory", None)
+    try:
+        with pytest.raises(comfy_adapter.InterruptedByUser):
+            _txt2img(checkpoint, seed=0, steps=6)
+    finally:
+        comfy_adapter.HEADLESS.interrupt.clear()
+    assert len(calls) == 1

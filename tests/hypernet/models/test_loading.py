@@ -390,3 +390,50 @@ def test_diffusers_folder_round_trip(tmp_path, sd1_file):
         a, b = getattr(components, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert loaded.tokenizer("a cat")["input_ids"] == components.tokenizer("a cat")["input_ids"]
+
+
+def _open_clip_reference(state, input_ids, layer_count, prefix="cond_stage_model.model."):
+    """OpenCLIP's text tower written out from its definition: token + positional embedding,
+    pre-LN residual blocks (causal multi-head attention with a packed in_proj, GELU MLP),
+    hidden states after each block, final LayerNorm."""
+    import torch.nn.functional as F
+
+    get = lambda name: state[prefix + name]
+    x = get("token_embedding.weight")[input_ids] + get("positional_embedding")[: input_ids.shape[1]]
+    tokens, heads = x.shape[1], max(TEXT_H // 64, 1)
+    causal = torch.full((tokens, tokens), float("-inf")).triu(1)
+    for i in range(layer_count):
+        p = f"transformer.resblocks.{i}."
+        h = F.layer_norm(x, (TEXT_H,), get(p + "ln_1.weight"), get(p + "ln_1.bias"))
+        q, k, v = (h @ get(p + "attn.in_proj_weight").T + get(p + "attn.in_proj_bias")).chunk(3, dim=-1)
+        split = lambda t: t.view(t.shape[0], tokens, heads, -1).transpose(1, 2)
+        q, k, v = split(q), split(k), split(v)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5) + causal, dim=-1)
+        attended = (weights @ v).transpose(1, 2).reshape(x.shape)
+        x = x + attended @ get(p + "attn.out_proj.weight").T + get(p + "attn.out_proj.bias")
+        h = F.layer_norm(x, (TEXT_H,), get(p + "ln_2.weight"), get(p + "ln_2.bias"))
+        h = F.gelu(h @ get(p + "mlp.c_fc.weight").T + get(p + "mlp.c_fc.bias"))
+        x = x + h @ get(p + "mlp.c_proj.weight").T + get(p + "mlp.c_proj.bias")
+    return F.layer_norm(x, (TEXT_H,), get("ln_final.weight"), get("ln_final.bias"))
+
+
+def test_sd2_text_encoder_matches_open_clip_math(tmp_path):
+    from safetensors.torch import save_file
+
+    from hypernet_studio.hypernet.models.headless import HeadlessCLIP
+
+    state = sd2_state_dict()
+    save_file(state, str(tmp_path / "tiny21.safetensors"))
+    write_tokenizer_files(tmp_path)
+    components = loading.load_components(tmp_path / "tiny21.safetensors")
+    clip = HeadlessCLIP(components)
+    tokens = clip.tokenize("a lighthouse")
+    with torch.no_grad():
+        penultimate = clip.encode_from_tokens(tokens)  # SD2 default: layer -2, final LN applied
+        clip.clip_layer(-1)
+        last = clip.encode_from_tokens(tokens)
+        ids = tokens["input_ids"]
+        torch.testing.assert_close(last[0], _open_clip_reference(state, ids, TEXT_LAYERS)[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(penultimate[0], _open_clip_reference(state, ids, TEXT_LAYERS - 1)[0],
+                                   rtol=1e-4, atol=1e-4)
+    assert tokens["input_ids"][0, -1] == components.tokenizer.convert_tokens_to_ids("!")  # OpenCLIP pads with 0
