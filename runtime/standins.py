@@ -347,6 +347,8 @@ class LoadImage:
                 if images and rgb.shape != images[0].shape[1:]:
                     continue
                 images.append(torch.from_numpy(rgb)[None])
+                if frame.mode == "P" and "transparency" in frame.info:
+                    frame = frame.convert("RGBA")
                 if "A" in frame.getbands():
                     alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
                     masks.append(1.0 - torch.from_numpy(alpha)[None])

@@ -138,11 +138,19 @@ def test_load_image_mask_is_one_minus_alpha(headless_dirs):
     rgba.save(headless_dirs / "input" / "rgba.png")
     Image.new("RGB", (5, 7), (0, 255, 0)).save(headless_dirs / "input" / "rgb.png")
     assert standins.LoadImage.INPUT_TYPES()["required"]["image"][0] == ["rgb.png", "rgba.png"]
+    assert standins.LoadImage.INPUT_TYPES()["required"]["image"][1]["image_upload"] is True
     image, mask = standins.LoadImage().load_image("rgba.png")
     assert image.shape == (1, 6, 10, 3) and torch.allclose(image[0, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     assert mask.shape == (1, 6, 10) and torch.allclose(mask, torch.full_like(mask, 1 - 64 / 255))
     image, mask = standins.LoadImage().load_image("rgb.png")
     assert image.shape == (1, 7, 5, 3) and mask.shape == (1, 64, 64) and mask.abs().sum() == 0
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 255, 255, 255])
+    palette.putpixel((1, 1), 1)
+    palette.info["transparency"] = 0
+    palette.save(headless_dirs / "input" / "palette.png", transparency=0)
+    _, mask = standins.LoadImage().load_image("palette.png")
+    assert mask.shape == (1, 4, 4) and mask[0, 1, 1] == 0 and mask[0, 0, 0] == 1
     assert standins.LoadImage.VALIDATE_INPUTS("missing.png").startswith("Invalid image file")
     assert standins.LoadImage.VALIDATE_INPUTS("../x.png").startswith("Invalid image file")
     assert standins.LoadImage.IS_CHANGED("rgb.png") != standins.LoadImage.IS_CHANGED("rgba.png")
