@@ -11,6 +11,7 @@ from .components import SDComponents
 from .prompt_weights import parse_weighted_prompt
 
 TOKENS_PER_CHUNK = 77
+MAX_WORD_TOKENS = 8  # longer words may be split across chunks (ComfyUI's rule)
 
 
 def _copy_model_options(options: dict) -> dict:
@@ -154,19 +155,34 @@ class HeadlessCLIP:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return tokenizer.bos_token_id, tokenizer.eos_token_id, pad
 
-    def _chunk(self, ids: list[int], weights: Optional[list[float]] = None) -> tuple[list[list[int]], list[list[float]]]:
-        """77-token chunks (start, 75 tokens, end, padding) and the matching per-token weights."""
+    def _pad_chunk(self, body: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+        """start + up to 75 (id, weight) tokens + end, padded to 77."""
         bos, eos, pad = self._special_ids()
-        weights = weights if weights is not None else [1.0] * len(ids)
-        body = TOKENS_PER_CHUNK - 2
-        starts = range(0, len(ids), body) if ids else [0]
-        chunks, chunk_weights = [], []
-        for start in starts:
-            piece, piece_weights = ids[start:start + body], weights[start:start + body]
-            padding = body - len(piece)
-            chunks.append([bos] + piece + [eos] + [pad] * padding)
-            chunk_weights.append([1.0] + piece_weights + [1.0] + [1.0] * padding)
-        return chunks, chunk_weights
+        padding = TOKENS_PER_CHUNK - 2 - len(body)
+        return ([bos] + [i for i, _ in body] + [eos] + [pad] * padding,
+                [1.0] + [w for _, w in body] + [1.0] + [1.0] * padding)
+
+    def _chunk_words(self, words: list[list[tuple[int, float]]]) -> tuple[list[list[int]], list[list[float]]]:
+        """Pack words into 75-token chunks as ComfyUI does: a word that does not fit starts the
+        next chunk, unless it is longer than MAX_WORD_TOKENS, in which case it is split."""
+        body_size = TOKENS_PER_CHUNK - 2
+        bodies: list[list[tuple[int, float]]] = [[]]
+        for word in words:
+            while word:
+                room = body_size - len(bodies[-1])
+                if len(word) <= room:
+                    bodies[-1] += word
+                    word = []
+                elif len(word) > MAX_WORD_TOKENS:
+                    bodies[-1] += word[:room]
+                    word = word[room:]
+                    bodies.append([])
+                else:
+                    bodies.append([])
+        if len(bodies) > 1 and not bodies[-1]:
+            bodies.pop()
+        padded = [self._pad_chunk(body) for body in bodies]
+        return [ids for ids, _ in padded], [weights for _, weights in padded]
 
     def _token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
@@ -174,13 +190,12 @@ class HeadlessCLIP:
     def tokenize(self, text: str) -> dict:
         """Token ids {"input_ids": LongTensor [chunks, 77], "weights": FloatTensor [chunks, 77]},
         with ComfyUI's `(text)` / `(text:1.2)` emphasis turned into per-token weights."""
-        ids: list[int] = []
-        weights: list[float] = []
+        words = []
         for segment, weight in parse_weighted_prompt(text):
-            segment_ids = self._token_ids(segment)
-            ids += segment_ids
-            weights += [weight] * len(segment_ids)
-        chunks, chunk_weights = self._chunk(ids, weights)
+            for word in segment.replace("\n", " ").split(" "):
+                if word:
+                    words.append([(token, weight) for token in self._token_ids(word)])
+        chunks, chunk_weights = self._chunk_words(words)
         return {"input_ids": torch.tensor(chunks, dtype=torch.long),
                 "weights": torch.tensor(chunk_weights, dtype=torch.float32)}
 
@@ -205,7 +220,7 @@ class HeadlessCLIP:
         weights = tokens.get("weights")
         weighted = weights is not None and bool((weights != 1.0).any())
         if weighted:
-            empty = torch.tensor(self._chunk([])[0], dtype=torch.long)
+            empty = torch.tensor([self._pad_chunk([])[0]], dtype=torch.long)
             cond, pooled = self._encode_ids(torch.cat([input_ids, empty]))
             cond, empty_cond, pooled = cond[:-1], cond[-1:], pooled[:-1]
             weights = weights.to(cond.device, cond.dtype).unsqueeze(-1)
@@ -217,7 +232,8 @@ class HeadlessCLIP:
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """One 77-token chunk per text (longer texts are truncated): [B, 77, D], for training."""
-        chunks = [self._chunk(self._token_ids(text))[0][0] for text in texts]
+        chunks = [self._pad_chunk([(t, 1.0) for t in self._token_ids(text)][:TOKENS_PER_CHUNK - 2])[0]
+                  for text in texts]
         cond, _ = self._encode_ids(torch.tensor(chunks, dtype=torch.long))
         return cond
 

@@ -72,3 +72,19 @@ def test_clip_layer_changes_output_and_validates():
         assert "2 layers" in str(error)
     else:
         raise AssertionError("clip_layer(-3) on a 2-layer encoder must fail")
+
+
+def test_long_prompts_break_between_words_like_comfyui():
+    _, clip, _ = headless_objects(tiny.build_tiny_components())
+    tokenizer = clip.tokenizer
+    a = tokenizer.convert_tokens_to_ids("a</w>")
+    pad = tokenizer.pad_token_id
+    short_word = clip.tokenize("a " * 74 + "xyz")["input_ids"]  # "xyz" is 3 tokens: does not fit in 1
+    assert short_word.shape == (2, 77)
+    assert short_word[0, 1:75].tolist() == [a] * 74 and short_word[0, 75] == tokenizer.eos_token_id
+    assert short_word[1, 1:4].tolist() == tokenizer("xyz", add_special_tokens=False)["input_ids"]
+    long_word = clip.tokenize("a " * 74 + "q" * 10)["input_ids"]  # 10 tokens > 8: split across chunks
+    q, q_end = tokenizer.convert_tokens_to_ids("q"), tokenizer.convert_tokens_to_ids("q</w>")
+    assert long_word[0, 75] == q and long_word[0, 76] == tokenizer.eos_token_id
+    assert long_word[1, 1:10].tolist() == [q] * 8 + [q_end] and long_word[1, 10] == tokenizer.eos_token_id
+    assert (long_word[1, 11:] == pad).all()
