@@ -324,6 +324,8 @@ class HN_DeepbooruTag:
             "input_size": _int(512, 128, 1024, "Resolution the model sees (trained at 512; smaller is faster "
                                "but less accurate).", 32),
             **_TAG_CAPTION_INPUTS,
+            "keep_on_device": _bool(False, "Keep the model on the GPU after tagging (faster re-runs, ~650 MB "
+                                    "of VRAM); off parks it on the CPU."),
         }, "optional": {
             "captions": _OPTIONAL_LISTS["captions"],
             "model_path": _text("", "Full path of a Deepbooru .pt/.safetensors file (overrides 'model')."),
@@ -348,8 +350,12 @@ class HN_DeepbooruTag:
                              use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
                              include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
         model = deepbooru.load_deepbooru(path, host.torch_device())
-        tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
-                                    w["input_size"])
+        try:
+            tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
+                                        w["input_size"])
+        finally:
+            if not w["keep_on_device"]:
+                model.offload()
         return _tag_result(captions, tags, w)
 
 

@@ -169,6 +169,19 @@ class DeepbooruModel:
     path: Path
     device: torch.device
 
+    def to(self, device: torch.device) -> "DeepbooruModel":
+        """Move the network (in place) and return self."""
+        device = torch.device(device)
+        if device != self.device:
+            self.net.to(device)
+            self.device = device
+        return self
+
+    def offload(self) -> None:
+        """Park the network on the CPU, freeing accelerator memory (A1111 does this after each use
+        unless told to keep models in memory)."""
+        self.to(torch.device("cpu"))
+
     def probabilities(self, images: list[Image.Image], batch_size: int = 8,
                       on_batch: Optional[Callable[[int], None]] = None,
                       input_size: int = DEEPBOORU_INPUT_SIZE) -> np.ndarray:
@@ -203,17 +216,18 @@ _cached: dict[tuple, DeepbooruModel] = {}
 
 
 def load_deepbooru(path: Path, device: Optional[torch.device] = None) -> DeepbooruModel:
-    """Load (or reuse) the tagger at `path` on `device`. One model is kept between runs;
-    the cache key includes the file's size and mtime, so a replaced file is reloaded."""
+    """Load (or reuse) the tagger at `path`, moved to `device`. One model is kept between runs
+    (wherever it was last left, see `offload`); the cache key includes the file's size and
+    mtime, so a replaced file is reloaded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(missing_model_message(path.name, [path.parent]))
     device = torch.device(device or "cpu")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(device))
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     with _cache_lock:
         if key in _cached:
-            return _cached[key]
+            return _cached[key].to(device)
         tensors, tags = read_deepbooru_file(path)
         net = build_deepbooru_net(tensors, source=f"Deepbooru model {path}")
         if tags and len(tags) != net.num_tags:
