@@ -121,3 +121,36 @@ def test_yunet_needs_an_existing_file(tmp_path):
     with pytest.raises(ValueError, match="facedetect"):
         FaceDetector("yunet")
     assert FaceDetector("none").backend == "none"
+
+
+def test_yunet_gets_a_downscaled_bgr_copy_and_points_map_back(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    model = tmp_path / "face_detection_yunet_2023mar.onnx"
+    model.write_bytes(b"stand-in: the fake detector below never reads it")
+    seen = {}
+
+    class FakeYuNet:
+        def setInputSize(self, size):
+            seen["size"] = size
+
+        def detect(self, image):
+            seen["pixel"] = image[0, 0].tolist()
+            seen["shape"] = image.shape
+            return 1, np.array([[100.0, 50.0, 40.0, 60.0] + [0.0] * 10 + [0.95]], np.float32)
+
+    class FakeFactory:
+        @staticmethod
+        def create(path, config, size, score, nms, top_k):
+            seen["create"] = (path, score, nms, top_k)
+            return FakeYuNet()
+
+    monkeypatch.setattr(cv2, "FaceDetectorYN", FakeFactory, raising=False)
+    detector = FaceDetector("auto", model)
+    assert detector.backend == "yunet"
+    rgb = np.zeros((800, 1280, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red
+    points = detector.detect(rgb)
+    assert seen["shape"] == (400, 640, 3) and seen["size"] == (640, 400)  # long side 640
+    assert seen["pixel"] == [0, 0, 255]  # BGR
+    assert seen["create"] == (str(model), 0.9, 0.3, 5000)
+    assert points == [pytest.approx(((100 + 20) * 2, (50 + 0.33 * 60) * 2))]
