@@ -190,31 +190,22 @@ class HN_LoadImages:
         return digest.hexdigest()
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels):
-        from ..hypernet.preprocess.convert import array_to_image_tensor, empty_mask_for
-        from ..hypernet.preprocess.loading import load_image_folder, parse_color
-
-        import torch
+        from ..hypernet.preprocess.loading import parse_color
+        from ..hypernet.preprocess.pipeline import load_folder_lists
 
         try:
             colour = parse_color(background)
         except ValueError as exc:
             raise ValueError(f"HN_LoadImages: input 'background': {exc}") from None
         try:
-            result = load_image_folder(_resolve_folder(folder), recursive=recursive, offset=offset, limit=limit,
-                                       caption_extension=caption_extension, use_kohya_repeats=kohya_repeats,
-                                       background=colour, max_megapixels=max_megapixels)
+            out = load_folder_lists(_resolve_folder(folder), recursive=recursive, offset=offset, limit=limit,
+                                    caption_extension=caption_extension, use_kohya_repeats=kohya_repeats,
+                                    background=colour, max_megapixels=max_megapixels)
         except (FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"HN_LoadImages: input 'folder': {exc}") from None
-        images, masks, captions, stems = [], [], [], []
-        for item in result.images:
-            image = array_to_image_tensor(item.rgb)
-            mask = empty_mask_for(image) if item.alpha is None else torch.from_numpy(1.0 - item.alpha).unsqueeze(0)
-            images += [image] * item.repeats
-            masks += [mask] * item.repeats
-            captions += [item.caption] * item.repeats
-            stems += [item.stem] * item.repeats
-        summary = f"loaded {len(images)} image(s) from {result.folder}"
-        return {"ui": {"text": [summary, *result.warnings]}, "result": (images, masks, captions, stems, len(images))}
+        summary = f"loaded {len(out.images)} image(s) from {out.folder}"
+        return {"ui": {"text": [summary, *out.warnings]},
+                "result": (out.images, out.masks, out.captions, out.stems, len(out.images))}
 
 
 class HN_AutoCrop:

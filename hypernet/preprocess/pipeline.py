@@ -10,10 +10,38 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .convert import image_tensor_to_pil, mask_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tensor
+from .convert import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil, mask_tensor_to_pil,
+                      pil_to_image_tensor, pil_to_mask_tensor)
 from .crop import CropSettings, crop_dataset
 from .faces import FaceDetector
 from .focal import FocalWeights
+from .loading import load_image_folder
+
+
+@dataclass
+class LoadedLists:
+    """Load Images results as parallel lists (repeats already expanded)."""
+
+    folder: Path
+    images: list[torch.Tensor] = field(default_factory=list)
+    masks: list[torch.Tensor] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_folder_lists(folder: Path, **options: Any) -> LoadedLists:
+    """`load_image_folder` as IMAGE/MASK lists; masks are 1 - alpha (zeros when opaque)."""
+    result = load_image_folder(folder, **options)
+    lists = LoadedLists(folder=result.folder, warnings=result.warnings)
+    for item in result.images:
+        image = array_to_image_tensor(item.rgb)
+        mask = empty_mask_for(image) if item.alpha is None else torch.from_numpy(1.0 - item.alpha).unsqueeze(0)
+        lists.images += [image] * item.repeats
+        lists.masks += [mask] * item.repeats
+        lists.captions += [item.caption] * item.repeats
+        lists.stems += [item.stem] * item.repeats
+    return lists
 
 
 @dataclass
