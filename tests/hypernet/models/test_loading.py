@@ -358,6 +358,7 @@ def test_bpe_file_tokenizer_matches_clip_vocabulary_construction(tmp_path):
     assert tokenizer.bos_token_id == 512 + len(merges) and tokenizer.eos_token_id == 512 + len(merges) + 1
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickled_code_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):
