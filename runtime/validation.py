@@ -203,7 +203,11 @@ def _check_constant(info: InputInfo, value: Any, skip_range: bool) -> tuple[Opti
     if info.is_combo:
         options = info.combo_options or []
         chosen = value if info.options.get("multi_select") and isinstance(value, list) else [value]
-        if not skip_range and options and any(item not in options for item in chosen):
+        if not skip_range and any(item not in options for item in chosen):
+            if not options:
+                # Like ComfyUI, an empty list accepts nothing; for model lists it means an empty folder.
+                return ("value_not_in_list", f"value {value!r} is not available: the list of options is "
+                                             "empty (for a model file: its models folder has no files)"), value
             shown = ", ".join(repr(o) for o in options[:10]) + (", ..." if len(options) > 10 else "")
             return ("value_not_in_list", f"value {value!r} is not one of the options: {shown}"), value
         return None, value

@@ -154,3 +154,15 @@ def test_input_missing_because_its_source_is_muted_says_so(registry, load_fixtur
     issues = validate_prompt(ui_to_api(workflow, registry), registry).issues
     assert [(i.type, i.node_id, i.input_name) for i in issues] == [("required_input_missing", "6", "value")]
     assert "link from node 5 was dropped" in issues[0].message
+
+
+def test_model_file_missing_from_an_empty_folder_is_a_validation_error(headless_dirs):
+    from hypernet_studio.runtime.registry import build_registry
+
+    registry = build_registry()[0]
+    prompt = {"1": {"class_type": "HN_LoadHypernet", "inputs": {"hypernetwork_name": "gone.pt"}},
+              "2": {"class_type": "HN_SaveHypernet", "inputs": {"hypernetwork": ["1", 0], "filename": "x",
+                                                               "format": "pt", "overwrite": False}}}
+    issue = _only_issue(prompt, registry)
+    assert (issue.type, issue.node_id, issue.input_name) == ("value_not_in_list", "1", "hypernetwork_name")
+    assert "'gone.pt'" in issue.message and "empty" in issue.message
