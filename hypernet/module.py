@@ -47,7 +47,10 @@ class HypernetworkModule(torch.nn.Module):
             self._initialise(spec.weight_init, spec.activation)
 
     def _initialise(self, weight_init: str, activation: str) -> None:
-        """A1111's init: biases 0; LayerNorm gamma ~ N(0, 0.01) whatever the choice (its quirk)."""
+        """A1111's init: biases 0; LayerNorm gamma ~ N(0, 0.01) whatever the choice (its quirk).
+
+        Where A1111 draws the weight from N(0, 0.01) it zeroes the bias with normal_(std=0),
+        which still consumes the RNG; doing the same keeps seeded weights equal to A1111's."""
         nonlinearity = "leaky_relu" if activation == "leakyrelu" else "relu"
         with torch.no_grad():
             for layer in self.linear:
@@ -56,7 +59,9 @@ class HypernetworkModule(torch.nn.Module):
                 weight, bias = layer.weight, layer.bias
                 if weight_init == "Normal" or isinstance(layer, torch.nn.LayerNorm):
                     torch.nn.init.normal_(weight, mean=0.0, std=0.01)
-                elif weight_init == "XavierUniform":
+                    torch.nn.init.normal_(bias, mean=0.0, std=0.0)
+                    continue
+                if weight_init == "XavierUniform":
                     torch.nn.init.xavier_uniform_(weight)
                 elif weight_init == "XavierNormal":
                     torch.nn.init.xavier_normal_(weight)

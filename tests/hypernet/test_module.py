@@ -103,8 +103,9 @@ def test_training_mode_enables_dropout_and_eval_disables_it():
     assert not k.training and torch.equal(k(x), k(x))
 
 
-def test_seeded_build_equals_a1111_creation_after_manual_seed():
-    spec = HypernetSpec(activation="relu", layer_norm=True, weight_init="KaimingUniform", sizes=[8, 4])
+@pytest.mark.parametrize("weight_init", ["KaimingUniform", "Normal"])
+def test_seeded_build_equals_a1111_creation_after_manual_seed(weight_init):
+    spec = HypernetSpec(activation="relu", layer_norm=True, weight_init=weight_init, sizes=[8, 4])
     hn = Hypernetwork.build(spec, seed=1234)
     torch.manual_seed(1234)  # A1111: construct Linear/LayerNorm (default init consumes RNG), then re-init
     for d in (8, 4):
@@ -112,16 +113,17 @@ def test_seeded_build_equals_a1111_creation_after_manual_seed():
             l0, ln0, l1, ln1 = (torch.nn.Linear(d, 2 * d), torch.nn.LayerNorm(2 * d),
                                 torch.nn.Linear(2 * d, d), torch.nn.LayerNorm(d))
             for layer in (l0, ln0, l1, ln1):
-                if isinstance(layer, torch.nn.LayerNorm):
+                if weight_init == "Normal" or isinstance(layer, torch.nn.LayerNorm):
+                    # A1111 zeroes these biases with normal_(std=0), which draws from the RNG.
                     torch.nn.init.normal_(layer.weight, 0.0, 0.01)
+                    torch.nn.init.normal_(layer.bias, 0.0, 0.0)
                 else:
                     torch.nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
-                torch.nn.init.zeros_(layer.bias)
+                    torch.nn.init.zeros_(layer.bias)
             state = hn.layers[d][half].state_dict()
-            assert torch.equal(state["linear.0.weight"], l0.weight.detach())
-            assert torch.equal(state["linear.2.weight"], ln0.weight.detach())
-            assert torch.equal(state["linear.3.weight"], l1.weight.detach())
-            assert torch.equal(state["linear.4.weight"], ln1.weight.detach())
+            for index, layer in zip((0, 2, 3, 4), (l0, ln0, l1, ln1)):
+                assert torch.equal(state[f"linear.{index}.weight"], layer.weight.detach())
+                assert torch.count_nonzero(state[f"linear.{index}.bias"]) == 0
     assert not torch.equal(Hypernetwork.build(spec, seed=1).layers[8][0].linear[0].weight,
                            Hypernetwork.build(spec, seed=2).layers[8][0].linear[0].weight)
 
