@@ -77,11 +77,23 @@ def _torch_load_safely(path: Path, what: str) -> Any:
     except pickle.UnpicklingError as exc:
         raise HypernetFileError(
             f"{path}: refused to load {what}: it is not a plain tensor file (unsafe pickle or not a "
-            f"hypernetwork; only weights_only loading is allowed). Details: {str(exc).splitlines()[0]}"
+            f"hypernetwork; only weights_only loading is allowed). Details: {_unpickler_reason(exc)}"
         ) from exc
     except Exception as exc:  # torch's weights_only unpickler raises many types on foreign data
         raise HypernetFileError(f"{path}: cannot read {what}: not a torch file or not safe to load "
                                 f"({type(exc).__name__}: {exc})") from exc
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The weights_only unpickler's own reason, without torch's advice to retry with
+    weights_only=False (that would run the file's code)."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    for index, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+            following = [text for text in lines[index + 1:] if text]
+            return reason or (following[0] if following else "unsupported content")
+    return lines[0] if lines and "weights_only" not in lines[0] else "unsupported content"
 
 
 def _width_key(key: Any) -> Optional[int]:
@@ -275,6 +287,8 @@ def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Option
 def convert_hypernetwork_file(src: PathLike, dst: PathLike, overwrite: bool = False) -> Path:
     """Convert between `.pt` and `.safetensors` by the destination's extension."""
     src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() not in SAFETENSORS_SUFFIXES + (".pt",):
+        raise ValueError(f"{dst}: the destination must end in .pt or .safetensors (it picks the format)")
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     if dst.resolve() == src.resolve():

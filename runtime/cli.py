@@ -136,6 +136,9 @@ def _cmd_convert_hypernet(args: argparse.Namespace) -> int:
     if not args.source.is_file():
         print(f"error: {args.source}: file not found", file=sys.stderr)
         return EXIT_INVALID
+    if args.destination.exists() and not args.overwrite:
+        print(f"error: {args.destination} exists; add --overwrite to replace it", file=sys.stderr)
+        return EXIT_INVALID
     try:
         written = convert_hypernetwork_file(args.source, args.destination, overwrite=args.overwrite)
     except (ValueError, OSError, KeyError) as exc:

@@ -180,9 +180,11 @@ def test_refuses_unsafe_and_foreign_files(tmp_path):
         os.remove(marker)
     with open(tmp_path / "evil.pt", "wb") as handle:
         pickle.dump({768: Evil()}, handle)
-    with pytest.raises(HypernetFileError, match="evil.pt"):
+    with pytest.raises(HypernetFileError, match="evil.pt") as refused:
         load_hypernetwork(tmp_path / "evil.pt")
     assert not os.path.exists(marker)
+    # torch's own text advises retrying with weights_only=False; never pass that on to users
+    assert "False" not in str(refused.value) and "will likely succeed" not in str(refused.value)
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "ckpt.pt")
     with pytest.raises(HypernetFileError, match="not a hypernetwork"):
         load_hypernetwork(tmp_path / "ckpt.pt")
@@ -225,6 +227,9 @@ def test_safetensors_scheme_and_conversion_round_trip(tmp_path):
             assert a[key] == b[key]
     with pytest.raises(FileExistsError):
         hypernet_io.convert_hypernetwork_file(pt, back)
+    with pytest.raises(ValueError, match=r"\.pt or \.safetensors"):
+        hypernet_io.convert_hypernetwork_file(pt, tmp_path / "conv.txt")
+    assert not (tmp_path / "conv.txt").exists()
     with pytest.raises(ValueError, match="extension"):
         save_hypernetwork(hn, tmp_path / "x.pt", format="safetensors")
 

@@ -221,7 +221,9 @@ def test_convert_hypernet_delegates_and_reports_bad_input(tmp_path, capsys):
                 assert torch.equal(p, q), (width, name)
 
     assert cli.main(["convert-hypernet", str(source), str(target)]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "exists; add --overwrite" in capsys.readouterr().err
+    assert cli.main(["convert-hypernet", str(source), str(tmp_path / "style.bin")]) == 2
+    assert ".safetensors" in capsys.readouterr().err and not (tmp_path / "style.bin").exists()
     assert cli.main(["convert-hypernet", str(source), str(target), "--overwrite"]) == 0
     not_a_hypernet = tmp_path / "notes.pt"
     torch.save({"hello": torch.zeros(2)}, not_a_hypernet)
