@@ -41,11 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", type=Path, help="workflow JSON file")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.input=value",
                      help="override a widget value (JSON if it parses, else a string); repeatable")
-    run.add_argument("--base-dir", type=Path, help="folder holding models/, input/, output/, temp/ "
-                     "(default: $HYPERNET_STUDIO_HOME or the current directory)")
-    run.add_argument("--input-dir", type=Path, help="input folder (default: BASE/input)")
+    _add_folder_arguments(run)
     run.add_argument("--output-dir", type=Path, help="output folder (default: BASE/output)")
-    run.add_argument("--models-dir", type=Path, help="models folder (default: BASE/models)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     run.add_argument("--quiet", action="store_true", help="no per-node lines or progress bars")
 
@@ -55,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="ID.input=value")
+    _add_folder_arguments(validate)  # model and image lists come from these folders, as in `run`
 
     convert = commands.add_parser("convert", help="convert a UI workflow into the API prompt format")
     convert.add_argument("workflow", type=Path)
@@ -65,6 +63,21 @@ def _parser() -> argparse.ArgumentParser:
     convert_hn.add_argument("destination", type=Path, help="the format follows its extension")
     convert_hn.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
     return parser
+
+
+def _add_folder_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--base-dir", type=Path, help="folder holding models/, input/, output/, temp/ "
+                         "(default: $HYPERNET_STUDIO_HOME or the current directory)")
+    command.add_argument("--input-dir", type=Path, help="input folder (default: BASE/input)")
+    command.add_argument("--models-dir", type=Path, help="models folder (default: BASE/models)")
+
+
+def _configure_folders(args: argparse.Namespace) -> None:
+    from ..nodes.comfy_adapter import configure_headless
+
+    base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
+    configure_headless(base_dir=base_dir, input_dir=args.input_dir, output_dir=getattr(args, "output_dir", None),
+                       models_dir=args.models_dir, temp_dir=None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -98,6 +111,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .validation import validate_prompt
     from .workflow import WorkflowError
 
+    _configure_folders(args)
     registry = _registry()
     try:
         prompt, _ = _load(args.workflow, args.overrides, registry)
@@ -202,9 +216,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .validation import PromptValidationError
     from .workflow import WorkflowError
 
-    base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
-    configure_headless(base_dir=base_dir, input_dir=args.input_dir, output_dir=args.output_dir,
-                       models_dir=args.models_dir, temp_dir=None, device=args.device)
+    if args.device == "cuda" and not _cuda_available():
+        print("error: --device cuda: torch reports no usable CUDA device here (use --device cpu or auto)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    _configure_folders(args)
+    configure_headless(device=args.device)
     registry = _registry()
     try:
         prompt, ui_workflow = _load(args.workflow, args.overrides, registry)
@@ -238,6 +255,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
               f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
     return EXIT_OK
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _interrupt_handler(headless):

@@ -230,3 +230,28 @@ def test_convert_hypernet_delegates_and_reports_bad_input(tmp_path, capsys):
     assert cli.main(["convert-hypernet", str(not_a_hypernet), str(tmp_path / "x.safetensors")]) == 2
     assert "notes.pt" in capsys.readouterr().err
     assert cli.main(["convert-hypernet", str(tmp_path / "missing.pt"), str(tmp_path / "y.pt")]) == 2
+
+
+def test_validate_finds_model_files_under_base_dir(headless_dirs, monkeypatch, capsys):
+    from hypernet_studio.hypernet.hypernet_io import make_random_hypernetwork
+
+    base = headless_dirs / "studio"
+    make_random_hypernetwork(base / "models" / "hypernetworks" / "style.pt", sizes=[8], seed=0)
+    workflow = _write(headless_dirs, {
+        "1": {"class_type": "HN_LoadHypernet", "inputs": {"hypernetwork_name": "style.pt"}},
+        "2": {"class_type": "HN_SaveHypernet", "inputs": {"hypernetwork": ["1", 0], "filename": "copy",
+                                                         "format": "pt", "overwrite": False}}})
+    monkeypatch.delenv("HYPERNET_STUDIO_HOME", raising=False)
+    monkeypatch.chdir(headless_dirs)  # no models/ here: the file is only found through --base-dir
+    assert cli.main(["validate", str(workflow)]) == 2
+    assert "node 1 (HN_LoadHypernet), input 'hypernetwork_name'" in capsys.readouterr().err
+    assert cli.main(["validate", str(workflow), "--base-dir", str(base)]) == 0
+    assert cli.main(["validate", str(workflow), "--models-dir", str(base / "models")]) == 0
+
+
+def test_run_on_cuda_without_cuda_is_an_invalid_argument(cli_env, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_cuda_available", lambda: False)
+    workflow = _write(cli_env, _prompt())
+    assert cli.main(["run", str(workflow), "--device", "cuda", "--base-dir", str(cli_env)]) == 2
+    assert "--device cuda" in capsys.readouterr().err
+    assert not (cli_env / "output").exists()
