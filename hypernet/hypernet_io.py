@@ -32,7 +32,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .files import atomic_path
+from .files import UnsafePathError, atomic_path, next_free_path, safe_join
 from .module import Hypernetwork
 from .spec import WEIGHT_INITS, HypernetSpec, legacy_dropout_structure
 
@@ -282,6 +282,22 @@ def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Option
     if remember_filename:
         hypernetwork.filename = str(path)
     return path
+
+
+def save_target(folder: PathLike, filename: str, format: str, overwrite: bool = False) -> Path:
+    """Where a user-named hypernetwork goes: `folder/filename.format`, never outside `folder`.
+
+    A .pt/.safetensors ending is dropped (the format decides it); '..', absolute paths and
+    empty or dot-only names are refused with UnsafePathError. Without `overwrite` an existing
+    file gets a counter (`name_00001.pt`) instead of being replaced."""
+    stem = str(filename).strip()
+    for suffix in (".pt",) + SAFETENSORS_SUFFIXES:
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+    last = stem.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if last in ("", ".", ".."):
+        raise UnsafePathError(f"{filename!r} does not name a file (give a name such as 'my_hypernet' or 'styles/ink')")
+    target = safe_join(folder, f"{stem}.{format}")
+    return target if overwrite else next_free_path(target.parent, target.stem, target.suffix)
 
 
 def convert_hypernetwork_file(src: PathLike, dst: PathLike, overwrite: bool = False) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..hypernet import spec as hn_spec
-from ..hypernet.files import UnsafePathError, next_free_path, safe_join
+from ..hypernet.files import UnsafePathError
 from . import comfy_adapter
 
 logger = logging.getLogger(__name__)
@@ -134,17 +134,12 @@ class SaveHypernetNode:
     DESCRIPTION = __doc__
 
     def save(self, hypernetwork, filename, format, overwrite):
-        from ..hypernet.hypernet_io import save_hypernetwork
+        from ..hypernet.hypernet_io import save_hypernetwork, save_target
 
-        stem = filename.strip()
-        for suffix in (".pt", ".safetensors"):
-            stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
         try:
-            target = safe_join(comfy_adapter.model_save_folder("hypernetworks"), f"{stem}.{format}")
+            target = save_target(comfy_adapter.model_save_folder("hypernetworks"), filename, format, overwrite)
         except UnsafePathError as exc:
             raise ValueError(f"Save Hypernet (filename={filename!r}): {exc}") from exc
-        if not overwrite:
-            target = next_free_path(target.parent, target.stem, target.suffix)
         path = save_hypernetwork(hypernetwork, target, format=format, remember_filename=False)
         logger.info("saved hypernetwork %r to %s", hypernetwork.name, path)
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}

@@ -101,7 +101,7 @@ def test_save_node_counter_overwrite_and_refusals(headless_dirs):
     assert save(hn, "cat", "pt", True)["result"][0] == first
     st = save(hn, "styles/cat", "safetensors", False)["result"][0]
     assert st == str(folder / "styles" / "cat.safetensors") and load_hypernetwork(st).name == "cat"
-    for bad in ("../x", "/tmp/x", "a/../../x"):
+    for bad in ("../x", "/tmp/x", "a/../../x", "", "   ", "..", "styles/", ".pt"):
         with pytest.raises(ValueError, match="Save Hypernet"):
             save(hn, bad, "pt", False)
     assert hn.filename is None, "the node never modifies its input"
