@@ -21,8 +21,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from ..patch import apply_hypernetwork, model_attention_widths
-from .backend import NoiseSchedule, checkpointed, frozen
+from ..patch import model_attention_widths
+from .backend import NoiseSchedule, checkpointed, frozen, patched_for_training
 
 
 def _class_names(obj) -> set[str]:
@@ -62,6 +62,7 @@ class ComfyBackend:
                 raise TypeError(f"Train Hypernet: model has no {attribute}; connect a MODEL from a checkpoint loader")
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.load_model = load_model
+        self.memo = None
         self.device = torch.device(device if device is not None else getattr(model, "load_device", "cpu"))
 
     # ------------------------------------------------------------------ model facts
@@ -99,9 +100,11 @@ class ComfyBackend:
 
     # ------------------------------------------------------------------ training
     def attach(self, hypernetwork) -> None:
-        self.model = apply_hypernetwork(self.base_model, hypernetwork, 1.0)
+        self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.memo is not None:
+            self.memo.reset()
         diffusion_model = self._diffusion_model()
         dtype = next(diffusion_model.parameters()).dtype
         options = dict(self.model.model_options.get("transformer_options", {}))
@@ -142,5 +145,7 @@ class ComfyBackend:
                     blocks.extend(container)
                 elif isinstance(container, torch.nn.Module):
                     blocks.append(container)
+        if self.memo is not None:
+            self.memo.enabled = not gradient_checkpointing
         with frozen(diffusion_model), checkpointed(blocks):
             yield

@@ -7,8 +7,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..models.attention import ActivePatches, active_patches
-from ..patch import apply_hypernetwork
-from .backend import NoiseSchedule, checkpointed, frozen
+from .backend import NoiseSchedule, checkpointed, frozen, patched_for_training
 
 
 class DiffusersBackend:
@@ -16,6 +15,7 @@ class DiffusersBackend:
 
     def __init__(self, model, clip, vae, device: Optional[torch.device] = None):
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
+        self.memo = None
         self.components = model.components
         self.device = torch.device(device) if device is not None else model.load_device
 
@@ -26,9 +26,11 @@ class DiffusersBackend:
         return list(self.base_model.attention_widths())
 
     def attach(self, hypernetwork) -> None:
-        self.model = apply_hypernetwork(self.base_model, hypernetwork, 1.0)
+        self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.memo is not None:
+            self.memo.reset()
         return self.model.apply_model(x_t, timesteps, context)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,5 +64,7 @@ class DiffusersBackend:
     def session(self, gradient_checkpointing: bool) -> Iterator[None]:
         unet = self.components.unet
         blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if gradient_checkpointing else []
+        if self.memo is not None:
+            self.memo.enabled = not gradient_checkpointing
         with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
             yield

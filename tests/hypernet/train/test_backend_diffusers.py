@@ -60,3 +60,41 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_previews_decode(tiny, tmp_p
     assert all(p.dtype == torch.float32 for p in result.hypernetwork.parameters())
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert result.previews[0].shape == (1, 64, 64, 3)
+
+
+def test_the_context_module_runs_once_per_unet_call_and_matches_per_layer_math(tiny):
+    from hypernet_studio.hypernet.patch import HypernetPatch
+    from hypernet_studio.hypernet.train.backend import ContextMemoPatch
+
+    model, clip, vae = tiny
+    backend = DiffusersBackend(model, clip, vae)
+    network = _network(backend).train()
+    network.requires_grad_(True)
+    for module in network.modules():  # no dropout here, so the memo may reuse
+        module.linear = torch.nn.Sequential(*[m for m in module.linear if not isinstance(m, torch.nn.Dropout)])
+    backend.attach(network)
+    calls = []
+    network.layers[48][0].register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = clip.encode_texts(["a red square"])
+    memoised = backend.predict(x, torch.tensor([10]), context)
+    memoised.square().mean().backward()
+    grads = [p.grad.clone() for p in network.parameters()]
+    assert len(calls) == 1
+    cross_layers = sum(1 for name, _ in model.unet.named_modules() if name.endswith(".attn2"))
+    assert cross_layers > 1
+    # Reference: the plain patch, recomputing the context module in every layer as A1111 does.
+    network.requires_grad_(True)
+    for p in network.parameters():
+        p.grad = None
+    plain = model.clone()
+    patch = HypernetPatch([(network, 1.0)])
+    plain.set_model_attn1_patch(patch)
+    plain.set_model_attn2_patch(patch)
+    reference = plain.apply_model(x, torch.tensor([10]), context)
+    reference.square().mean().backward()
+    assert len(calls) == 1 + cross_layers
+    assert torch.allclose(memoised, reference, atol=1e-6)
+    for a, p in zip(grads, network.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)
+    assert isinstance(backend.memo, ContextMemoPatch)
