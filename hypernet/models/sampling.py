@@ -147,7 +147,7 @@ def _euler_ancestral(denoiser, x, sigmas, callback, generator):
         sigma_down = float((sigma_next ** 2 - sigma_up ** 2) ** 0.5)
         x = x + _to_d(x, sigma, denoised) * (sigma_down - sigma)
         if sigma_next > 0:
-            noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = x + noise * sigma_up
         callback(i)
     return x
@@ -255,6 +255,17 @@ def _match_batch(context: torch.Tensor, batch: int) -> torch.Tensor:
     raise ValueError(f"conditioning batch {context.shape[0]} does not match latent batch {batch}")
 
 
+def _step_noise_generator(device: torch.device, seed: int) -> torch.Generator:
+    """The generator for the noise ancestral samplers add at each step.
+
+    ComfyUI draws it from its own generator on the latent's device, seeded with the seed
+    (plus one on the CPU, so it does not repeat the initial noise); matching that makes
+    euler_ancestral give ComfyUI's pictures for the same seed."""
+    device = torch.device(device)
+    offset = 1 if device.type == "cpu" else 0
+    return torch.Generator(device=device).manual_seed((int(seed) + offset) & 0xFFFFFFFFFFFFFFFF)
+
+
 def sample(model, latent: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor], *,
            seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0,
            callback: Optional[StepCallback] = None) -> torch.Tensor:
@@ -291,5 +302,5 @@ def sample(model, latent: torch.Tensor, positive: torch.Tensor, negative: Option
     total = len(sigmas) - 1
     sigmas = sigmas.to(torch.float32)
     result = _SAMPLERS[sampler_name](denoiser, x, sigmas, lambda i: callback and callback(i + 1, total),
-                                     generator)
+                                     _step_noise_generator(x.device, seed))
     return (result / scale).float().cpu()
