@@ -213,6 +213,9 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     parameters = list(hypernetwork.parameters())
     optimizer = make_optimizer(config.optimizer, parameters, lr_schedule.value_at(start_step))
     result.resumed_optimizer = restore_optimizer(optimizer, resume)
+    if start_step:
+        logger.info("%s: continuing from step %d, optimizer state %s", name, start_step,
+                    "restored" if result.resumed_optimizer else "not found (starting fresh, as A1111 would)")
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
     if resume and resume.get("grad_scaler") and scaler.is_enabled():
         scaler.load_state_dict(resume["grad_scaler"])
@@ -303,6 +306,8 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
                 if scaler.is_enabled() and skipped < MAX_SKIPPED_FP16_STEPS:
                     # fp16 overflow: GradScaler skips this update and lowers its scale; retry the step.
                     skipped += 1
+                    logger.warning("%s: fp16 gradient overflow at step %d; GradScaler lowers its scale and retries",
+                                   name, step + 1)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
