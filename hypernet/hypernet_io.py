@@ -147,6 +147,8 @@ def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>")
         use_dropout = bool(state.get("use_dropout", False))
         dropout_structure = legacy_dropout_structure(layer_structure, use_dropout,
                                                      bool(state.get("last_layer_dropout", False)))
+    else:
+        dropout_structure = _dropout_as_a1111_builds_it(dropout_structure, layer_structure, source)
     weight_init = state.get("weight_initialization") or "Normal"
     if weight_init not in WEIGHT_INITS:
         # Only matters for new weights; A1111 never looks at it when loading.
@@ -176,6 +178,22 @@ def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>")
         raise HypernetFileError(f"{source}: {exc}") from exc
     hypernetwork.extra_metadata = extra
     return hypernetwork
+
+
+def _dropout_as_a1111_builds_it(dropout_structure: Any, layer_structure: Any, source: str) -> Any:
+    """The dropout A1111 actually builds from a file's list: it reads entries 1..n-1 only and
+    adds a Dropout only where p > 0, so longer lists (its UI does not check the length) and
+    negative entries load as "no dropout there" instead of being refused."""
+    if not isinstance(dropout_structure, (list, tuple)) or not isinstance(layer_structure, (list, tuple)):
+        return dropout_structure
+    count = len(layer_structure)
+    if len(dropout_structure) < count or not all(isinstance(p, (int, float)) for p in dropout_structure):
+        return dropout_structure  # refused with a clear message by the spec, as A1111 fails too
+    effective = [dropout_structure[0]] + [p if p > 0 else 0 for p in dropout_structure[1:count]]
+    if effective != list(dropout_structure):
+        logger.info("%s: dropout_structure %s read as %s (the entries A1111 uses)", source,
+                    list(dropout_structure), effective)
+    return effective
 
 
 def _read_safetensors(path: Path) -> dict:

@@ -162,6 +162,27 @@ def test_legacy_use_dropout_files_rebuild_dropout_indices(tmp_path):
     assert isinstance(hn.layers[d][0].linear[2], torch.nn.Dropout) and not hn.training
 
 
+def test_dropout_lists_a1111_accepts_load_as_a1111_builds_them(tmp_path):
+    # A1111's UI takes any number of dropout values and builds Dropout(p) only for entries
+    # 1..n-1 with p > 0: a 4-entry list on 1,2,1 and a negative entry both load there.
+    d = 4
+    module = OrderedDict([("linear.0.weight", torch.randn(2 * d, d)), ("linear.0.bias", torch.randn(2 * d)),
+                          ("linear.2.weight", torch.randn(d, 2 * d)), ("linear.2.bias", torch.randn(d))])
+    torch.save({d: (module, module), "layer_structure": [1.0, 2.0, 1.0], "activation_func": "linear",
+                "use_dropout": True, "dropout_structure": [0.0, 0.1, 0.0, 0.2]}, tmp_path / "long.pt")
+    hn = load_hypernetwork(tmp_path / "long.pt")
+    assert hn.spec.dropout_structure == [0, 0.1, 0]
+    assert isinstance(hn.layers[d][0].linear[1], torch.nn.Dropout) and hn.layers[d][0].linear[1].p == 0.1
+    plain = OrderedDict((key.replace("linear.2", "linear.1"), value) for key, value in module.items())
+    torch.save({d: (plain, plain), "layer_structure": [1.0, 2.0, 1.0], "activation_func": "linear",
+                "dropout_structure": [0.0, -0.1, 0.0]}, tmp_path / "negative.pt")
+    assert load_hypernetwork(tmp_path / "negative.pt").spec.dropout_structure == [0, 0, 0]
+    torch.save({d: (plain, plain), "layer_structure": [1.0, 2.0, 1.0], "dropout_structure": [0.0, 0.1]},
+               tmp_path / "short.pt")
+    with pytest.raises(HypernetFileError, match="dropout_structure needs 3 entries"):
+        load_hypernetwork(tmp_path / "short.pt")
+
+
 class NotAHypernetwork:
     pass
 
