@@ -6,7 +6,6 @@ parallel STRING lists of captions and stems, so core image nodes can sit in betw
 The work happens in hypernet/preprocess and hypernet/taggers, imported lazily."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -163,7 +162,7 @@ class HN_LoadImages:
             "folder": _text("dataset", "Folder of images: absolute, or relative to ComfyUI's input folder."),
             "recursive": _bool(False, "Also load images from subfolders."),
             "caption_extension": _text(".txt", "Extension of the same-stem caption files (empty = no captions)."),
-            "kohya_repeats": _bool(False, "Repeat images in kohya-style 'N_name' subfolders N times."),
+            "kohya_repeats": _bool(False, "Also read kohya-style 'N_name' subfolders (even without recursive) and repeat their images N times."),
             "offset": _int(0, 0, 1_000_000, "Skip this many files (in natural sort order)."),
             "limit": _int(0, 0, 1_000_000, "Load at most this many files (0 = all)."),
             "background": _text("white", "Colour transparent pixels are composited on: name, #rrggbb or r,g,b."),
@@ -177,17 +176,12 @@ class HN_LoadImages:
     CATEGORY = CATEGORY
 
     @classmethod
-    def IS_CHANGED(cls, folder, recursive=False, **_):
-        """Re-run when any file in the folder changes (names, sizes, times)."""
-        root = _resolve_folder(folder)
-        if not root.is_dir():
-            return float("nan")
-        entries = root.rglob("*") if recursive else root.iterdir()
-        digest = hashlib.sha256()
-        for path in sorted(p for p in entries if p.is_file()):
-            stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()
+    def IS_CHANGED(cls, folder, recursive=False, kohya_repeats=False, **_):
+        """Re-run when any file the load reads changes (names, sizes, times)."""
+        from ..hypernet.preprocess.loading import folder_fingerprint
+
+        fingerprint = folder_fingerprint(_resolve_folder(folder), recursive, kohya_repeats)
+        return float("nan") if fingerprint is None else fingerprint
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels):
         from ..hypernet.preprocess.loading import parse_color

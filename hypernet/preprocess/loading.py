@@ -6,6 +6,7 @@ palette / CMYK files are converted correctly, and a bad file is skipped with one
 naming it and the reason instead of stopping the run (or being dropped silently)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import warnings
@@ -65,15 +66,39 @@ def parse_color(color: str) -> tuple[int, int, int]:
         raise ValueError(f"background colour {color!r} is not a colour name, #rrggbb or r,g,b") from exc
 
 
+def _candidate_files(folder: Path, recursive: bool, kohya_folders: bool) -> list[Path]:
+    """Every visible file the loader looks at: the folder, all subfolders when `recursive`,
+    else also the direct `N_name` subfolders when `kohya_folders` (kohya keeps images there)."""
+    if recursive:
+        entries = list(folder.rglob("*"))
+    else:
+        entries = list(folder.iterdir())
+        if kohya_folders:
+            entries += [p for sub in entries if sub.is_dir() and _KOHYA_FOLDER.match(sub.name)
+                        for p in sub.iterdir()]
+    return [p for p in entries if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
 def list_image_files(folder: Path, recursive: bool = False,
-                     extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+                     extensions: tuple[str, ...] = IMAGE_EXTENSIONS, kohya_folders: bool = False) -> list[Path]:
     """Image files under `folder` in natural order of their relative path (hidden files skipped)."""
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    files = [p for p in pattern
-             if p.is_file() and p.suffix.lower() in wanted
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    files = [p for p in _candidate_files(folder, recursive, kohya_folders) if p.suffix.lower() in wanted]
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+
+
+def folder_fingerprint(folder: Path, recursive: bool = False, use_kohya_repeats: bool = False) -> Optional[str]:
+    """A hash of the names, sizes and times of every file the loader would look at (images and
+    captions), so a cache re-runs the load when any of them changes; None for a missing folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(_candidate_files(folder, recursive, use_kohya_repeats)):
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def kohya_repeats(path: Path, folder: Path) -> int:
@@ -161,7 +186,7 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    files = list_image_files(folder, recursive)
+    files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)
     files = files[max(0, offset):]
     if limit > 0:
         files = files[:limit]

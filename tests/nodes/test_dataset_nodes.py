@@ -159,3 +159,14 @@ def test_shipped_dataset_workflow_runs_headless(headless_dirs):
     assert (out / "00004-wide.txt").read_text() == "a cat on the left, " + all_tags
     assert (out / "00005-wide-flip.txt").read_text() == "a cat on the right, " + all_tags
     assert "5" in result.ui and "wrote 6 images" in result.ui["5"]["text"][0]
+
+
+def test_load_images_cache_key_sees_kohya_subfolders_without_recursive(headless_dirs):
+    folder = headless_dirs / "input" / "kohya" / "4_style"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(folder / "a.png")
+    assert HN_LoadImages().load("kohya", False, ".txt", True, 0, 0, "white", 100.0)["result"][4] == 4
+    first = HN_LoadImages.IS_CHANGED("kohya", recursive=False, kohya_repeats=True)
+    (folder / "a.txt").write_text("edited caption")
+    assert HN_LoadImages.IS_CHANGED("kohya", recursive=False, kohya_repeats=True) != first
+    assert HN_LoadImages.IS_CHANGED("no-such-folder") != HN_LoadImages.IS_CHANGED("no-such-folder")  # NaN

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.hypernet.preprocess.loading import (decode_image, kohya_repeats, load_image_folder,
-                                                         natural_key, parse_color)
+from hypernet_studio.hypernet.preprocess.loading import (decode_image, folder_fingerprint, kohya_repeats,
+                                                         load_image_folder, natural_key, parse_color)
 
 
 def _save(path, array, mode=None, **params):
@@ -132,3 +132,26 @@ def test_parse_color():
     assert parse_color("1, 2, 3") == (1, 2, 3)
     with pytest.raises(ValueError, match="not a colour"):
         parse_color("nope")
+
+
+def test_kohya_repeats_read_the_n_name_subfolders_without_recursive(tmp_path):
+    # The kohya layout keeps every image in `N_name` subfolders: ticking the repeats option
+    # must load them even when "recursive" is off (it used to load only top-level files).
+    (tmp_path / "10_style").mkdir()
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "10_style" / "deep").mkdir()
+    _save(tmp_path / "10_style" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _save(tmp_path / "10_style" / "deep" / "d.png", np.zeros((4, 4, 3), np.uint8))
+    _save(tmp_path / "misc" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    _save(tmp_path / "top.png", np.zeros((4, 4, 3), np.uint8))
+    result = load_image_folder(tmp_path, use_kohya_repeats=True)
+    assert [(i.stem, i.repeats) for i in result.images] == [("10_style/a", 10), ("top", 1)]
+
+
+def test_folder_fingerprint_follows_the_files_the_loader_reads(tmp_path):
+    (tmp_path / "2_set").mkdir()
+    _save(tmp_path / "2_set" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    before = folder_fingerprint(tmp_path, recursive=False, use_kohya_repeats=True)
+    (tmp_path / "2_set" / "a.txt").write_text("new caption")
+    assert folder_fingerprint(tmp_path, recursive=False, use_kohya_repeats=True) != before
+    assert folder_fingerprint(tmp_path / "missing") == folder_fingerprint(tmp_path / "missing2") is None
