@@ -128,12 +128,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ..hypernet.files import atomic_write_text
-    from .workflow import WorkflowError
+    from .workflow import WorkflowError, unknown_widget_nodes
 
+    registry = _registry()
     try:
-        prompt, _ = _load(args.workflow, [], _registry())
+        prompt, ui_workflow = _load(args.workflow, [], registry)
     except WorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    unknown = unknown_widget_nodes(ui_workflow or {}, registry)
+    if unknown:
+        print(f"error: {args.workflow}: cannot convert the widget values of unknown node types "
+              "(install the pack that provides them, or check the name):", file=sys.stderr)
+        for node_id, class_type in unknown:
+            print(f"  node {node_id} ({class_type})", file=sys.stderr)
         return EXIT_INVALID
     text = json.dumps(prompt, indent=2) + "\n"
     if args.output:

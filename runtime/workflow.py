@@ -280,6 +280,19 @@ def ui_to_api(workflow: dict, registry: Mapping[str, type]) -> dict:
     return _Converter(workflow, registry).convert()
 
 
+def unknown_widget_nodes(workflow: dict, registry: Mapping[str, type]) -> list[tuple[str, str]]:
+    """(id, type) of active UI nodes whose class is unknown but that hold widget values:
+    without INPUT_TYPES those values cannot be named, so a conversion would lose them."""
+    found = []
+    for node in workflow.get("nodes") or []:
+        if not isinstance(node, dict) or node.get("type") in VIRTUAL_TYPES or node.get("type") in registry:
+            continue
+        if node.get("mode", MODE_ALWAYS) in (MODE_NEVER, MODE_BYPASS) or not node.get("widgets_values"):
+            continue
+        found.append((str(node.get("id")), str(node.get("type"))))
+    return found
+
+
 # --------------------------------------------------------------------------- API helpers
 def is_link(value: Any) -> bool:
     """True for an API-prompt link `[source_id, output_slot]`."""

@@ -255,3 +255,15 @@ def test_run_on_cuda_without_cuda_is_an_invalid_argument(cli_env, monkeypatch, c
     assert cli.main(["run", str(workflow), "--device", "cuda", "--base-dir", str(cli_env)]) == 2
     assert "--device cuda" in capsys.readouterr().err
     assert not (cli_env / "output").exists()
+
+
+def test_convert_refuses_to_drop_widget_values_of_unknown_nodes(cli_env, capsys, load_fixture):
+    workflow = load_fixture("ui_routing.json")
+    node = next(n for n in workflow["nodes"] if n.get("widgets_values") and n["type"] not in
+                ("Note", "MarkdownNote", "Reroute", "PrimitiveNode") and n.get("mode", 0) == 0)
+    node["type"] = "NodeFromAnotherPack"
+    path = _write(cli_env, workflow, "other.json")
+    target = cli_env / "api.json"
+    assert cli.main(["convert", str(path), "-o", str(target)]) == 2
+    assert f"node {node['id']} (NodeFromAnotherPack)" in capsys.readouterr().err
+    assert not target.exists()
