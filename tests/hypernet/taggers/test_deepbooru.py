@@ -35,6 +35,38 @@ def _spec_convolutions(num_tags):
     return convs
 
 
+def _spec_forward(state, images_nhwc):
+    """resnet_custom_v3's forward written from preprocess-spec.md §5, convs taken in index order:
+    stem 7x7/2 padded [2,3,2,3] + ReLU, 3x3/2 max-pool padded right/bottom with -inf; per block
+    1x1 -> ReLU -> 3x3 (strided ones pad [0,1,0,1], others 1) -> ReLU -> 1x1, add, ReLU; head
+    1x1 without bias, global average pool, sigmoid."""
+    import torch.nn.functional as F
+
+    index = 0
+
+    def conv(x, stride=1, pad=None):
+        nonlocal index
+        weight, bias = state[f"n_Conv_{index}.weight"], state.get(f"n_Conv_{index}.bias")
+        index += 1
+        return F.conv2d(F.pad(x, pad) if pad else x, weight, bias, stride)
+
+    x = F.relu(conv(images_nhwc.permute(0, 3, 1, 2), 2, [2, 3, 2, 3]))
+    x = F.max_pool2d(F.pad(x, [0, 1, 0, 1], value=float("-inf")), 3, 2)
+    for blocks, stage_stride in [(3, 1), (8, 2), (40, 2), (3, 2), (3, 2)]:
+        for block in range(1, blocks + 1):
+            entry, mid = block == 1, blocks == 40 and block == 21
+            stride = stage_stride if entry else (2 if mid else 1)
+            shortcut = conv(x, stride) if entry else x
+            y = F.relu(conv(x))
+            y = F.relu(conv(y, stride, [0, 1, 0, 1] if stride == 2 else [1, 1, 1, 1]))
+            y = conv(y)
+            if mid:
+                shortcut = conv(x, 2)
+            x = F.relu(y + shortcut)
+    assert index == 178
+    return torch.sigmoid(conv(x).mean(dim=(2, 3)))
+
+
 def test_all_179_convolutions_match_the_spec():
     with torch.device("meta"):
         net = DeepDanbooruNet()
@@ -53,14 +85,16 @@ def test_all_179_convolutions_match_the_spec():
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(161.0e6, rel=1e-3)
 
 
-def test_forward_on_a_small_input_gives_probabilities_per_tag():
+def test_forward_on_a_small_input_gives_probabilities_per_tag_as_the_spec_math():
     tensors = {k: v for k, v in random_state_dict(num_tags=3, seed=1).items() if k != "tags"}
-    net = deepbooru.build_deepbooru_net(tensors)
+    net = deepbooru.build_deepbooru_net(dict(tensors))
+    images = torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = net(torch.rand(1, 128, 128, 3, generator=torch.Generator().manual_seed(0)))
+        out, reference = net(images), _spec_forward(tensors, images)
     assert out.shape == (1, 3)
     assert torch.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
-    assert out.std() > 0  # not a constant: the input reached the head
+    assert out.std() > 0.05  # not a constant: the input reached the head
+    torch.testing.assert_close(torch.logit(out.double()), torch.logit(reference.double()), rtol=1e-4, atol=1e-4)
 
 
 def test_file_loads_with_tags_is_cached_and_reloads_when_replaced(tmp_path):
