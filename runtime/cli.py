@@ -259,6 +259,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous_handler)
     for path in result.files:
         print(f"wrote {path}")
+    for node_id, node_ui in result.ui.items():  # e.g. Save Hypernet's path, Hypernet Spec's size
+        for text in node_ui.get("text") or []:
+            print(f"{reporter.name(node_id)}: {text}")
     if not args.quiet:
         print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
               f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
@@ -296,23 +299,24 @@ class _NodeReporter:
         if self.quiet:
             return
         if event == "execution_cached" and data.get("nodes"):
-            print(f"cached: {', '.join(self._name(n) for n in data['nodes'])}", file=sys.stderr)
+            print(f"cached: {', '.join(self.name(n) for n in data['nodes'])}", file=sys.stderr)
         elif event == "executing":
             self._finish_current()
             if data.get("node") is not None:
                 self.count += 1
                 self.current, self.node_started = data["node"], time.perf_counter()
-                print(f"[{self.count}] {self._name(self.current)} ...", file=sys.stderr, flush=True)
+                print(f"[{self.count}] {self.name(self.current)} ...", file=sys.stderr, flush=True)
         elif event == "progress_text":
             print(f"    {data.get('text')}", file=sys.stderr)
 
     def _finish_current(self) -> None:
         if self.current is not None:
-            print(f"    {self._name(self.current)} done in {time.perf_counter() - self.node_started:.2f}s",
+            print(f"    {self.name(self.current)} done in {time.perf_counter() - self.node_started:.2f}s",
                   file=sys.stderr)
             self.current = None
 
-    def _name(self, node_id: str) -> str:
+    def name(self, node_id: str) -> str:
+        """`#ID class "title"`, as the per-node lines show a node."""
         node = self.prompt.get(node_id, {})
         title = (node.get("_meta") or {}).get("title")
         class_type = node.get("class_type", "?")

@@ -267,3 +267,16 @@ def test_convert_refuses_to_drop_widget_values_of_unknown_nodes(cli_env, capsys,
     assert cli.main(["convert", str(path), "-o", str(target)]) == 2
     assert f"node {node['id']} (NodeFromAnotherPack)" in capsys.readouterr().err
     assert not target.exists()
+
+
+def test_run_prints_text_outputs_of_output_nodes(headless_dirs, capsys):
+    from hypernet_studio.hypernet.hypernet_io import make_random_hypernetwork
+
+    make_random_hypernetwork(headless_dirs / "models" / "hypernetworks" / "style.pt", sizes=[8], seed=0)
+    workflow = _write(headless_dirs, {
+        "1": {"class_type": "HN_LoadHypernet", "inputs": {"hypernetwork_name": "style.pt"}},
+        "2": {"class_type": "HN_SaveHypernet", "inputs": {"hypernetwork": ["1", 0], "filename": "copy",
+                                                         "format": "safetensors", "overwrite": False}}})
+    assert cli.main(["run", str(workflow), "--base-dir", str(headless_dirs), "--quiet"]) == 0
+    saved = headless_dirs / "models" / "hypernetworks" / "copy.safetensors"
+    assert saved.is_file() and f"#2 HN_SaveHypernet: {saved}" in capsys.readouterr().out
