@@ -260,6 +260,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for path in result.files:
         print(f"wrote {path}")
     for node_id, node_ui in result.ui.items():  # e.g. Save Hypernet's path, Hypernet Spec's size
+        if not getattr(registry[prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
+            continue  # e.g. a tagger's per-image tags: too many lines for a terminal
         for text in node_ui.get("text") or []:
             print(f"{reporter.name(node_id)}: {text}")
     if not args.quiet:
