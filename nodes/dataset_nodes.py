@@ -59,45 +59,19 @@ def _widgets(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in values.items()}
 
 
-def _parallel(node: str, name: str, values: Optional[list], count: int, default: Any) -> list:
-    """Check a list input against the image count (one value is broadcast); None -> defaults."""
-    if values is None:
-        return [default] * count
-    if len(values) == 1 and count != 1:
-        return list(values) * count
-    if len(values) != count:
-        raise ValueError(f"{node}: input '{name}' has {len(values)} items for {count} images")
-    return list(values)
+def _aligned(node: str, images: list, captions: Optional[list], masks: Optional[list],
+             stems: Optional[list]) -> tuple[list, list, list, list]:
+    """Single IMAGE items with captions/masks/stems aligned to them (see pipeline.align_dataset_inputs)."""
+    from ..hypernet.preprocess.pipeline import align_dataset_inputs
+
+    return align_dataset_inputs(node, images, captions, masks, stems)
 
 
-def _dataset_inputs(node: str, images: list, captions: Optional[list], masks: Optional[list],
-                    stems: Optional[list]) -> tuple[list, list, list, list]:
-    """Images split into single items, with captions/masks/stems aligned to them.
+def _filled_masks(images: list, masks: list) -> list:
+    """The MASK output: missing masks filled with opaque zeros so it stays parallel to the images."""
+    from ..hypernet.preprocess.pipeline import fill_missing_masks
 
-    A batch wired in as one list entry shares that entry's caption and stem."""
-    from ..hypernet.preprocess.convert import split_image_batches, split_mask_batches
-
-    items = split_image_batches(images)
-    if not items:
-        raise ValueError(f"{node}: input 'images' is empty")
-    batch_sizes = [image.shape[0] if image.dim() == 4 else 1 for image in images]
-
-    def per_item(name: str, values: Optional[list], default: Any) -> list:
-        if values is not None and len(values) == len(images) != len(items):
-            values = [value for value, size in zip(values, batch_sizes) for _ in range(size)]
-        return _parallel(node, name, values, len(items), default)
-
-    default_stems = [f"image{i:05d}" for i in range(len(items))]
-    return (items, per_item("captions", captions, ""),
-            _parallel(node, "masks", split_mask_batches(masks) if masks else None, len(items), None),
-            per_item("stems", stems, "") if stems is not None else default_stems)
-
-
-def _masks_out(images: list, masks: list) -> list:
-    """Fill missing masks with opaque zeros so the MASK list stays parallel to the images."""
-    from ..hypernet.preprocess.convert import empty_mask_for
-
-    return [m if m is not None else empty_mask_for(img) for img, m in zip(images, masks)]
+    return fill_missing_masks(images, masks)
 
 
 def _progress(total: int):
@@ -162,7 +136,8 @@ class HN_LoadImages:
             "folder": _text("dataset", "Folder of images: absolute, or relative to ComfyUI's input folder."),
             "recursive": _bool(False, "Also load images from subfolders."),
             "caption_extension": _text(".txt", "Extension of the same-stem caption files (empty = no captions)."),
-            "kohya_repeats": _bool(False, "Also read kohya-style 'N_name' subfolders (even without recursive) and repeat their images N times."),
+            "kohya_repeats": _bool(False, "Also read kohya-style 'N_name' subfolders (even without recursive) "
+                                   "and repeat their images N times."),
             "offset": _int(0, 0, 1_000_000, "Skip this many files (in natural sort order)."),
             "limit": _int(0, 0, 1_000_000, "Load at most this many files (0 = all)."),
             "background": _text("white", "Colour transparent pixels are composited on: name, #rrggbb or r,g,b."),
@@ -245,11 +220,12 @@ class HN_AutoCrop:
         from ..hypernet.preprocess import pipeline
 
         options = _widgets(widgets)
-        items, captions, masks, stems = _dataset_inputs("HN_AutoCrop", images, captions, masks, stems)
+        items, captions, masks, stems = _aligned("HN_AutoCrop", images, captions, masks, stems)
         yunet = _face_model_path(options.pop("face_model"), options["face_detector"])
-        out = pipeline.auto_crop_tensors(items, masks, captions, stems, options, yunet, _progress(len(items)))
+        out = pipeline.auto_crop_tensors(items, masks, captions, stems, options, yunet, _progress(len(items)),
+                                         node="HN_AutoCrop")
         return {"ui": {"text": out.warnings},
-                "result": (out.images, _masks_out(out.images, out.masks), out.captions, out.stems, out.debug_images,
+                "result": (out.images, _filled_masks(out.images, out.masks), out.captions, out.stems, out.debug_images,
                            json.dumps(out.boxes))}
 
 
@@ -276,10 +252,10 @@ class HN_Flip:
     def flip(self, images, direction, mode, swap_left_right, captions=None, masks=None, stems=None):
         from ..hypernet.preprocess.flip import flip_dataset
 
-        items, captions, masks, stems = _dataset_inputs("HN_Flip", images, captions, masks, stems)
+        items, captions, masks, stems = _aligned("HN_Flip", images, captions, masks, stems)
         options = _widgets({"direction": direction, "mode": mode, "swap_words": swap_left_right})
         out = flip_dataset(items, masks, captions, stems, **options)
-        return (out.images, _masks_out(out.images, out.masks), out.captions, out.stems)
+        return (out.images, _filled_masks(out.images, out.masks), out.captions, out.stems)
 
 
 _TAG_CAPTION_INPUTS = {
@@ -328,7 +304,7 @@ class HN_DeepbooruTag:
         from ..hypernet.taggers.deepbooru_post import TagOptions
 
         w = _widgets(widgets)
-        items, captions, _, _ = _dataset_inputs("HN_DeepbooruTag", images, captions, None, None)
+        items, captions, _, _ = _aligned("HN_DeepbooruTag", images, captions, None, None)
         path = _resolve_model_file("HN_DeepbooruTag", "deepbooru", w["model"], _widgets({"p": model_path})["p"],
                                    deepbooru.missing_model_message)
         options = TagOptions(threshold=w["threshold"], sort_alpha=w["sort_by"] == "alphabetical",
@@ -387,7 +363,7 @@ class HN_WD14Tag:
         from ..hypernet.taggers import wd14
 
         w = _widgets(widgets)
-        items, captions, _, _ = _dataset_inputs("HN_WD14Tag", images, captions, None, None)
+        items, captions, _, _ = _aligned("HN_WD14Tag", images, captions, None, None)
         path = _resolve_model_file("HN_WD14Tag", "wd14_tagger", w["model"], "", wd14.missing_model_message)
         options = wd14.WD14Options(threshold=w["threshold"], character_threshold=w["character_threshold"],
                                    replace_underscore=w["replace_underscore"], escape=w["escape_brackets"],
@@ -422,7 +398,7 @@ class HN_SaveDataset:
         from ..hypernet.preprocess.saving import save_dataset
 
         w = _widgets({"folder": folder, "naming": naming, "save_alpha": save_alpha})
-        items, caption_items, mask_items, stem_items = _dataset_inputs("HN_SaveDataset", images, captions, masks, stems)
+        items, caption_items, mask_items, stem_items = _aligned("HN_SaveDataset", images, captions, masks, stems)
         try:
             target = safe_join(host.output_directory(), w["folder"])
         except ValueError as exc:

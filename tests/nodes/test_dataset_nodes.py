@@ -105,6 +105,9 @@ def test_errors_name_the_node_and_the_input(headless_dirs):
         HN_LoadImages().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
     with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
         HN_WD14Tag().tag([_image(8, 8)], **_defaults(HN_WD14Tag))
+    all_skipped = {**widgets, "method": ["auto_sized"], "auto_error_threshold": [0.0]}
+    with pytest.raises(ValueError, match="HN_AutoCrop: input 'images': no image could be cropped: .*37x100"):
+        HN_AutoCrop().crop([_image(100, 37)], **all_skipped)
 
 
 def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
