@@ -122,31 +122,44 @@ def read_caption(image_path: Path, caption_extension: str = ".txt") -> str:
 
 
 def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
-                 max_megapixels: float = 100.0) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                 max_megapixels: float = 100.0, notes: Optional[list[str]] = None
+                 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Decode one file to (rgb float32 [H,W,3] 0..1, alpha float32 [H,W] or None).
 
-    Raises ValueError with a short reason for empty, oversized or undecodable files."""
+    Raises ValueError with a short reason for empty, oversized or undecodable files. Pillow's
+    own warnings (damaged metadata...) never name the file, so they are held back: dropped when
+    the file is refused (the ValueError says why) and added, deduplicated, to `notes` otherwise."""
     if path.stat().st_size == 0:
         raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as pillow_warnings:
+        warnings.simplefilter("always")
         # Our own pixel limit below replaces Pillow's DecompressionBombWarning.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as opened:
-                width, height = opened.size
-                if width * height > max_megapixels * 1_000_000:
-                    raise ValueError(f"{width}x{height} exceeds the {max_megapixels:g} megapixel limit "
-                                     "(possible decompression bomb)")
-                opened.seek(0)  # GIF/WebP/TIFF: first frame only
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-                return _to_float_rgb_alpha(image, background)
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"decompression bomb refused by Pillow ({exc})") from exc
-        except UnidentifiedImageError as exc:
-            raise ValueError("not a readable image (unknown or corrupt format)") from exc
-        except (OSError, SyntaxError, EOFError) as exc:
-            raise ValueError(f"corrupt or truncated image ({exc})") from exc
+        decoded = _decode(path, background, max_megapixels)
+    if notes is not None:
+        notes.extend(dict.fromkeys(str(w.message).strip() for w in pillow_warnings))
+    return decoded
+
+
+def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float
+            ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """decode_image without the warning handling."""
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > max_megapixels * 1_000_000:
+                raise ValueError(f"{width}x{height} exceeds the {max_megapixels:g} megapixel limit "
+                                 "(possible decompression bomb)")
+            opened.seek(0)  # GIF/WebP/TIFF: first frame only
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            return _to_float_rgb_alpha(image, background)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"decompression bomb refused by Pillow ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ValueError("not a readable image (unknown or corrupt format)") from exc
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise ValueError(f"corrupt or truncated image ({exc})") from exc
 
 
 def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
@@ -191,21 +204,26 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
     if limit > 0:
         files = files[:limit]
     result = LoadResult(folder=folder)
+    skipped = 0
     for path in files:
+        notes: list[str] = []
         try:
-            rgb, alpha = decode_image(path, background, max_megapixels)
+            rgb, alpha = decode_image(path, background, max_megapixels, notes)
         except ValueError as exc:
-            message = f"skipped {path}: {exc}"
-            logger.warning(message)
-            result.warnings.append(message)
+            skipped += 1
+            result.warnings.append(f"skipped {path}: {exc}")
+            logger.warning(result.warnings[-1])
             continue
+        if notes:
+            result.warnings.append(f"loaded {path} despite damaged data: {'; '.join(notes)}")
+            logger.warning(result.warnings[-1])
         relative = path.relative_to(folder).with_suffix("")
         result.images.append(LoadedImage(
             path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
             caption=read_caption(path, caption_extension),
             repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
     if not result.images:
-        reason = f"{len(result.warnings)} file(s) could not be read" if result.warnings else \
+        reason = f"{skipped} file(s) could not be read" if skipped else \
             f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")
         raise ValueError(f"no images loaded from folder {folder}: {reason}")
     return result

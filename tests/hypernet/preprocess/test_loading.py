@@ -155,3 +155,42 @@ def test_folder_fingerprint_follows_the_files_the_loader_reads(tmp_path):
     (tmp_path / "2_set" / "a.txt").write_text("new caption")
     assert folder_fingerprint(tmp_path, recursive=False, use_kohya_repeats=True) != before
     assert folder_fingerprint(tmp_path / "missing") == folder_fingerprint(tmp_path / "missing2") is None
+
+
+def _png_with_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return png[:33] + chunk + png[33:]  # right after IHDR
+
+
+def _tiff_with_tag_data_beyond_the_end() -> bytes:
+    """A 4x4 RGB TIFF whose BitsPerSample values point past the end of the file."""
+    import struct
+
+    entries = [(256, 3, 1, 4), (257, 3, 1, 4), (258, 3, 3, 9999), (262, 3, 1, 2), (273, 4, 1, 8 + 2 + 12 * 8 + 4),
+               (277, 3, 1, 3), (278, 3, 1, 4), (279, 4, 1, 48)]
+    ifd = b"".join(struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 and count == 1
+                                                             else struct.pack("<I", value))
+                   for tag, kind, count, value in entries)
+    return b"II*\x00" + struct.pack("<IH", 8, len(entries)) + ifd + b"\0\0\0\0" + b"\x80" * 48
+
+
+def test_pillows_anonymous_warnings_become_one_warning_naming_the_file(tmp_path, caplog, recwarn):
+    # Pillow warns "Truncated File Read" / "Corrupt EXIF data" without saying which file: a
+    # skipped file must still give exactly one warning (ours), a damaged-but-readable one a
+    # warning that names it.
+    (tmp_path / "a_broken.tif").write_bytes(_tiff_with_tag_data_beyond_the_end())
+    (tmp_path / "b_exif.png").write_bytes(_png_with_chunk(b"eXIf", b"II*\x00\x08\x00\x00\x00\x05\x00"))
+    with caplog.at_level(logging.WARNING):
+        result = load_image_folder(tmp_path)
+    assert [item.stem for item in result.images] == ["b_exif"]
+    assert [str(w.message) for w in recwarn.list] == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines == result.warnings and len(lines) == 2
+    assert lines[0].startswith(f"skipped {tmp_path / 'a_broken.tif'}: ")
+    assert lines[1].startswith(f"loaded {tmp_path / 'b_exif.png'} despite damaged data: ") and "EXIF" in lines[1]
