@@ -82,6 +82,9 @@ class ComfyBackend:
         if "EDM" in names or "CONST" in names or model_type not in ("", "EPS", "V_PREDICTION"):
             raise ValueError(f"Train Hypernet: model sampling {sorted(names)} / {model_type or '?'} is not a DDPM "
                              "eps or v model; only SD1/SD2-style checkpoints can be trained")
+        if getattr(self._diffusion_model(), "num_classes", None) is not None:
+            raise ValueError("Train Hypernet: this UNet needs extra (pooled/size) conditioning, as SDXL does; "
+                             "only SD1/SD2-style checkpoints can be trained")
         alphas = getattr(sampling, "alphas_cumprod", None)
         if alphas is None:
             sigmas = sampling.sigmas.detach().double().cpu()

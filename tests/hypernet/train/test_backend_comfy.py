@@ -49,6 +49,13 @@ def test_checkpointing_blocks_give_the_same_gradients():
     assert "forward" not in unet.conv_in.__dict__
 
 
+def test_an_sdxl_style_unet_is_refused_clearly():
+    model, clip, vae = comfy_objects()
+    model.model.diffusion_model.num_classes = "sequential"
+    with pytest.raises(ValueError, match="SDXL"):
+        ComfyBackend(model, clip, vae).schedule()
+
+
 def test_a_model_without_the_patcher_api_is_refused():
     with pytest.raises(TypeError, match="model has no clone"):
         ComfyBackend(object(), None, None)
