@@ -406,8 +406,11 @@ class HN_SaveDataset:
         saved = save_dataset(target, items, caption_items if captions is not None else None,
                              stem_items if stems is not None else None, mask_items if w["save_alpha"] else None,
                              w["naming"], _progress(len(items)))
-        summary = f"wrote {len(saved.images)} images and {len(saved.captions)} captions to {saved.folder}"
-        return {"ui": {"text": [summary]}, "result": (str(saved.folder), len(saved.images))}
+        lines = [f"wrote {len(saved.images)} images and {len(saved.captions)} captions to {saved.folder}"]
+        if saved.leftovers:
+            lines.append(f"warning: {len(saved.leftovers)} other .png/.txt file(s) in that folder were not written by "
+                         f"this run (e.g. {saved.leftovers[0].name}); a trainer reading the folder uses them too")
+        return {"ui": {"text": lines}, "result": (str(saved.folder), len(saved.images))}
 
 
 _NODES = {

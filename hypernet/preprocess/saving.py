@@ -26,6 +26,9 @@ class SavedDataset:
     folder: Path
     images: list[Path] = field(default_factory=list)
     captions: list[Path] = field(default_factory=list)
+    # Dataset files (.png/.txt) already in the folder that this save did not write: a trainer
+    # pointed at the folder would read them too. Never deleted here; the caller warns.
+    leftovers: list[Path] = field(default_factory=list)
 
 
 def safe_stem(stem: str) -> str:
@@ -89,4 +92,8 @@ def save_dataset(folder: Path, images: list[torch.Tensor], captions: Optional[li
             caption_path.unlink()
         if on_progress is not None:
             on_progress(index + 1)
+    written = set(result.images) | set(result.captions)
+    result.leftovers = sorted(p for p in folder.iterdir()
+                              if p.is_file() and p.suffix.lower() in (".png", ".txt") and p not in written
+                              and not p.name.startswith("."))
     return result

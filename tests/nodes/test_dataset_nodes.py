@@ -124,8 +124,10 @@ def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
     saved = Image.open(folder / "00000-a_b.png")
     assert saved.mode == "RGBA" and saved.getpixel((0, 0))[3] == 0 and saved.getpixel((1, 1))[3] == 255
     assert Image.open(folder / "00001-a_b.png").mode == "RGB"
-    node.save(*args)  # a re-run rewrites the same names, no leftovers
-    assert len(list(folder.iterdir())) == 3 and not list(folder.glob(".*"))
+    again = node.save(*args)  # a re-run rewrites the same names, no leftovers
+    assert len(list(folder.iterdir())) == 3 and not list(folder.glob(".*")) and len(again["ui"]["text"]) == 1
+    smaller = node.save([_image(4, 4)], ["out/set"], ["index-stem"], [True], ["one"], None, ["a/b"])
+    assert "1 other .png/.txt file(s)" in smaller["ui"]["text"][1] and "00001-a_b.png" in smaller["ui"]["text"][1]
 
 
 def test_shipped_dataset_workflow_runs_headless(headless_dirs):

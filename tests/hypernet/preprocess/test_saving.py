@@ -28,3 +28,13 @@ def test_pixels_round_trip_and_empty_captions_remove_stale_files(tmp_path):
     save_dataset(tmp_path, [image], captions=["c"], masks=[half], naming="index")
     assert Image.open(tmp_path / "00000.png").getpixel((0, 0)) == (0, 128, 255, 191)
     assert (tmp_path / "00000.txt").read_text() == "c"
+
+
+def test_files_of_an_earlier_larger_run_are_reported_not_deleted(tmp_path):
+    image = torch.zeros(1, 2, 2, 3)
+    save_dataset(tmp_path, [image] * 3, captions=["a", "b", "c"], naming="index")
+    (tmp_path / "notes.md").write_text("not a dataset file")
+    saved = save_dataset(tmp_path, [image], captions=["a"], naming="index")
+    assert saved.leftovers == [tmp_path / n for n in ("00001.png", "00001.txt", "00002.png", "00002.txt")]
+    assert (tmp_path / "00002.png").exists()
+    assert save_dataset(tmp_path / "fresh", [image], naming="index").leftovers == []
