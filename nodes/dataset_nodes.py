@@ -110,10 +110,15 @@ def _face_model_path(name: str, detector: str) -> Optional[Path]:
     if detector not in ("auto", "yunet"):
         return None
     name = (name or "").strip()
-    if name and Path(os.path.expanduser(name)).is_absolute():
-        return Path(os.path.expanduser(name))
     if name:
-        return host.resolve_model("facedetect", name)
+        path = Path(os.path.expanduser(name))
+        try:
+            path = path if path.is_absolute() else host.resolve_model("facedetect", name)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"HN_AutoCrop: input 'face_model': {exc}") from None
+        if not path.is_file():
+            raise FileNotFoundError(f"HN_AutoCrop: input 'face_model': YuNet file not found: {path}")
+        return path
     available = host.list_models("facedetect")
     if available:
         return host.resolve_model("facedetect", available[0])

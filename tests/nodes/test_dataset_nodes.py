@@ -101,6 +101,9 @@ def test_errors_name_the_node_and_the_input(headless_dirs):
     assert str(headless_dirs / "models" / "deepbooru") in message and "TorchDeepDanbooru" in message
     with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_detector' is 'yunet'.*facedetect"):
         HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_detector": ["yunet"]})
+    for face_model in ("missing.onnx", str(headless_dirs / "elsewhere" / "y.onnx")):
+        with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_model': .*(missing|y).onnx"):
+            HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_model": [face_model]})
     with pytest.raises(ValueError, match="HN_LoadImages: input 'background'"):
         HN_LoadImages().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
     with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
