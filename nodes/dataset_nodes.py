@@ -310,12 +310,16 @@ class HN_DeepbooruTag:
 
         w = _widgets(widgets)
         items, captions, _, _ = _aligned("HN_DeepbooruTag", images, captions, None, None)
-        path = _resolve_model_file("HN_DeepbooruTag", "deepbooru", w["model"], _widgets({"p": model_path})["p"],
+        override = (_widgets({"p": model_path})["p"] or "").strip()
+        path = _resolve_model_file("HN_DeepbooruTag", "deepbooru", w["model"], override,
                                    deepbooru.missing_model_message)
         options = TagOptions(threshold=w["threshold"], sort_alpha=w["sort_by"] == "alphabetical",
                              use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
                              include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
-        model = deepbooru.load_deepbooru(path, host.torch_device())
+        try:
+            model = deepbooru.load_deepbooru(path, host.torch_device())
+        except ValueError as exc:
+            raise ValueError(f"HN_DeepbooruTag: input '{'model_path' if override else 'model'}': {exc}") from None
         try:
             tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
                                         w["input_size"])

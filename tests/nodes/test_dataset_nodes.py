@@ -104,6 +104,10 @@ def test_errors_name_the_node_and_the_input(headless_dirs):
     for face_model in ("missing.onnx", str(headless_dirs / "elsewhere" / "y.onnx")):
         with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_model': .*(missing|y).onnx"):
             HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_model": [face_model]})
+    (headless_dirs / "models" / "deepbooru").mkdir(exist_ok=True)
+    (headless_dirs / "models" / "deepbooru" / "model-resnet_custom_v3.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="HN_DeepbooruTag: input 'model': Deepbooru model .*resnet_custom_v3.pt"):
+        HN_DeepbooruTag().tag([_image(8, 8)], **_defaults(HN_DeepbooruTag))
     with pytest.raises(ValueError, match="HN_LoadImages: input 'background'"):
         HN_LoadImages().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
     with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
