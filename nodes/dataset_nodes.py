@@ -146,7 +146,8 @@ class HN_LoadImages:
             "offset": _int(0, 0, 1_000_000, "Skip this many files (in natural sort order)."),
             "limit": _int(0, 0, 1_000_000, "Load at most this many files (0 = all)."),
             "background": _text("white", "Colour transparent pixels are composited on: name, #rrggbb or r,g,b."),
-            "max_megapixels": _float(100.0, 1.0, 1000.0, "Skip larger images (decompression-bomb guard).", 1.0),
+            "max_megapixels": _float(100.0, 1.0, 178.0, "Skip larger images (decompression-bomb guard; Pillow itself "
+                                     "refuses more than about 179 megapixels).", 1.0),
         }}
 
     RETURN_TYPES = ("IMAGE", "MASK", "STRING", "STRING", "INT")

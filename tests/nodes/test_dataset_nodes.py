@@ -182,3 +182,9 @@ def test_load_images_cache_key_sees_kohya_subfolders_without_recursive(headless_
     (folder / "a.txt").write_text("edited caption")
     assert HN_LoadImages.IS_CHANGED("kohya", recursive=False, kohya_repeats=True) != first
     assert HN_LoadImages.IS_CHANGED("no-such-folder") != HN_LoadImages.IS_CHANGED("no-such-folder")  # NaN
+
+
+def test_megapixel_limit_cannot_promise_more_than_pillow_opens():
+    # Pillow raises DecompressionBombError above 2 x MAX_IMAGE_PIXELS whatever our limit says.
+    limit = HN_LoadImages.INPUT_TYPES()["required"]["max_megapixels"][1]["max"]
+    assert limit * 1_000_000 <= 2 * Image.MAX_IMAGE_PIXELS
