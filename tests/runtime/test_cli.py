@@ -280,3 +280,25 @@ def test_run_prints_text_outputs_of_output_nodes(headless_dirs, capsys):
     assert cli.main(["run", str(workflow), "--base-dir", str(headless_dirs), "--quiet"]) == 0
     saved = headless_dirs / "models" / "hypernetworks" / "copy.safetensors"
     assert saved.is_file() and f"#2 HN_SaveHypernet: {saved}" in capsys.readouterr().out
+
+
+class ChattyAdd:
+    """A non-output node that returns a ui text (like a tagger's per-image tags)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "add"
+
+    def add(self, value):
+        return {"ui": {"text": ["chatter"]}, "result": (value + 1,)}
+
+
+def test_run_prints_no_text_of_intermediate_nodes(cli_env, registry, capsys):
+    registry["ChattyAdd"] = ChattyAdd
+    prompt = {"1": {"class_type": "ChattyAdd", "inputs": {"value": 1}},
+              "2": {"class_type": "SaveText", "inputs": {"value": ["1", 0], "prefix": "out"}}}
+    assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env), "--quiet"]) == 0
+    assert "chatter" not in capsys.readouterr().out
