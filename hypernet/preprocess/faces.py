@@ -59,11 +59,13 @@ class FaceDetector:
     """Finds face points (x, y) in an RGB uint8 array. `warnings` explains any fallback.
 
     method: "auto" (YuNet if a model path is given, else Haar if available, else off),
-    "haar", "yunet" (needs `yunet_path`) or "none"."""
+    "haar", "yunet" (needs `yunet_path`) or "none". `a1111_compat` feeds YuNet the full-size RGB
+    array as A1111 does (its colour-order bug included) instead of a BGR copy of at most 640 px."""
 
-    def __init__(self, method: str = "auto", yunet_path: Optional[str | Path] = None):
+    def __init__(self, method: str = "auto", yunet_path: Optional[str | Path] = None, a1111_compat: bool = False):
         if method not in FACE_DETECTORS:
             raise ValueError(f"face detector {method!r}: choose one of {', '.join(FACE_DETECTORS)}")
+        self.a1111_compat = a1111_compat
         self.warnings: list[str] = []
         self.backend = self._choose_backend(method, Path(yunet_path) if yunet_path else None)
         self.yunet_path = Path(yunet_path) if yunet_path else None
@@ -121,7 +123,7 @@ class FaceDetector:
     def _detect_yunet(self, rgb: np.ndarray) -> list[tuple[float, float]]:
         cv2 = _import_cv2()
         height, width = rgb.shape[:2]
-        scale = min(1.0, YUNET_MAX_SIDE / max(height, width))
+        scale = 1.0 if self.a1111_compat else min(1.0, YUNET_MAX_SIDE / max(height, width))
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
                                                     interpolation=cv2.INTER_AREA)
         if self._yunet is None:
@@ -129,7 +131,7 @@ class FaceDetector:
                                                     0.9, 0.3, 5000)
         self._yunet.setInputSize((small.shape[1], small.shape[0]))
         # YuNet expects BGR (A1111 feeds it RGB).
-        _, faces = self._yunet.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        _, faces = self._yunet.detect(small if self.a1111_compat else cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
         if faces is None:
             return []
         return [((x + 0.5 * w) / scale, (y + 0.33 * h) / scale) for x, y, w, h in faces[:, :4]]

@@ -76,7 +76,7 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     settings = crop_settings_from(options)
     detector = None
     if settings.method == "focal" and settings.weights.face > 0:
-        detector = FaceDetector(options.get("face_detector", "auto"), yunet_path)
+        detector = FaceDetector(options.get("face_detector", "auto"), yunet_path, settings.a1111_compat)
     pil_images = [image_tensor_to_pil(image) for image in images]
     pil_masks = [None if mask is None else mask_tensor_to_pil(mask) for mask in masks]
     result = crop_dataset(pil_images, pil_masks, captions, stems, settings, detector, on_progress)

@@ -154,3 +154,6 @@ def test_yunet_gets_a_downscaled_bgr_copy_and_points_map_back(tmp_path, monkeypa
     assert seen["pixel"] == [0, 0, 255]  # BGR
     assert seen["create"] == (str(model), 0.9, 0.3, 5000)
     assert points == [pytest.approx(((100 + 20) * 2, (50 + 0.33 * 60) * 2))]
+    compat = FaceDetector("auto", model, a1111_compat=True)  # A1111: full size, RGB as it is
+    assert compat.detect(rgb) == [pytest.approx((100 + 20, 50 + 0.33 * 60))]
+    assert seen["shape"] == (800, 1280, 3) and seen["size"] == (1280, 800) and seen["pixel"] == [255, 0, 0]

@@ -25,3 +25,25 @@ def test_single_values_broadcast_defaults_fill_and_mismatches_name_node_and_inpu
 def test_missing_masks_become_opaque_zeros_of_the_image_size():
     filled = fill_missing_masks([torch.zeros(1, 3, 5, 3), torch.zeros(1, 2, 2, 3)], [None, torch.ones(1, 2, 2)])
     assert filled[0].shape == (1, 3, 5) and not filled[0].any() and filled[1].all()
+
+
+def test_auto_crop_hands_a1111_compat_to_the_face_detector(monkeypatch):
+    from hypernet_studio.hypernet.preprocess import pipeline
+
+    made = []
+
+    class RecordingDetector:
+        warnings: list = []
+
+        def __init__(self, method, path, a1111_compat=False):
+            made.append((method, a1111_compat))
+
+        def detect(self, rgb):
+            return []
+
+    monkeypatch.setattr(pipeline, "FaceDetector", RecordingDetector)
+    for compat in (False, True):
+        pipeline.auto_crop_tensors([torch.rand(1, 32, 48, 3)], [None], [""], ["s"],
+                                   {"method": "focal", "width": 32, "height": 32, "a1111_compat": compat,
+                                    "face_detector": "haar"})
+    assert made == [("haar", False), ("haar", True)]
