@@ -339,7 +339,9 @@ class LoadImage:
         path = _annotated_input_path(image)
         images, masks = [], []
         with Image.open(path) as opened:
-            for frame in ImageSequence.Iterator(opened):
+            # An MPO (stereo JPEG) holds views of one picture, not a batch: ComfyUI keeps the first.
+            frames = [opened] if opened.format == "MPO" else ImageSequence.Iterator(opened)
+            for frame in frames:
                 frame = ImageOps.exif_transpose(frame)
                 if frame.mode == "I":
                     frame = frame.point(lambda value: value * (1 / 255))

@@ -154,6 +154,10 @@ def test_load_image_mask_is_one_minus_alpha(headless_dirs):
     assert standins.LoadImage.VALIDATE_INPUTS("missing.png").startswith("Invalid image file")
     assert standins.LoadImage.VALIDATE_INPUTS("../x.png").startswith("Invalid image file")
     assert standins.LoadImage.IS_CHANGED("rgb.png") != standins.LoadImage.IS_CHANGED("rgba.png")
+    left, right = Image.new("RGB", (6, 4), (255, 0, 0)), Image.new("RGB", (6, 4), (0, 0, 255))
+    left.save(headless_dirs / "input" / "stereo.mpo", format="MPO", save_all=True, append_images=[right])
+    image, mask = standins.LoadImage().load_image("stereo.mpo")
+    assert image.shape == (1, 4, 6, 3) and mask.shape == (1, 64, 64) and image[0, 0, 0, 0] > 0.9
 
 
 def test_input_types_match_comfyui(headless_dirs):
