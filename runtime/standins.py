@@ -333,31 +333,46 @@ class LoadImage:
         return True
 
     def load_image(self, image):
-        import numpy as np
-        from PIL import Image, ImageOps, ImageSequence
+        from PIL import ImageFile
 
         path = _annotated_input_path(image)
-        images, masks = [], []
-        with Image.open(path) as opened:
-            # An MPO (stereo JPEG) holds views of one picture, not a batch: ComfyUI keeps the first.
-            frames = [opened] if opened.format == "MPO" else ImageSequence.Iterator(opened)
-            for frame in frames:
-                frame = ImageOps.exif_transpose(frame)
-                if frame.mode == "I":
-                    frame = frame.point(lambda value: value * (1 / 255))
-                rgb = np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0
-                if images and rgb.shape != images[0].shape[1:]:
-                    continue
-                images.append(torch.from_numpy(rgb)[None])
-                if frame.mode == "P" and "transparency" in frame.info:
-                    frame = frame.convert("RGBA")
-                if "A" in frame.getbands():
-                    alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
-                    masks.append(1.0 - torch.from_numpy(alpha)[None])
-                else:
-                    masks.append(torch.zeros((1, 64, 64), dtype=torch.float32))
-        return (torch.cat(images), torch.cat(masks) if len({m.shape for m in masks}) == 1 else masks[0])
+        try:
+            return _load_image_frames(path)
+        except OSError:
+            # ComfyUI retries a damaged file with Pillow's truncated-image tolerance (its
+            # node_helpers.pillow), so a cut-off JPEG still loads, padded with gray.
+            previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+            try:
+                return _load_image_frames(path)
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
+
+def _load_image_frames(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoadImage's IMAGE batch and MASK from every frame sized like the first."""
+    import numpy as np
+    from PIL import Image, ImageOps, ImageSequence
+
+    images, masks = [], []
+    with Image.open(path) as opened:
+        # An MPO (stereo JPEG) holds views of one picture, not a batch: ComfyUI keeps the first.
+        frames = [opened] if opened.format == "MPO" else ImageSequence.Iterator(opened)
+        for frame in frames:
+            frame = ImageOps.exif_transpose(frame)
+            if frame.mode == "I":
+                frame = frame.point(lambda value: value * (1 / 255))
+            rgb = np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0
+            if images and rgb.shape != images[0].shape[1:]:
+                continue
+            images.append(torch.from_numpy(rgb)[None])
+            if frame.mode == "P" and "transparency" in frame.info:
+                frame = frame.convert("RGBA")
+            if "A" in frame.getbands():
+                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+                masks.append(1.0 - torch.from_numpy(alpha)[None])
+            else:
+                masks.append(torch.zeros((1, 64, 64), dtype=torch.float32))
+    return (torch.cat(images), torch.cat(masks) if len({m.shape for m in masks}) == 1 else masks[0])
 
 class SaveImage:
     """Saves images to the output folder as PNG with the prompt and workflow embedded."""

@@ -1,4 +1,5 @@
 """Stand-ins for the ComfyUI core nodes, end to end on the built-in tiny model."""
+import io
 import json
 
 import numpy
@@ -158,6 +159,16 @@ def test_load_image_mask_is_one_minus_alpha(headless_dirs):
     left.save(headless_dirs / "input" / "stereo.mpo", format="MPO", save_all=True, append_images=[right])
     image, mask = standins.LoadImage().load_image("stereo.mpo")
     assert image.shape == (1, 4, 6, 3) and mask.shape == (1, 64, 64) and image[0, 0, 0, 0] > 0.9
+    buffer = io.BytesIO()
+    noise = numpy.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=numpy.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG", quality=95)
+    (headless_dirs / "input" / "cut.jpg").write_bytes(buffer.getvalue()[:-400])  # ComfyUI loads it anyway
+    image, _ = standins.LoadImage().load_image("cut.jpg")
+    assert image.shape == (1, 48, 64, 3)
+    complete = numpy.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=numpy.float32) / 255
+    assert torch.allclose(image[0, :8], torch.from_numpy(complete[:8]))  # the rows that survived are decoded
+    from PIL import ImageFile
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_input_types_match_comfyui(headless_dirs):
