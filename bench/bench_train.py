@@ -1,6 +1,6 @@
 """Speed and memory of Train Hypernet against its floor and a reference loop (CPU).
 
-    /work/venv/bin/python bench/bench_train.py [--steps 8] [--skip-sd15] [--skip-memory]
+    /work/venv/bin/python bench/bench_train.py [--steps 8] [--sd15-resolutions 64,256] [--skip-sd15] [--skip-memory]
 
 Writes bench/results/train_cpu.json and train_cpu.md. All figures are ratios measured in
 one process: between two steps of Train Hypernet's loop one floor step and one reference
@@ -16,8 +16,8 @@ pairs. The contenders:
   with tag shuffle on, then the same forward/backward/AdamW step.
 
 Models: an SD1.5-size UNet (320/640/1280/1280, 2 layers per block, 768 context; SD VAE and
-a 12-layer 768-wide CLIP text encoder), random weights built in code, at 64x64 px; and the
-built-in tiny model at 64x64 px. Peak RSS is measured in a child process for one training
+a 12-layer 768-wide CLIP text encoder), random weights built in code, at 64x64 and 256x256 px;
+and the built-in tiny model at 64x64 px. Peak RSS is measured in a child process for one training
 run at 256x256 px on the SD1.5-size UNet, next to the floor's. GPU: not measured (no GPU in
 this session).
 """
@@ -294,6 +294,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="paired samples per model (tiny: 5x)")
     parser.add_argument("--skip-sd15", action="store_true")
+    parser.add_argument("--sd15-resolutions", type=lambda text: [int(v) for v in text.split(",")], default=[64, 256],
+                        help="comma-separated pixel sizes for the SD1.5-size speed rows")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-resolution", type=int, default=256)
     parser.add_argument("--memory-child", choices=("floor", "ours"))
@@ -313,8 +315,11 @@ def main() -> None:
     report["speed"].append(bench_model("tiny-sd (built-in)", tiny_components(), 64, args.steps * 5))
     print(json.dumps(report["speed"][-1], indent=1), flush=True)
     if not args.skip_sd15:
-        report["speed"].append(bench_model("SD1.5-size UNet (random weights)", sd15_components(), 64, args.steps))
-        print(json.dumps(report["speed"][-1], indent=1), flush=True)
+        components = sd15_components()
+        for resolution in args.sd15_resolutions:
+            steps = args.steps if resolution <= 64 else max(3, args.steps // 2)
+            report["speed"].append(bench_model("SD1.5-size UNet (random weights)", components, resolution, steps))
+            print(json.dumps(report["speed"][-1], indent=1), flush=True)
     if not args.skip_memory:
         report["memory"] = bench_memory(args.memory_resolution)
         print(json.dumps(report["memory"], indent=1), flush=True)
