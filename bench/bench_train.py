@@ -269,7 +269,7 @@ def _markdown(report: dict) -> str:
              f"{report['machine']['threads']} threads, load average at start {report['machine']['load_average']}. "
              "Ratios are medians of per-step pairs interleaved in one process. One intra-op thread, so "
              "process CPU time is the step's compute and barely depends on other load on the machine; "
-             "wall time is shown too but was taken on a shared, busy machine.", "",
+             "wall time is shown too (this machine is shared with other jobs).", "",
              "| model | px | clock | floor s/step | ours s/step | reference s/step | ours/floor (target <= 1.15) | reference/ours |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["speed"]:
