@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     convert_hn.add_argument("source", type=Path)
     convert_hn.add_argument("destination", type=Path, help="the format follows its extension")
     convert_hn.add_argument("--overwrite", action="store_true", help="replace DESTINATION if it exists")
+
+    examples = commands.add_parser("examples", help="write example inputs for the shipped workflows")
+    examples.add_argument("--base-dir", type=Path, help="folder holding models/ and input/ "
+                          "(default: $HYPERNET_STUDIO_HOME or the current directory)")
     return parser
 
 
@@ -84,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console-script entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     handler = {"run": _cmd_run, "nodes": _cmd_nodes, "validate": _cmd_validate, "convert": _cmd_convert,
-               "convert-hypernet": _cmd_convert_hypernet}[args.command]
+               "convert-hypernet": _cmd_convert_hypernet, "examples": _cmd_examples}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:  # e.g. `hypernet-studio nodes | head`
@@ -167,6 +171,18 @@ def _cmd_convert_hypernet(args: argparse.Namespace) -> int:
         print(f"error: cannot convert {args.source}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     print(f"wrote {written or args.destination}")
+    return EXIT_OK
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from .examples import write_examples
+
+    base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
+    written = write_examples(base_dir)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"all example inputs already exist under {Path(base_dir).resolve()}")
     return EXIT_OK
 
 
