@@ -326,12 +326,11 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
                 raise diverged("the gradients", step + 1, learn_rate)
             skipped = 0
             if clip_schedule is not None:
-                clip_value = clip_schedule.value_at(step)
-                if clip_value is not None:
-                    if config.clip_grad_mode == "value":
-                        torch.nn.utils.clip_grad_value_(parameters, clip_value)
-                    else:
-                        torch.nn.utils.clip_grad_norm_(parameters, clip_value)
+                clip_value = clip_schedule.held_value_at(step)
+                if config.clip_grad_mode == "value":
+                    torch.nn.utils.clip_grad_value_(parameters, clip_value)
+                else:
+                    torch.nn.utils.clip_grad_norm_(parameters, clip_value)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -34,6 +34,12 @@ class Schedule:
                 return value
         return None
 
+    def held_value_at(self, step: int) -> float:
+        """The value in force at `step`, the last value once the schedule is exhausted: how
+        A1111 uses the gradient-clipping schedule (its end does not stop training or clipping)."""
+        value = self.value_at(step)
+        return self.segments[-1][0] if value is None else value
+
     def finished(self, step: int) -> bool:
         """True once `step` has reached the end of the last segment."""
         return step >= self.end_step

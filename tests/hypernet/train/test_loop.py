@@ -225,3 +225,12 @@ def test_gradient_clipping_by_norm_limits_the_update():
     result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
     change = _params(result.hypernetwork) - _params(before)
     assert float(change.norm()) == pytest.approx(0.001, rel=1e-3)
+
+
+def test_clipping_keeps_its_last_value_after_its_schedule_ends_as_a1111():
+    # A1111's clip scheduler holds its last value once exhausted: "0.001:1" clips every step.
+    config = _config(steps=3, optimizer="SGD", learning_rate="1.0", clip_grad_mode="norm", clip_grad_value="0.001:1")
+    before = _network()
+    result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
+    change = _params(result.hypernetwork) - _params(before)
+    assert float(change.norm()) <= 0.003 * (1 + 1e-3)

@@ -58,3 +58,9 @@ def test_invalid_schedules_raise_a_clear_error(text):
 def test_nothing_left_after_resume_is_an_error():
     with pytest.raises(ScheduleError, match="no segment after step 150"):
         parse_schedule("1e-4:100", max_steps=2000, start_step=150)
+
+
+def test_held_value_stays_at_the_last_value_after_the_end():
+    schedule = parse_schedule("0.5:10, 0.1:20", max_steps=100)
+    assert schedule.held_value_at(9) == 0.5 and schedule.held_value_at(10) == 0.1
+    assert schedule.value_at(20) is None and schedule.held_value_at(20) == 0.1 and schedule.held_value_at(99) == 0.1
