@@ -35,6 +35,9 @@ class TrainingBackend(Protocol):
     def attention_widths(self) -> list[int]:
         """Widths a new hypernetwork needs modules for."""
 
+    def checkpoint_name(self) -> Optional[str]:
+        """The checkpoint's name for the file's `sd_checkpoint_name`, or None if unknown."""
+
     def attach(self, hypernetwork: Any) -> None:
         """Attach `hypernetwork` (strength 1) so that predict() runs through it."""
 

@@ -101,6 +101,10 @@ class ComfyBackend:
     def _diffusion_model(self):
         return self.model.model.diffusion_model
 
+    def checkpoint_name(self) -> Optional[str]:
+        """None: a ModelPatcher does not know which file it was loaded from."""
+        return None
+
     # ------------------------------------------------------------------ training
     def attach(self, hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)

@@ -25,6 +25,9 @@ class DiffusersBackend:
     def attention_widths(self) -> list[int]:
         return list(self.base_model.attention_widths())
 
+    def checkpoint_name(self) -> Optional[str]:
+        return self.components.name or None
+
     def attach(self, hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 

@@ -57,6 +57,10 @@ def run_training(model, clip, vae, images: Sequence[torch.Tensor], captions: Seq
     backend = make_backend(model, clip, vae, device, load_model)
     network = starting_network(backend, config.name, spec, hypernetwork, config.seed)
     network.name = config.name
+    checkpoint = backend.checkpoint_name()
+    if checkpoint and checkpoint != network.sd_checkpoint_name:
+        # As A1111, the file records the checkpoint it was trained on; a hash of another one would mislead.
+        network.sd_checkpoint_name, network.sd_checkpoint = checkpoint, None
     examples = prepare_examples(images, captions, masks, resolution, aspect_buckets)
     result = train_hypernetwork(backend, network, examples, config, hooks)
     curve = loss_curve_image(result.losses, first_step=result.first_step, title=f"{config.name} loss")
