@@ -160,12 +160,16 @@ def _loss(prediction: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     return (error * weight).mean() if weight is not None else error.mean()
 
 
-def _grads_finite(parameters: Sequence[torch.Tensor]) -> bool:
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """No NaN or inf in any of `tensors` (one fused pass: a norm is non-finite iff an element is)."""
+    tensors = [t.detach() for t in tensors]
+    if not tensors:
         return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+
+def _grads_finite(parameters: Sequence[torch.Tensor]) -> bool:
+    return _all_finite([p.grad for p in parameters if p.grad is not None])
 
 
 def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequence[TrainingExample],
@@ -236,6 +240,10 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     last_good: Optional[Path] = Path(hypernetwork.filename) if getattr(hypernetwork, "filename", None) else None
 
     def save(path: Path) -> Path:
+        if not _all_finite(parameters):
+            # A huge learning rate can overflow the weights while loss and gradients were still finite.
+            raise diverged("the weights", hypernetwork.step,
+                           result.learning_rates[-1] if result.learning_rates else lr_schedule.held_value_at(start_step))
         extra = {"seed": seed, "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None}
         return save_checkpoint(hypernetwork, path, optimizer, extra)
 

@@ -234,3 +234,12 @@ def test_clipping_keeps_its_last_value_after_its_schedule_ends_as_a1111():
     result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
     change = _params(result.hypernetwork) - _params(before)
     assert float(change.norm()) <= 0.003 * (1 + 1e-3)
+
+
+def test_weights_overflowing_with_finite_gradients_are_never_saved(tmp_path):
+    # lr 1e39 overflows fp32 weights in one SGD step although loss and gradients were finite.
+    config = _config(tmp_path, steps=1, optimizer="SGD", learning_rate="1e39", save_every=1)
+    with pytest.raises(TrainingDiverged, match="weights became NaN/inf at step 1.*lower learning rate") as info:
+        train_hypernetwork(FakeBackend(), _network(), _examples(2), config)
+    assert info.value.step == 1 and info.value.last_good_path is None
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.optim"))
