@@ -188,10 +188,10 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
                          f"set steps above {start_step} to continue")
     resume = load_resume_state(hypernetwork)
     seed = int(resume["seed"]) if resume and "seed" in resume else int(config.seed)
-    lr_schedule = parse_schedule(config.learning_rate, config.steps, start_step, "learning rate")
+    lr_schedule = parse_schedule(config.learning_rate, config.steps, start_step, "learning_rate")
     if config.clip_grad_mode not in CLIP_MODES:
-        raise ValueError(f"gradient clipping must be one of {', '.join(CLIP_MODES)}")
-    clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, start_step, "gradient clipping")
+        raise ValueError(f"clip_grad_mode must be one of {', '.join(CLIP_MODES)}")
+    clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, start_step, "clip_grad_value")
                      if config.clip_grad_mode != "disabled" else None)
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")

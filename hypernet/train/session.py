@@ -44,7 +44,7 @@ def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int
         network.filename = getattr(hypernetwork, "filename", None)
         return network
     if spec is None:
-        raise ValueError("Train Hypernet: connect a hypernet_spec (new network) or a hypernetwork (to continue one)")
+        raise ValueError("hypernet_spec: connect a HYPERNET_SPEC (new network) or a hypernetwork (to continue one)")
     sizes = spec.sizes if spec.sizes is not None else backend.attention_widths()
     init_seed = spec.init_seed if spec.init_seed is not None else seed
     return Hypernetwork.build(spec, sizes=sizes, seed=init_seed, name=name)

@@ -100,8 +100,18 @@ def test_an_interrupt_saves_then_raises(headless_dirs, events):
 def test_errors_name_the_node_and_input(headless_dirs, events):
     with pytest.raises(ValueError, match=r"Train Hypernet \(node 7\): captions: got 2 captions for 3 images"):
         _run(captions=["a", "b"], inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
-    with pytest.raises(ValueError, match="hypernet_spec"):
+    with pytest.raises(ValueError, match=r"Train Hypernet \(node 7\): hypernet_spec: connect"):
         _run()
+    spec = {"hypernet_spec": [HypernetSpec(sizes=None)]}
+    with pytest.raises(ValueError, match=r"\(node 7\): images: the dataset is empty"):
+        _run(images=[torch.zeros(0, 64, 64, 3)], captions=[], inputs=spec)
+    with pytest.raises(ValueError, match=r"\(node 7\): invalid learning_rate schedule 'abc'"):
+        _run(learning_rate="abc", inputs=spec)
+    with pytest.raises(ValueError, match=r"\(node 7\): invalid clip_grad_value schedule"):
+        _run(clip_grad_mode="norm", clip_grad_value="x", inputs=spec)
+    trained, _ = _run(steps=2, save_every=0, preview_every=0, inputs=spec)
+    with pytest.raises(ValueError, match=r"\(node 7\): steps: the hypernetwork is already trained for 2 steps"):
+        _run(steps=2, inputs={"hypernetwork": [trained["result"][0]]})
     with pytest.raises(ValueError, match="name"):
         _run(name="../x", inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
 

@@ -200,7 +200,7 @@ def test_alpha_weight_changes_the_loss_and_previews_are_made(tmp_path):
 def test_bad_settings_are_refused_with_the_field_named():
     with pytest.raises(ValueError, match="optimizer 'Nope'"):
         train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(optimizer="Nope"))
-    with pytest.raises(ValueError, match="learning rate schedule"):
+    with pytest.raises(ValueError, match="learning_rate schedule"):
         train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(learning_rate="fast"))
     with pytest.raises(ValueError, match="name"):
         train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(name="../evil"))
