@@ -220,7 +220,8 @@ class TextCache:
         """Encode every prompt not cached yet, in one call."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self.entries]
         if missing:
-            conds = self.encode_texts(missing)
+            with torch.no_grad():  # per-step prompts (shuffle/dropout) must not record CLIP for backward
+                conds = self.encode_texts(missing)
             self.encoded += len(missing)
             for prompt, cond in zip(missing, conds):
                 self.entries[prompt] = cond.detach().to(self.device, torch.float32)

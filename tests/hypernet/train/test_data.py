@@ -86,3 +86,16 @@ def test_text_cache_encodes_each_prompt_once_and_pads_like_a1111():
     assert batch.shape == (2, 3, 4) and torch.equal(batch[0, 2], batch[0, 1])
     cache.batch(["bb", "a"])
     assert len(calls) == 2
+
+
+def test_text_cache_encodes_without_recording_gradients():
+    seen = []
+
+    def encode(prompts):
+        seen.append(torch.is_grad_enabled())
+        return torch.zeros(len(prompts), 77, 8)
+
+    cache = TextCache(encode, torch.device("cpu"))
+    with torch.enable_grad():
+        cache.batch(["a, b", "b, a"])
+    assert seen == [False]
