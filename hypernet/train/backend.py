@@ -54,7 +54,7 @@ class TrainingBackend(Protocol):
         """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU."""
 
     def offload_encoders(self) -> None:
-        """Move VAE and CLIP off the training device (caching is done)."""
+        """Move VAE and CLIP off the training device (caching is done), until the session ends."""
 
     def session(self, gradient_checkpointing: bool) -> contextlib.AbstractContextManager:
         """Context for the whole run: model on the device, UNet frozen, checkpointing set."""

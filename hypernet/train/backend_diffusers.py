@@ -16,6 +16,7 @@ class DiffusersBackend:
     def __init__(self, model, clip, vae, device: Optional[torch.device] = None):
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.memo = None
+        self.offloaded: list[tuple[torch.nn.Module, torch.device]] = []
         self.components = model.components
         self.device = torch.device(device) if device is not None else model.load_device
 
@@ -53,8 +54,15 @@ class DiffusersBackend:
 
     def offload_encoders(self) -> None:
         if self.device.type != "cpu":
-            self.components.text_encoder.to("cpu")
-            self.components.vae.to("cpu")
+            for module in (self.components.text_encoder, self.components.vae):
+                self.offloaded.append((module, next(module.parameters()).device))
+                module.to("cpu")
+
+    def _restore_encoders(self) -> None:
+        """Put VAE and CLIP back where they were: the rest of the graph (sampling after training) uses them."""
+        while self.offloaded:
+            module, device = self.offloaded.pop()
+            module.to(device)
 
     def _active_patches(self) -> contextlib.AbstractContextManager:
         """The patches apply_model activates, re-entered when checkpointed blocks recompute."""
@@ -69,5 +77,8 @@ class DiffusersBackend:
         blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if gradient_checkpointing else []
         if self.memo is not None:
             self.memo.enabled = not gradient_checkpointing
-        with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
-            yield
+        try:
+            with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
+                yield
+        finally:
+            self._restore_encoders()

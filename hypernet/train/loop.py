@@ -219,8 +219,6 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
         if config.preview_every > 0:
             preview_text = config.preview_prompt or prompts.prompt(0, 0)
             preview_conds = texts.batch([preview_text, config.preview_negative])
-    if config.offload_encoders and not prompts.varies:
-        backend.offload_encoders()
 
     hypernetwork.to(device)
     hypernetwork.train()
@@ -286,6 +284,8 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     step = start_step
     skipped = 0
     with backend.session(config.gradient_checkpointing):
+        if config.offload_encoders and not prompts.varies:
+            backend.offload_encoders()  # the session brings them back when training ends
         while step < config.steps:
             learn_rate = lr_schedule.value_at(step)
             if learn_rate is None:

@@ -110,3 +110,15 @@ def test_the_saved_file_names_the_checkpoint_it_was_trained_on(tiny, tmp_path):
     state = torch.load(tmp_path / "tiny.pt", weights_only=True)
     assert state["sd_checkpoint_name"] == model.components.name == "tiny-sd (built-in)"
     assert state["step"] == 1
+
+
+def test_offloaded_encoders_come_back_when_training_ends(tiny, monkeypatch):
+    model, clip, vae = tiny
+    moves = []
+    for module in (model.components.text_encoder, model.components.vae):
+        monkeypatch.setattr(module, "to", lambda device, module=module: moves.append((module, torch.device(device))))
+    backend = DiffusersBackend(model, clip, vae, device=torch.device("cuda"))  # not used: only the offload moves
+    with backend.session(False):
+        backend.offload_encoders()
+        assert {device.type for _, device in moves} == {"cpu"} and len(moves) == 2
+    assert len(moves) == 4 and {m for m, _ in moves[2:]} == {model.components.text_encoder, model.components.vae}
