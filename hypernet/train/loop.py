@@ -191,7 +191,8 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     lr_schedule = parse_schedule(config.learning_rate, config.steps, start_step, "learning_rate")
     if config.clip_grad_mode not in CLIP_MODES:
         raise ValueError(f"clip_grad_mode must be one of {', '.join(CLIP_MODES)}")
-    clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, start_step, "clip_grad_value")
+    # Parsed from step 0: clipping holds its last value after its schedule ends, also when resuming past it.
+    clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, 0, "clip_grad_value")
                      if config.clip_grad_mode != "disabled" else None)
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")

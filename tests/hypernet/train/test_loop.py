@@ -243,3 +243,12 @@ def test_weights_overflowing_with_finite_gradients_are_never_saved(tmp_path):
         train_hypernetwork(FakeBackend(), _network(), _examples(2), config)
     assert info.value.step == 1 and info.value.last_good_path is None
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.optim"))
+
+
+def test_resuming_past_the_end_of_the_clipping_schedule_keeps_clipping():
+    config = _config(steps=6, optimizer="SGD", learning_rate="1.0", clip_grad_mode="norm", clip_grad_value="0.001:1")
+    before = _network()
+    before.step = 5
+    result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
+    change = _params(result.hypernetwork) - _params(before)
+    assert float(change.norm()) == pytest.approx(0.001, rel=1e-3)
