@@ -252,3 +252,14 @@ def test_resuming_past_the_end_of_the_clipping_schedule_keeps_clipping():
     result = train_hypernetwork(FakeBackend(), before.copy(), _examples(2), config)
     change = _params(result.hypernetwork) - _params(before)
     assert float(change.norm()) == pytest.approx(0.001, rel=1e-3)
+
+
+def test_mixed_sizes_train_in_same_size_batches():
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 16, 16, 3, generator=generator) for _ in range(3)]
+    images += [torch.rand(1, 16, 32, 3, generator=generator) for _ in range(3)]
+    examples = prepare_examples(images, [f"tag{i}" for i in range(6)], None, resolution=16, multiple=8)
+    assert len({e.size for e in examples}) == 2
+    backend = FakeBackend()
+    result = train_hypernetwork(backend, _network(), examples, _config(steps=6, batch_size=2))
+    assert len(result.losses) == 6 and all(torch.isfinite(torch.tensor(result.losses)))
