@@ -6,6 +6,7 @@ Per step only cached tensors are gathered, unless tag shuffle/dropout makes a ne
 Every random choice is a pure function of (seed, purpose, index), see rng.py."""
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import OrderedDict
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from .rng import derive_seed, generator
+
+logger = logging.getLogger(__name__)
 
 LATENT_SAMPLING_MODES = ("once", "deterministic", "random")
 
@@ -178,6 +181,9 @@ class LatentCache:
                 for row, index in enumerate(part):
                     self.means[index] = mean[row:row + 1].to(device, torch.float32)
                     self.stds[index] = None if std is None else std[row:row + 1].to(device, torch.float32)
+        if mode != "deterministic" and any(std is None for std in self.stds):
+            logger.warning("latent sampling %r: this VAE's encode gives only the latent mean (ComfyUI's does), "
+                           "so every image trains on its mean, as 'deterministic'", mode)
         if mode == "once":
             self.means = [self._sample(index, "once") for index in range(len(examples))]
             self.stds = [None] * len(examples)

@@ -99,3 +99,15 @@ def test_text_cache_encodes_without_recording_gradients():
     with torch.enable_grad():
         cache.batch(["a, b", "b, a"])
     assert seen == [False]
+
+
+def test_a_mean_only_vae_says_that_sampling_modes_use_the_mean(caplog):
+    examples = prepare_examples([torch.rand(1, 64, 64, 3)], ["a"], resolution=64)
+    mean = torch.rand(1, 4, 8, 8)
+    with caplog.at_level("WARNING"):
+        cache = LatentCache(examples, lambda pixels: (mean, None), "random", 0, torch.device("cpu"))
+    assert torch.equal(cache.latents([0], 1), mean) and torch.equal(cache.latents([0], 2), mean)
+    assert "only the latent mean" in caplog.text
+    caplog.clear()
+    LatentCache(examples, lambda pixels: (mean, None), "deterministic", 0, torch.device("cpu"))
+    assert caplog.text == ""
