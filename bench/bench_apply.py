@@ -57,6 +57,21 @@ def _best_of(repeats: int, fn) -> float:
     return statistics.median(times)
 
 
+def _paired(repeats: int, base_fn, with_fn) -> tuple[float, float, float]:
+    """Interleave base/with calls (after a warm-up of each) so drifting machine load hits both
+    alike; returns the median times and the median of the per-pair ratios."""
+    base_fn()
+    with_fn()
+    base_times, with_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((base_fn, base_times), (with_fn, with_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ratios = [w / b for b, w in zip(base_times, with_times)]
+    return statistics.median(base_times), statistics.median(with_times), statistics.median(ratios)
+
+
 def bench_tiny_sampling(repeats: int) -> dict:
     from hypernet_studio.hypernet.models.headless import HeadlessModel
     from hypernet_studio.hypernet.models.sampling import sample
@@ -76,10 +91,9 @@ def bench_tiny_sampling(repeats: int) -> dict:
                               sampler_name="euler", scheduler="normal")
 
     with torch.inference_mode():
-        base = _best_of(repeats, run(model))
-        with_hn = _best_of(repeats, run(patched))
-    return {"model": "tiny-sd (built-in)", "widths": model.attention_widths(), "steps": 4,
-            "seconds_without": round(base, 4), "seconds_with": round(with_hn, 4), "ratio": round(with_hn / base, 3)}
+        base, with_hn, ratio = _paired(repeats, run(model), run(patched))
+    return {"model": "tiny-sd (built-in)", "widths": model.attention_widths(), "steps": 4, "pairs": repeats,
+            "seconds_without": round(base, 4), "seconds_with": round(with_hn, 4), "ratio": round(ratio, 3)}
 
 
 def bench_sd1_unet_call(repeats: int) -> dict:
@@ -109,12 +123,11 @@ def bench_sd1_unet_call(repeats: int) -> dict:
         return run
 
     with torch.inference_mode():
-        base = _best_of(repeats, call(None))
-        with_hn = _best_of(repeats, call(ActivePatches(attn1=(patch,), attn2=(patch,))))
+        base, with_hn, ratio = _paired(repeats, call(None), call(ActivePatches(attn1=(patch,), attn2=(patch,))))
     params = sum(p.numel() for p in unet.parameters())
     return {"model": f"SD1-width UNet, 1 layer per block, {params / 1e6:.0f}M params, random weights",
-            "latent": [2, 4, 32, 32], "seconds_without": round(base, 4), "seconds_with": round(with_hn, 4),
-            "ratio": round(with_hn / base, 3)}
+            "latent": [2, 4, 32, 32], "pairs": repeats, "seconds_without": round(base, 4),
+            "seconds_with": round(with_hn, 4), "ratio": round(ratio, 3)}
 
 
 def bench_widths(repeats: int) -> dict:
@@ -152,7 +165,7 @@ def main() -> None:
         "per_width_module_cost": bench_widths(args.repeats),
     }
     if not args.skip_sd1:
-        results["sd1_width_unet_call"] = bench_sd1_unet_call(max(1, args.repeats - 1))
+        results["sd1_width_unet_call"] = bench_sd1_unet_call(max(3, args.repeats))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
