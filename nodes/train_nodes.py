@@ -78,6 +78,9 @@ class _NodeHooks(TrainHooks):
             host.send_event(_EVENT, {"node": self.node_id, "step": step, "loss": loss, "lr": learn_rate})
         self.bar.update_absolute(step, total)
 
+    def is_interrupt(self, exc: BaseException) -> bool:
+        return host.is_interrupt(exc)
+
 
 class TrainHypernetNode:
     """Train a hypernetwork the way A1111 does (schedule strings, templates, tag shuffle, alpha

@@ -112,6 +112,11 @@ class TrainHooks:
     def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
         """Called after every optimizer step (may raise the host's interrupt)."""
 
+    def is_interrupt(self, exc: BaseException) -> bool:
+        """True for the host's interrupt exception. ComfyUI raises it from inside any model
+        call (its ops check the flag on every layer), so it can arrive mid-step."""
+        return isinstance(exc, KeyboardInterrupt)
+
     def on_preview(self, step: int, image: torch.Tensor) -> None:
         """Called with every preview image [1,H,W,3]."""
 
@@ -287,81 +292,87 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequenc
     with backend.session(config.gradient_checkpointing):
         if config.offload_encoders and not prompts.varies:
             backend.offload_encoders()  # the session brings them back when training ends
-        while step < config.steps:
-            learn_rate = lr_schedule.value_at(step)
-            if learn_rate is None:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = learn_rate
-            step_loss = 0.0
-            for micro in range(accumulation):
-                number = step * accumulation + micro
-                indices = plan.batch(number)
-                cond = texts.batch([prompts.prompt(i, number) for i in indices])
-                x0 = latents.latents(indices, number)
-                weight = latents.loss_weights(indices)
-                draws = generator(seed, "noise", number)
-                timesteps = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=draws)
-                noise = torch.randn(x0.shape, generator=draws).to(device)
-                timesteps = timesteps.to(device)
-                a_t = alphas[timesteps].view(-1, 1, 1, 1)
-                x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
-                target = (noise if schedule.prediction_type == "epsilon"
-                          else a_t.sqrt() * noise - (1 - a_t).sqrt() * x0)
-                rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if use_dropout \
-                    else contextlib.nullcontext()
-                with rng:
-                    if use_dropout:
-                        torch.manual_seed(derive_seed(seed, "dropout", number))
-                    with _autocast(device, autocast_dtype):
-                        prediction = backend.predict(x_t, timesteps, cond)
-                    loss = _loss(prediction, target, weight) / accumulation
-                    if not torch.isfinite(loss):
-                        raise diverged("the loss", step + 1, learn_rate)
-                    scaler.scale(loss).backward()
-                step_loss += float(loss.detach())
-            if scaler.is_enabled():
-                scaler.unscale_(optimizer)
-            if not _grads_finite(parameters):
-                if scaler.is_enabled() and skipped < MAX_SKIPPED_FP16_STEPS:
-                    # fp16 overflow: GradScaler skips this update and lowers its scale; retry the step.
-                    skipped += 1
-                    logger.warning("%s: fp16 gradient overflow at step %d; GradScaler lowers its scale and retries",
-                                   name, step + 1)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                raise diverged("the gradients", step + 1, learn_rate)
-            skipped = 0
-            if clip_schedule is not None:
-                clip_value = clip_schedule.held_value_at(step)
-                if config.clip_grad_mode == "value":
-                    torch.nn.utils.clip_grad_value_(parameters, clip_value)
-                else:
-                    torch.nn.utils.clip_grad_norm_(parameters, clip_value)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            hypernetwork.step = step
-            result.losses.append(step_loss)
-            result.learning_rates.append(learn_rate)
-            if csv_log is not None:
-                csv_log.record(step, step_loss, learn_rate)
-            if config.save_every > 0 and step % config.save_every == 0:
-                periodic_save()
-            if preview_conds is not None and step % config.preview_every == 0:
-                preview()
-            if hooks.should_stop():
-                result.interrupted = True
-                break
-            try:
+        try:
+            while step < config.steps:
+                learn_rate = lr_schedule.value_at(step)
+                if learn_rate is None:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = learn_rate
+                step_loss = 0.0
+                for micro in range(accumulation):
+                    number = step * accumulation + micro
+                    indices = plan.batch(number)
+                    cond = texts.batch([prompts.prompt(i, number) for i in indices])
+                    x0 = latents.latents(indices, number)
+                    weight = latents.loss_weights(indices)
+                    draws = generator(seed, "noise", number)
+                    timesteps = torch.randint(0, schedule.num_train_timesteps, (x0.shape[0],), generator=draws)
+                    noise = torch.randn(x0.shape, generator=draws).to(device)
+                    timesteps = timesteps.to(device)
+                    a_t = alphas[timesteps].view(-1, 1, 1, 1)
+                    x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
+                    target = (noise if schedule.prediction_type == "epsilon"
+                              else a_t.sqrt() * noise - (1 - a_t).sqrt() * x0)
+                    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if use_dropout \
+                        else contextlib.nullcontext()
+                    with rng:
+                        if use_dropout:
+                            torch.manual_seed(derive_seed(seed, "dropout", number))
+                        with _autocast(device, autocast_dtype):
+                            prediction = backend.predict(x_t, timesteps, cond)
+                        loss = _loss(prediction, target, weight) / accumulation
+                        if not torch.isfinite(loss):
+                            raise diverged("the loss", step + 1, learn_rate)
+                        scaler.scale(loss).backward()
+                    step_loss += float(loss.detach())
+                if scaler.is_enabled():
+                    scaler.unscale_(optimizer)
+                if not _grads_finite(parameters):
+                    if scaler.is_enabled() and skipped < MAX_SKIPPED_FP16_STEPS:
+                        # fp16 overflow: GradScaler skips this update and lowers its scale; retry the step.
+                        skipped += 1
+                        logger.warning("%s: fp16 gradient overflow at step %d; GradScaler lowers its scale and retries",
+                                       name, step + 1)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    raise diverged("the gradients", step + 1, learn_rate)
+                skipped = 0
+                if clip_schedule is not None:
+                    clip_value = clip_schedule.held_value_at(step)
+                    if config.clip_grad_mode == "value":
+                        torch.nn.utils.clip_grad_value_(parameters, clip_value)
+                    else:
+                        torch.nn.utils.clip_grad_norm_(parameters, clip_value)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                hypernetwork.step = step
+                result.losses.append(step_loss)
+                result.learning_rates.append(learn_rate)
+                if csv_log is not None:
+                    csv_log.record(step, step_loss, learn_rate)
+                if config.save_every > 0 and step % config.save_every == 0:
+                    periodic_save()
+                if preview_conds is not None and step % config.preview_every == 0:
+                    preview()
+                if hooks.should_stop():
+                    result.interrupted = True
+                    break
                 hooks.on_step(step, config.steps, step_loss, learn_rate)
-            except BaseException:
-                result.interrupted = True
-                _save_on_stop(periodic_save, final_save, config, step)
+        except BaseException as exc:
+            if not hooks.is_interrupt(exc):
                 raise
+            # Interrupted mid-step or from the progress hook: drop the unfinished step's
+            # gradients and keep what the finished steps learned.
+            optimizer.zero_grad(set_to_none=True)
+            result.interrupted = True
+            if step > start_step:
+                _save_on_stop(periodic_save, final_save, config, step)
+            raise
     if result.interrupted:
         _save_on_stop(periodic_save, final_save, config, step)
     else:

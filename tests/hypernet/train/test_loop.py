@@ -263,3 +263,32 @@ def test_mixed_sizes_train_in_same_size_batches():
     backend = FakeBackend()
     result = train_hypernetwork(backend, _network(), examples, _config(steps=6, batch_size=2))
     assert len(result.losses) == 6 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_a_host_interrupt_raised_inside_the_model_call_keeps_the_finished_steps(tmp_path):
+    """ComfyUI's ops raise its interrupt from inside the UNet forward (found by interrupting a
+    training run in a real ComfyUI: nothing was saved). The unfinished step is dropped and the
+    finished ones are saved before the exception goes on."""
+    class InterruptProcessingException(Exception):
+        pass
+
+    class InterruptedBackend(FakeBackend):
+        def predict(self, x_t, timesteps, context):
+            if self.calls == 3:  # the 4th step's forward
+                raise InterruptProcessingException()
+            return super().predict(x_t, timesteps, context)
+
+    class HostHooks(TrainHooks):
+        def is_interrupt(self, exc):
+            return type(exc).__name__ == "InterruptProcessingException"
+
+    with pytest.raises(InterruptProcessingException):
+        train_hypernetwork(InterruptedBackend(), _network(), _examples(4), _config(tmp_path, steps=10), HostHooks())
+    assert load_hypernetwork(tmp_path / "log" / "net-3.pt").step == 3
+    assert (tmp_path / "log" / "net-3.pt.optim").is_file()
+    assert load_hypernetwork(tmp_path / "models" / "net.pt").step == 3
+
+    # Anything else is not an interrupt: it propagates and saves nothing new.
+    with pytest.raises(InterruptProcessingException):
+        train_hypernetwork(InterruptedBackend(), _network(), _examples(4), _config(tmp_path / "other", steps=10))
+    assert not (tmp_path / "other" / "models" / "net.pt").exists()
