@@ -33,6 +33,18 @@ def _load_pack() -> None:
 _load_pack()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """The tests run tiny torch ops that gain nothing from intra-op threads, while OpenMP's
+    spinning threads make them many times slower on a busy 2-core machine."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture
 def headless_dirs(tmp_path):
     """Point the headless adapter at fresh input/output/models/temp folders under tmp_path."""

@@ -12,15 +12,6 @@ from hypernet_studio.hypernet.module import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec, file_size_bytes, legacy_dropout_structure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small ops gain nothing from threads; OpenMP's spinning threads slow them on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 A1111_ORDER = ["step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
                "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
                "last_layer_dropout", "optional_info"]

@@ -8,15 +8,6 @@ from hypernet_studio.hypernet.module import Hypernetwork, HypernetworkModule
 from hypernet_studio.hypernet.spec import HypernetSpec, legacy_dropout_structure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small ops gain nothing from threads; OpenMP's spinning threads slow them on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _set(module, weights):
     with torch.no_grad():
         for key, value in weights.items():

@@ -9,15 +9,6 @@ from hypernet_studio.hypernet.patch import HypernetPatch, apply_hypernetwork, ch
 from hypernet_studio.hypernet.spec import HypernetSpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small ops gain nothing from threads; OpenMP's spinning threads slow them on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 DIM, CONTEXT = 8, 12
 
 

@@ -10,15 +10,6 @@ from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.nodes import hypernet_nodes as nodes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small ops gain nothing from threads; OpenMP's spinning threads slow them on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 SPEC_DEFAULTS = dict(target_family="SD1", custom_sizes="768, 320, 640, 1280", layer_structure="1, 2, 1",
                      activation="linear", weight_init="Normal", layer_norm=False, use_dropout=False,
                      dropout_structure="0, 0, 0", activate_output=False, init_seed=0)

@@ -11,14 +11,6 @@ from hypernet_studio.nodes import comfy_adapter
 from hypernet_studio.nodes.train_nodes import TrainHypernetNode
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def events():
     received = []

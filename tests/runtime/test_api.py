@@ -15,18 +15,6 @@ from hypernet_studio.runtime.workflow import WorkflowError
 TXT2IMG = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The tiny model's ops are too small to gain from threads; OpenMP's spinning threads
-    make them many times slower on a busy machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def test_rerun_with_new_seed_reuses_loader_and_text_encodes(tmp_path):
     executor = Executor()
     before = comfy_adapter.HEADLESS.base_dir

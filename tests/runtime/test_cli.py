@@ -11,18 +11,6 @@ from hypernet_studio.nodes import comfy_adapter
 from hypernet_studio.runtime import cli
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The tiny model's ops are too small to gain from threads; OpenMP's spinning threads
-    make them many times slower on a busy machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 class SaveText:
     """Writes its value to output/<prefix>.txt and reports it like SaveImage does."""
 

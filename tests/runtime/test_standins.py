@@ -13,16 +13,6 @@ from hypernet_studio.runtime import standins
 TINY = "tiny-sd (built-in)"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tiny model's ops are too small to gain from threads, and OpenMP's spinning
-    threads make them many times slower on a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def checkpoint():
     with torch.inference_mode():
