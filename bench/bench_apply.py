@@ -21,40 +21,11 @@ import argparse
 import json
 import platform
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, import_pack, median_seconds, seconds  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "apply_cpu.json"
-
-
-def _import_pack():
-    if str(REPO.parent) not in sys.path:
-        sys.path.insert(0, str(REPO.parent))
-    try:
-        import hypernet_studio  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
-
-
-def _best_of(repeats: int, fn) -> float:
-    """Median wall time of `repeats` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _paired(repeats: int, base_fn, with_fn) -> tuple[float, float, float]:
@@ -64,10 +35,8 @@ def _paired(repeats: int, base_fn, with_fn) -> tuple[float, float, float]:
     with_fn()
     base_times, with_times = [], []
     for _ in range(repeats):
-        for fn, times in ((base_fn, base_times), (with_fn, with_times)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+        base_times.append(seconds(base_fn))
+        with_times.append(seconds(with_fn))
     ratios = [w / b for b, w in zip(base_times, with_times)]
     return statistics.median(base_times), statistics.median(with_times), statistics.median(ratios)
 
@@ -141,10 +110,10 @@ def bench_widths(repeats: int) -> dict:
         for width, count in tokens.items():
             x = torch.randn(2, count, width)
             k, v = hn.layers[width]
-            seconds = _best_of(repeats, lambda: (k(x), v(x)))
+            elapsed = median_seconds(lambda: (k(x), v(x)), repeats)
             # Multiply-adds of two Linear layers (d -> 2d -> d) in each of k and v, batch 2.
             gflop = 2 * 2 * (2 * count) * (width * 2 * width) * 2 / 1e9
-            out[str(width)] = {"tokens": count, "ms_per_kv_pair": round(seconds * 1000, 3), "gflop_per_kv_pair": round(gflop, 3)}
+            out[str(width)] = {"tokens": count, "ms_per_kv_pair": round(elapsed * 1000, 3), "gflop_per_kv_pair": round(gflop, 3)}
     total = sum(entry["ms_per_kv_pair"] for entry in out.values())
     for entry in out.values():
         entry["share"] = round(entry["ms_per_kv_pair"] / total, 3)
@@ -156,7 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sd1", action="store_true", help="skip the SD1-width UNet (slow on small CPUs)")
     args = parser.parse_args()
-    _import_pack()
+    import_pack()
     results = {
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "device": "cpu"},

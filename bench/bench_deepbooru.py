@@ -19,36 +19,13 @@ import argparse
 import json
 import os
 import platform
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, import_pack, seconds  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "deepbooru_cpu.json"
-
-
-def _import_pack():
-    if str(REPO.parent) not in sys.path:
-        sys.path.insert(0, str(REPO.parent))
-    try:
-        import hypernet_studio  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -56,7 +33,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
-    _import_pack()
+    import_pack()
     from PIL import Image
 
     from hypernet_studio.hypernet.taggers import deepbooru
@@ -76,10 +53,10 @@ def main() -> None:
 
     prepared = torch.from_numpy(np.stack([deepbooru.prepare_deepbooru_input(images[0])]))
     net(prepared)  # warm-up (allocator, oneDNN primitives)
-    forward = min(_timed(lambda: net(prepared)) for _ in range(2))
-    batch1 = _timed(lambda: deepbooru.tag_images(model, images, options, batch_size=1)) / args.images
-    batched = _timed(lambda: deepbooru.tag_images(model, images, options, batch_size=args.batch)) / args.images
-    small = _timed(lambda: deepbooru.tag_images(model, images, options, batch_size=args.batch,
+    forward = min(seconds(lambda: net(prepared)) for _ in range(2))
+    batch1 = seconds(lambda: deepbooru.tag_images(model, images, options, batch_size=1)) / args.images
+    batched = seconds(lambda: deepbooru.tag_images(model, images, options, batch_size=args.batch)) / args.images
+    small = seconds(lambda: deepbooru.tag_images(model, images, options, batch_size=args.batch,
                                                 input_size=256)) / args.images
     result = {
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,33 +33,8 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, import_pack, median_seconds  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "models_cpu.json"
-
-
-def _import_pack():
-    if str(REPO.parent) not in sys.path:
-        sys.path.insert(0, str(REPO.parent))
-    try:
-        import hypernet_studio  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_unet_call(components, repeats: int) -> dict:
@@ -80,9 +54,9 @@ def bench_unet_call(components, repeats: int) -> dict:
     t = torch.tensor([500.0, 500.0])
     context = torch.randn(2, 77, components.context_dim, generator=generator)
     with torch.inference_mode():
-        floor = _median_seconds(lambda: stock(x, t, encoder_hidden_states=context), repeats)
-        ours = _median_seconds(lambda: model.apply_model(x, t, context), repeats)
-        with_patch = _median_seconds(lambda: patched.apply_model(x, t, context), repeats)
+        floor = median_seconds(lambda: stock(x, t, encoder_hidden_states=context), repeats)
+        ours = median_seconds(lambda: model.apply_model(x, t, context), repeats)
+        with_patch = median_seconds(lambda: patched.apply_model(x, t, context), repeats)
     return {"ms_stock_processor": round(floor * 1e3, 3), "ms_ours_no_patch": round(ours * 1e3, 3),
             "ms_ours_identity_patches": round(with_patch * 1e3, 3),
             "ratio_no_patch": round(ours / floor, 3), "ratio_identity_patches": round(with_patch / floor, 3)}
@@ -124,9 +98,9 @@ def bench_sampling(components, repeats: int, steps: int = 8, cfg: float = 7.0) -
             model.apply_model(x2, t2, contexts)
 
     with torch.inference_mode():
-        seconds_ours = _median_seconds(ours, repeats)
-        seconds_peer = _median_seconds(peer, repeats)
-        seconds_floor = _median_seconds(floor, repeats)
+        seconds_ours = median_seconds(ours, repeats)
+        seconds_peer = median_seconds(peer, repeats)
+        seconds_floor = median_seconds(floor, repeats)
     return {"steps": steps, "cfg": cfg, "seconds_ours": round(seconds_ours, 4),
             "seconds_diffusers_euler_scheduler": round(seconds_peer, 4),
             "seconds_bare_unet_calls": round(seconds_floor, 4),
@@ -160,7 +134,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    _import_pack()
+    import_pack()
     from hypernet_studio.hypernet.models.tiny import build_tiny_components
 
     components = build_tiny_components()

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,23 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, import_pack  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "preprocess_cpu.json"
-
-
-def _import_pack():
-    if str(REPO.parent) not in sys.path:
-        sys.path.insert(0, str(REPO.parent))
-    try:
-        import hypernet_studio  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
 
 
 def make_images(folder: Path, count: int, size=(2048, 1536)) -> None:
@@ -110,7 +94,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=10)
     args = parser.parse_args()
-    _import_pack()
+    import_pack()
     from hypernet_studio.hypernet.preprocess.faces import haar_available
 
     torch.set_grad_enabled(False)

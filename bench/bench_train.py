@@ -36,21 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, import_pack  # noqa: E402
 RESULTS = REPO / "bench" / "results"
-
-
-def _import_pack():
-    try:
-        import hypernet_studio  # noqa: F401
-    except ImportError:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
 
 
 def sd15_components():
@@ -218,7 +205,7 @@ def _status_mib(field: str) -> float:
 def _memory_child(kind: str, resolution: int) -> None:
     """Peak RSS of training alone: the high-water mark is reset (clear_refs 5) after the models
     are built, so the build's own transient peak does not hide the training peak."""
-    _import_pack()
+    import_pack()
     contenders = Contenders(sd15_components(), resolution)
     before = _status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
@@ -304,7 +291,7 @@ def main() -> None:
     if args.memory_child:
         _memory_child(args.memory_child, args.resolution)
         return
-    _import_pack()
+    import_pack()
     report = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]},
               "speed": [], "gpu": "not measured (no GPU in this session)"}

@@ -12,11 +12,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from _common import median_seconds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "runtime_overhead.json"
 
@@ -83,15 +83,6 @@ def chain_ui(length: int) -> dict:
     return {"nodes": nodes, "links": links, "version": 0.4}
 
 
-def timed(function, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=200)
@@ -125,14 +116,14 @@ def main() -> None:
         warm.run(chain_prompt(length, first_b=toggle["b"]))
 
     ui = chain_ui(length)
-    floor = timed(direct, args.repeats)
+    floor = median_seconds(direct, args.repeats, warmup=False)
     results = {
         "nodes": length + 2,
         "direct_calls_s": floor,
-        "fresh_executor_s": timed(fresh_run, args.repeats),
-        "cached_rerun_s": timed(cached_run, args.repeats),
-        "last_widget_changed_s": timed(last_widget_changed, args.repeats),
-        "ui_to_api_s": timed(lambda: ui_to_api(ui, REGISTRY), args.repeats),
+        "fresh_executor_s": median_seconds(fresh_run, args.repeats, warmup=False),
+        "cached_rerun_s": median_seconds(cached_run, args.repeats, warmup=False),
+        "last_widget_changed_s": median_seconds(last_widget_changed, args.repeats, warmup=False),
+        "ui_to_api_s": median_seconds(lambda: ui_to_api(ui, REGISTRY), args.repeats, warmup=False),
     }
     results["per_node_overhead_ms"] = (results["fresh_executor_s"] - floor) / (length + 2) * 1000
     for key in ("fresh_executor_s", "cached_rerun_s", "last_widget_changed_s"):
