@@ -33,6 +33,25 @@ def _load_pack() -> None:
 _load_pack()
 
 
+class _RepositoryRootIsAFolder:
+    """The repository root is also the ComfyUI custom-node folder, so it holds an `__init__.py`.
+    Pytest would collect it as a package and import that file under the clone folder's name,
+    which fails for a folder named like `hypernet-studio` (not an identifier) and imports a
+    second copy of the pack otherwise. The tests use the `hypernet_studio` package instead."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if path == REPO_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    # Registered as a plugin, not a conftest hook: the root folder is collected before any
+    # conftest below it applies.
+    config.pluginmanager.register(_RepositoryRootIsAFolder(), "hypernet-studio-root-folder")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_thread():
     """The tests run tiny torch ops that gain nothing from intra-op threads, while OpenMP's

@@ -1,6 +1,7 @@
 """Dataset nodes: contract, list bookkeeping, errors that name node and input, and the shipped
 workflows/dataset_prep.json run headless with a random-weight Deepbooru file."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from hypernet_studio.nodes import dataset_nodes
 from hypernet_studio.nodes.dataset_nodes import (HN_AutoCrop, HN_DeepbooruTag, HN_Flip, HN_LoadImages,
                                                  HN_SaveDataset, HN_WD14Tag)
 
-from ..conftest import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_IDS = ["HN_LoadImages", "HN_AutoCrop", "HN_Flip", "HN_DeepbooruTag", "HN_WD14Tag", "HN_SaveDataset"]
 
 

@@ -1,10 +1,11 @@
 """`hypernet-studio examples` gives every shipped workflow its inputs, and never overwrites."""
 from PIL import Image
+from pathlib import Path
 
 from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
 from hypernet_studio.runtime.cli import main
 
-from ..conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_examples_feed_the_hypernet_workflow_and_are_never_overwritten(tmp_path, capsys):
