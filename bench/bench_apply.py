@@ -42,10 +42,10 @@ def _paired(repeats: int, base_fn, with_fn) -> tuple[float, float, float]:
 
 
 def bench_tiny_sampling(repeats: int) -> dict:
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
-    from hypernet_studio.hypernet.models.sampling import sample
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
-    from hypernet_studio.hypernet.module import Hypernetwork
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.sampling import sample
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
+    from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.patch import apply_hypernetwork
     from hypernet_studio.hypernet.spec import HypernetSpec
 
@@ -68,8 +68,8 @@ def bench_tiny_sampling(repeats: int) -> dict:
 def bench_sd1_unet_call(repeats: int) -> dict:
     from diffusers import UNet2DConditionModel
 
-    from hypernet_studio.hypernet.models.attention import ActivePatches, active_patches, install_patchable_attention
-    from hypernet_studio.hypernet.module import Hypernetwork
+    from hypernet_studio.hypernet.sd.attention import ActivePatches, active_patches, install_patchable_attention
+    from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.patch import HypernetPatch
     from hypernet_studio.hypernet.spec import HypernetSpec
 
@@ -100,7 +100,7 @@ def bench_sd1_unet_call(repeats: int) -> dict:
 
 
 def bench_widths(repeats: int) -> dict:
-    from hypernet_studio.hypernet.module import Hypernetwork
+    from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.spec import HypernetSpec
 
     tokens = {320: 4096, 640: 1024, 1280: 256, 768: 77}

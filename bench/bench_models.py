@@ -41,7 +41,7 @@ def bench_unet_call(components, repeats: int) -> dict:
     import copy
 
     from diffusers.models.attention_processor import AttnProcessor2_0
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
 
     model = HeadlessModel(components)
     stock = copy.deepcopy(components.unet)
@@ -64,8 +64,8 @@ def bench_unet_call(components, repeats: int) -> dict:
 
 def bench_sampling(components, repeats: int, steps: int = 8, cfg: float = 7.0) -> dict:
     from diffusers import EulerDiscreteScheduler
-    from hypernet_studio.hypernet.models.headless import headless_objects
-    from hypernet_studio.hypernet.models.sampling import sample
+    from hypernet_studio.hypernet.sd.headless import headless_objects
+    from hypernet_studio.hypernet.sd.sampling import sample
 
     model, clip, _ = headless_objects(components)
     with torch.inference_mode():
@@ -109,7 +109,7 @@ def bench_sampling(components, repeats: int, steps: int = 8, cfg: float = 7.0) -
 
 
 def bench_build_and_cli() -> dict:
-    from hypernet_studio.hypernet.models import tiny
+    from hypernet_studio.hypernet.sd import tiny
 
     start = time.perf_counter()
     tiny._build(123)
@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     import_pack()
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     components = build_tiny_components()
     results = {

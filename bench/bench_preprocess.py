@@ -62,7 +62,7 @@ def run_floor(folder: Path) -> tuple[float, int]:
 
 def run_nodes(folder: Path, count: int, chunk: int, method: str, a1111_compat: bool) -> dict:
     """Load -> Auto Crop -> Flip through the node functions; seconds per stage."""
-    from hypernet_studio.nodes.dataset_nodes import HN_AutoCrop, HN_Flip, HN_LoadImages
+    from hypernet_studio.nodes.dataset import HN_AutoCrop, HN_Flip, HN_LoadImages
 
     crop_widgets = {name: [options["default"]] for name, (_, options) in HN_AutoCrop.INPUT_TYPES()["required"].items()
                     if "default" in options}

@@ -45,8 +45,8 @@ def sd15_components():
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from hypernet_studio.hypernet.models.components import SDComponents, scaled_linear_alphas_cumprod
-    from hypernet_studio.hypernet.models.tiny import build_tiny_tokenizer
+    from hypernet_studio.hypernet.sd.components import SDComponents, scaled_linear_alphas_cumprod
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def sd15_components():
 
 
 def tiny_components():
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     return build_tiny_components(seed=0)
 
@@ -89,8 +89,8 @@ class Contenders:
     """The three loops on one model, sharing the cached batch."""
 
     def __init__(self, components, resolution: int):
-        from hypernet_studio.hypernet.models.headless import headless_objects
-        from hypernet_studio.hypernet.module import Hypernetwork
+        from hypernet_studio.hypernet.sd.headless import headless_objects
+        from hypernet_studio.hypernet.network import Hypernetwork
         from hypernet_studio.hypernet.patch import apply_hypernetwork
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
         from hypernet_studio.hypernet.train.data import prepare_examples
@@ -138,7 +138,7 @@ class Contenders:
         """Run Train Hypernet's loop for `steps` + 1 steps; between two of its steps (in the
         progress hook, outside its timing) run one floor step and one reference step, so each
         triple sees the same machine load. Returns (wall s, CPU s) per step, first step dropped."""
-        from hypernet_studio.hypernet.module import Hypernetwork
+        from hypernet_studio.hypernet.network import Hypernetwork
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
         from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, train_hypernetwork
 
@@ -221,7 +221,7 @@ def _memory_child(kind: str, resolution: int) -> None:
 
 def _train_only(contenders: "Contenders", steps: int) -> None:
     """Train Hypernet's loop alone (no interleaved contenders), for the memory figure."""
-    from hypernet_studio.hypernet.module import Hypernetwork
+    from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
     from hypernet_studio.hypernet.train.loop import TrainConfig, train_hypernetwork
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from .module import Hypernetwork
+from .network import Hypernetwork
 
 logger = logging.getLogger(__name__)
 

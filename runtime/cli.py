@@ -157,7 +157,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert_hypernet(args: argparse.Namespace) -> int:
-    from ..hypernet.hypernet_io import convert_hypernetwork_file
+    from ..hypernet.file_format import convert_hypernetwork_file
 
     if not args.source.is_file():
         print(f"error: {args.source}: file not found", file=sys.stderr)

@@ -74,9 +74,9 @@ def write_examples(base_dir: Path) -> list[Path]:
 
     hypernet_path = base_dir / "models" / "hypernetworks" / TINY_EXAMPLE_HYPERNET
     if not hypernet_path.exists():
-        from ..hypernet.hypernet_io import make_random_hypernetwork
-        from ..hypernet.models.tiny import build_tiny_components
-        from ..hypernet.models.headless import HeadlessModel
+        from ..hypernet.file_format import make_random_hypernetwork
+        from ..hypernet.sd.tiny import build_tiny_components
+        from ..hypernet.sd.headless import HeadlessModel
 
         widths = HeadlessModel(build_tiny_components()).attention_widths()
         hypernet_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Stand-ins for the ComfyUI core nodes our workflows use, registered only without ComfyUI.
 
 Each class uses ComfyUI's node ID, input names, types, defaults and output order, so a
-workflow saved in ComfyUI runs here unchanged. The work is done by `hypernet.models`
+workflow saved in ComfyUI runs here unchanged. The work is done by `hypernet.sd`
 (diffusers/transformers, imported lazily); folders, device and progress go through the
 adapter. Behaviour is reimplemented from ComfyUI's documented behaviour.
 """
@@ -19,10 +19,10 @@ from typing import Optional
 import torch
 
 from ..hypernet.files import UnsafePathError, atomic_path, safe_join
-from ..hypernet.models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from ..hypernet.sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from ..nodes import comfy_adapter as adapter
 
-TINY_MODEL_NAME = "tiny-sd (built-in)"  # == hypernet.models.tiny.TINY_MODEL_NAME (kept light to import)
+TINY_MODEL_NAME = "tiny-sd (built-in)"  # == hypernet.sd.tiny.TINY_MODEL_NAME (kept light to import)
 MAX_RESOLUTION = 16384
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -143,8 +143,8 @@ class CheckpointLoaderSimple:
     DESCRIPTION = __doc__
 
     def load_checkpoint(self, ckpt_name):
-        from ..hypernet.models.headless import headless_objects
-        from ..hypernet.models.loading import load_components
+        from ..hypernet.sd.headless import headless_objects
+        from ..hypernet.sd.checkpoints import load_components
 
         device = adapter.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None
@@ -253,7 +253,7 @@ class KSampler:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise=1.0):
-        from ..hypernet.models.sampling import sample
+        from ..hypernet.sd.sampling import sample
 
         progress = adapter.progress_bar(steps)
         model.model_patches_to(model.load_device)

@@ -15,7 +15,7 @@ from .convert import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil
 from .crop import CropSettings, crop_dataset
 from .faces import FaceDetector
 from .focal import FocalWeights
-from .loading import load_image_folder
+from .image_folder import load_image_folder
 
 
 @dataclass

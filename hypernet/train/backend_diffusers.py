@@ -6,7 +6,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..models.attention import ActivePatches, active_patches
+from ..sd.attention import ActivePatches, active_patches
 from .backend import NoiseSchedule, checkpointed, frozen, patched_for_training
 
 

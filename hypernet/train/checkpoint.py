@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from ..files import atomic_path
-from ..hypernet_io import load_optimizer_state, optimizer_state_path, save_hypernetwork, shorthash
+from ..file_format import load_optimizer_state, optimizer_state_path, save_hypernetwork, shorthash
 
 RESUME_FORMAT = "hypernet-studio.train.v1"
 

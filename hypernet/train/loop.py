@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_path, safe_join
-from ..models.sampling import sample
+from ..sd.sampling import sample
 from .backend import TrainingBackend
 from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
 from .csvlog import LossCSV

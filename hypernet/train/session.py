@@ -24,7 +24,7 @@ class TrainOutputs:
 def make_backend(model, clip, vae, device: Optional[torch.device] = None,
                  load_model: Optional[Callable[[object], None]] = None):
     """The headless backend for our HeadlessModel, the ComfyUI one for anything else."""
-    from ..models.headless import HeadlessModel
+    from ..sd.headless import HeadlessModel
 
     if isinstance(model, HeadlessModel):
         from .backend_diffusers import DiffusersBackend
@@ -37,7 +37,7 @@ def make_backend(model, clip, vae, device: Optional[torch.device] = None,
 
 def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int = 0):
     """A copy of `hypernetwork` to continue (the input is never modified), or a new one from `spec`."""
-    from ..module import Hypernetwork
+    from ..network import Hypernetwork
 
     if hypernetwork is not None:
         network = hypernetwork.copy()

@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.patch import HypernetPatch, apply_hypernetwork, check_widths, model_attention_widths
 from hypernet_studio.hypernet.spec import HypernetSpec
 
@@ -19,7 +19,7 @@ def _hn(sizes, seed, activation="relu"):
 def _block():
     from diffusers.models.attention import BasicTransformerBlock
 
-    from hypernet_studio.hypernet.models.attention import PatchableAttnProcessor
+    from hypernet_studio.hypernet.sd.attention import PatchableAttnProcessor
 
     torch.manual_seed(0)
     block = BasicTransformerBlock(DIM, num_attention_heads=2, attention_head_dim=4, cross_attention_dim=CONTEXT).eval()
@@ -29,7 +29,7 @@ def _block():
 
 
 def _run(block, x, context, patches):
-    from hypernet_studio.hypernet.models.attention import ActivePatches, active_patches
+    from hypernet_studio.hypernet.sd.attention import ActivePatches, active_patches
 
     with active_patches(ActivePatches(attn1=tuple(patches), attn2=tuple(patches))):
         return block(x, encoder_hidden_states=context)
@@ -169,8 +169,8 @@ def test_width_mismatch_warns(caplog):
 
 
 def test_on_the_tiny_headless_model():
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     model = HeadlessModel(build_tiny_components())
     widths = model.attention_widths()
@@ -187,8 +187,8 @@ def test_on_the_tiny_headless_model():
 
 
 def test_apply_warns_for_another_family(caplog):
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     with caplog.at_level(logging.WARNING):
         apply_hypernetwork(HeadlessModel(build_tiny_components()), _hn([768, 320], seed=0), 1.0)

@@ -2,7 +2,7 @@
 from PIL import Image
 from pathlib import Path
 
-from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
+from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.runtime.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

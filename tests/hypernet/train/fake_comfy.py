@@ -10,7 +10,7 @@ import copy
 
 import torch
 
-from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 
 from .fakes import FakeBackend, FakeUNet
 

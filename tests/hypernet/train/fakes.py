@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.patch import HypernetPatch
 from hypernet_studio.hypernet.train.backend import NoiseSchedule, frozen
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
 from hypernet_studio.hypernet.train.loop import train_hypernetwork
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models.headless import headless_objects
-from hypernet_studio.hypernet.models.tiny import build_tiny_components
-from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.sd.headless import headless_objects
+from hypernet_studio.hypernet.sd.tiny import build_tiny_components
+from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
 from hypernet_studio.hypernet.train.data import prepare_examples

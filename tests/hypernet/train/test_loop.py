@@ -6,8 +6,8 @@ import hashlib
 import pytest
 import torch
 
-from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
-from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.file_format import load_hypernetwork
+from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.data import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, TrainingDiverged, train_hypernetwork

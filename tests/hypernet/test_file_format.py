@@ -6,9 +6,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from hypernet_studio.hypernet import hypernet_io
-from hypernet_studio.hypernet.hypernet_io import HypernetFileError, load_hypernetwork, save_hypernetwork
-from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet import file_format
+from hypernet_studio.hypernet.file_format import HypernetFileError, load_hypernetwork, save_hypernetwork
+from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec, file_size_bytes, legacy_dropout_structure
 
 
@@ -224,11 +224,11 @@ def test_safetensors_scheme_and_conversion_round_trip(tmp_path):
 
     hn = Hypernetwork.build(HypernetSpec(activation="relu", layer_norm=True, sizes=[16, 8]), seed=3, name="conv")
     pt = save_hypernetwork(hn, tmp_path / "conv.pt")
-    st = hypernet_io.convert_hypernetwork_file(pt, tmp_path / "conv.safetensors")
+    st = file_format.convert_hypernetwork_file(pt, tmp_path / "conv.safetensors")
     with safe_open(str(st), "pt") as handle:
         assert handle.metadata()["format"] == "hypernet-studio.hypernetwork"
         assert "16.k.linear.0.weight" in handle.keys() and "8.v.linear.4.bias" in handle.keys()
-    back = hypernet_io.convert_hypernetwork_file(st, tmp_path / "back.pt")
+    back = file_format.convert_hypernetwork_file(st, tmp_path / "back.pt")
     a, b = torch.load(pt, weights_only=True), torch.load(back, weights_only=True)
     assert list(a) == list(b)
     for key in a:
@@ -238,9 +238,9 @@ def test_safetensors_scheme_and_conversion_round_trip(tmp_path):
         else:
             assert a[key] == b[key]
     with pytest.raises(FileExistsError):
-        hypernet_io.convert_hypernetwork_file(pt, back)
+        file_format.convert_hypernetwork_file(pt, back)
     with pytest.raises(ValueError, match=r"\.pt or \.safetensors"):
-        hypernet_io.convert_hypernetwork_file(pt, tmp_path / "conv.txt")
+        file_format.convert_hypernetwork_file(pt, tmp_path / "conv.txt")
     assert not (tmp_path / "conv.txt").exists()
     with pytest.raises(ValueError, match="extension"):
         save_hypernetwork(hn, tmp_path / "x.pt", format="safetensors")
@@ -249,23 +249,23 @@ def test_safetensors_scheme_and_conversion_round_trip(tmp_path):
 def test_optimizer_state_file(tmp_path):
     hn = Hypernetwork.build(HypernetSpec(sizes=[4]), seed=0)
     path = save_hypernetwork(hn, tmp_path / "o.pt")
-    assert hypernet_io.load_optimizer_state(path) is None
+    assert file_format.load_optimizer_state(path) is None
     optimizer = torch.optim.AdamW(list(hn.parameters()), lr=1e-3)
     sum(p.sum() for p in hn.parameters()).backward()
     optimizer.step()
-    optim_path = hypernet_io.save_optimizer_state(path, "AdamW", optimizer.state_dict())
+    optim_path = file_format.save_optimizer_state(path, "AdamW", optimizer.state_dict())
     assert optim_path.name == "o.pt.optim"
     raw = torch.load(optim_path, weights_only=True)
     assert list(raw) == ["optimizer_name", "hash", "optimizer_state_dict"]
-    assert raw["hash"] == hypernet_io.shorthash(path) and len(raw["hash"]) == 10
-    loaded = hypernet_io.load_optimizer_state(path)
+    assert raw["hash"] == file_format.shorthash(path) and len(raw["hash"]) == 10
+    loaded = file_format.load_optimizer_state(path)
     assert loaded["optimizer_name"] == "AdamW"
     torch.optim.AdamW(list(hn.parameters()), lr=1e-3).load_state_dict(loaded["optimizer_state_dict"])
     save_hypernetwork(Hypernetwork.build(HypernetSpec(sizes=[4]), seed=1), path)  # file changed: state is stale
-    assert hypernet_io.load_optimizer_state(path) is None
+    assert file_format.load_optimizer_state(path) is None
 
 
 def test_make_random_hypernetwork(tmp_path):
-    path = hypernet_io.make_random_hypernetwork(tmp_path / "ex.pt", sizes=[32, 64], seed=5)
+    path = file_format.make_random_hypernetwork(tmp_path / "ex.pt", sizes=[32, 64], seed=5)
     hn = load_hypernetwork(path)
     assert hn.sizes == [32, 64] and hn.spec.activation == "relu" and hn.name == "ex"

@@ -159,13 +159,13 @@ class HN_LoadImages:
     @classmethod
     def IS_CHANGED(cls, folder, recursive=False, kohya_repeats=False, **_):
         """Re-run when any file the load reads changes (names, sizes, times)."""
-        from ..hypernet.preprocess.loading import folder_fingerprint
+        from ..hypernet.preprocess.image_folder import folder_fingerprint
 
         fingerprint = folder_fingerprint(_resolve_folder(folder), recursive, kohya_repeats)
         return float("nan") if fingerprint is None else fingerprint
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels):
-        from ..hypernet.preprocess.loading import parse_color
+        from ..hypernet.preprocess.image_folder import parse_color
         from ..hypernet.preprocess.pipeline import load_folder_lists
 
         try:

@@ -1,8 +1,8 @@
 """The built-in tiny checkpoint: deterministic, small, SD-shaped."""
 import torch
 
-from hypernet_studio.hypernet.models import tiny
-from hypernet_studio.hypernet.models.headless import headless_objects
+from hypernet_studio.hypernet.sd import tiny
+from hypernet_studio.hypernet.sd.headless import headless_objects
 
 
 def test_tiny_build_is_bit_identical_and_cached():

@@ -4,10 +4,10 @@ import re
 import pytest
 import torch
 
-from hypernet_studio.hypernet.hypernet_io import load_hypernetwork, save_hypernetwork
-from hypernet_studio.hypernet.module import Hypernetwork
+from hypernet_studio.hypernet.file_format import load_hypernetwork, save_hypernetwork
+from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.nodes import hypernet_nodes as nodes
+from hypernet_studio.nodes import model as nodes
 
 
 SPEC_DEFAULTS = dict(target_family="SD1", custom_sizes="768, 320, 640, 1280", layer_structure="1, 2, 1",
@@ -100,8 +100,8 @@ def test_save_node_counter_overwrite_and_refusals(headless_dirs):
 
 
 def test_apply_node_clones(headless_dirs):
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     model = HeadlessModel(build_tiny_components())
     hn = Hypernetwork.build(HypernetSpec(sizes=model.attention_widths()), seed=0)
@@ -118,9 +118,9 @@ def test_txt2img_hypernet_workflow_runs_headless(headless_dirs):
     """workflows/txt2img_hypernet.json on the tiny model, with a seeded random hypernet file."""
     from pathlib import Path
 
-    from hypernet_studio.hypernet.hypernet_io import make_random_hypernetwork
-    from hypernet_studio.hypernet.models.headless import HeadlessModel
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.file_format import make_random_hypernetwork
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
     from hypernet_studio.runtime.api import run_workflow_file
 
     widths = HeadlessModel(build_tiny_components()).attention_widths()

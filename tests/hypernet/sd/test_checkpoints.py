@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models import loading
-from hypernet_studio.hypernet.models.headless import headless_objects
-from hypernet_studio.hypernet.models.sampling import sample
-from hypernet_studio.hypernet.models.tiny import _bytes_to_unicode
+from hypernet_studio.hypernet.sd import checkpoints
+from hypernet_studio.hypernet.sd.headless import headless_objects
+from hypernet_studio.hypernet.sd.sampling import sample
+from hypernet_studio.hypernet.sd.tiny import _bytes_to_unicode
 
 C, MULT, RES, ATTN_LEVELS, Z = 32, (1, 2, 2), 1, (0, 1), 4
 VAE_MULT, VAE_CH, VAE_RES = (1, 2, 2, 2), 16, 1
@@ -227,7 +227,7 @@ def sd1_file(tmp_path_factory):
 def test_sd1_single_file_loads_with_the_original_weights(sd1_file):
     path, state = sd1_file
     assert path.stat().st_size < 20 * 2**20
-    components = loading.load_components(path)
+    components = checkpoints.load_components(path)
     assert (components.family, components.prediction_type, components.context_dim) == ("sd1", "epsilon", TEXT_H)
     unet, vae, text = components.unet, components.vae, components.text_encoder
     ldm = "model.diffusion_model."
@@ -259,7 +259,7 @@ def test_sd1_single_file_loads_with_the_original_weights(sd1_file):
 
 def test_ckpt_loads_weights_only_and_matches_safetensors(sd1_file):
     path, state = sd1_file
-    from_ckpt = loading.load_components(path.with_suffix(".ckpt"))
+    from_ckpt = checkpoints.load_components(path.with_suffix(".ckpt"))
     torch.testing.assert_close(from_ckpt.unet.state_dict()["conv_out.weight"],
                                state["model.diffusion_model.out.2.weight"])
 
@@ -270,10 +270,10 @@ def test_half_precision_files_load_as_fp32_unless_asked(tmp_path, sd1_file):
     _, state = sd1_file
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(tmp_path / "half.sft"))
     write_tokenizer_files(tmp_path)
-    default = loading.load_components(tmp_path / "half.sft")
+    default = checkpoints.load_components(tmp_path / "half.sft")
     assert {p.dtype for m in (default.unet, default.text_encoder, default.vae) for p in m.parameters()} == \
         {torch.float32}
-    half = loading.load_components(tmp_path / "half.sft", dtype=torch.float16)
+    half = checkpoints.load_components(tmp_path / "half.sft", dtype=torch.float16)
     assert next(half.unet.parameters()).dtype == torch.float16
     assert next(half.vae.parameters()).dtype == torch.float32  # SD VAEs overflow in fp16
 
@@ -286,7 +286,7 @@ def test_sd2_layout_open_clip_is_converted(tmp_path):
     tokenizers = tmp_path / "models" / "tokenizers" / "sd2"
     tokenizers.mkdir(parents=True)
     write_tokenizer_files(tokenizers)
-    components = loading.load_components(tmp_path / "tiny21.safetensors", model_type="v",
+    components = checkpoints.load_components(tmp_path / "tiny21.safetensors", model_type="v",
                                          tokenizer_dirs=[tmp_path / "models" / "tokenizers"])
     assert (components.family, components.prediction_type, components.default_clip_layer) == \
         ("sd2", "v_prediction", -2)
@@ -305,53 +305,53 @@ def _keys(*names):
 
 def test_family_detection_on_synthetic_key_sets():
     unet_key = "model.diffusion_model.input_blocks.0.0.weight"
-    assert loading.detect_family(_keys(unet_key, "cond_stage_model.transformer.text_model.final_layer_norm.weight")) \
+    assert checkpoints.detect_family(_keys(unet_key, "cond_stage_model.transformer.text_model.final_layer_norm.weight")) \
         == "sd1"
-    assert loading.detect_family(_keys(unet_key, "cond_stage_model.model.transformer.resblocks.0.ln_1.weight")) \
+    assert checkpoints.detect_family(_keys(unet_key, "cond_stage_model.model.transformer.resblocks.0.ln_1.weight")) \
         == "sd2"
     context_1024 = {unet_key: torch.zeros(1),
                     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight":
                         torch.zeros(320, 1024)}
-    assert loading.detect_family(context_1024) == "sd2"
-    with pytest.raises(loading.CheckpointError, match="SDXL"):
-        loading.detect_family(_keys(unet_key, "conditioner.embedders.1.model.ln_final.weight"), "xl.safetensors")
-    with pytest.raises(loading.CheckpointError, match="LoRA"):
-        loading.detect_family(_keys("lora_unet_down_blocks_0.lora_up.weight"), "lora.safetensors")
-    with pytest.raises(loading.CheckpointError, match="standalone VAE"):
-        loading.detect_family(_keys("encoder.conv_in.weight", "decoder.conv_out.weight"))
-    with pytest.raises(loading.CheckpointError, match="no known text encoder"):
-        loading.detect_family(_keys(unet_key))
+    assert checkpoints.detect_family(context_1024) == "sd2"
+    with pytest.raises(checkpoints.CheckpointError, match="SDXL"):
+        checkpoints.detect_family(_keys(unet_key, "conditioner.embedders.1.model.ln_final.weight"), "xl.safetensors")
+    with pytest.raises(checkpoints.CheckpointError, match="LoRA"):
+        checkpoints.detect_family(_keys("lora_unet_down_blocks_0.lora_up.weight"), "lora.safetensors")
+    with pytest.raises(checkpoints.CheckpointError, match="standalone VAE"):
+        checkpoints.detect_family(_keys("encoder.conv_in.weight", "decoder.conv_out.weight"))
+    with pytest.raises(checkpoints.CheckpointError, match="no known text encoder"):
+        checkpoints.detect_family(_keys(unet_key))
 
 
 def test_prediction_type_rules(tmp_path):
-    probe = loading.V_PREDICTION_PROBE
+    probe = checkpoints.V_PREDICTION_PROBE
     generator = torch.Generator().manual_seed(0)
     trained = {probe: torch.randn(640, generator=generator) * 0.2}
     fresh = {probe: torch.randn(640, generator=generator) * 0.01}
-    assert loading.detect_prediction_type(trained, "sd2") == "v_prediction"
-    assert loading.detect_prediction_type(fresh, "sd2") == "epsilon"
-    assert loading.detect_prediction_type(trained, "sd1") == "epsilon"  # the heuristic is for SD2 only
-    assert loading.detect_prediction_type(trained, "sd2", model_type="epsilon") == "epsilon"
-    assert loading.detect_prediction_type({"v_pred": torch.zeros(())}, "sd1") == "v_prediction"
+    assert checkpoints.detect_prediction_type(trained, "sd2") == "v_prediction"
+    assert checkpoints.detect_prediction_type(fresh, "sd2") == "epsilon"
+    assert checkpoints.detect_prediction_type(trained, "sd1") == "epsilon"  # the heuristic is for SD2 only
+    assert checkpoints.detect_prediction_type(trained, "sd2", model_type="epsilon") == "epsilon"
+    assert checkpoints.detect_prediction_type({"v_pred": torch.zeros(())}, "sd1") == "v_prediction"
     checkpoint = tmp_path / "model.safetensors"
     checkpoint.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
-    assert loading.detect_prediction_type(fresh, "sd2", checkpoint) == "v_prediction"
-    with pytest.raises(loading.CheckpointError, match="model_type"):
-        loading.detect_prediction_type(fresh, "sd2", model_type="flow")
+    assert checkpoints.detect_prediction_type(fresh, "sd2", checkpoint) == "v_prediction"
+    with pytest.raises(checkpoints.CheckpointError, match="model_type"):
+        checkpoints.detect_prediction_type(fresh, "sd2", model_type="flow")
 
 
 def test_missing_tokenizer_error_says_where_to_put_files(tmp_path):
-    with pytest.raises(loading.CheckpointError, match="models/tokenizers/sd1"):
-        loading.find_tokenizer("sd1", tmp_path / "model.safetensors", [tmp_path / "tokenizers"])
+    with pytest.raises(checkpoints.CheckpointError, match="models/tokenizers/sd1"):
+        checkpoints.find_tokenizer("sd1", tmp_path / "model.safetensors", [tmp_path / "tokenizers"])
 
 
 def test_bpe_file_tokenizer_matches_clip_vocabulary_construction(tmp_path):
     import gzip
 
     merges = ["t h", "th e</w>", "c a", "ca t</w>"]
-    with gzip.open(tmp_path / loading.BPE_FILE_NAME, "wt", encoding="utf-8") as handle:
+    with gzip.open(tmp_path / checkpoints.BPE_FILE_NAME, "wt", encoding="utf-8") as handle:
         handle.write("\n".join(["#version: 0.2"] + merges) + "\n")
-    tokenizer = loading.find_tokenizer("sd1", None, [tmp_path])
+    tokenizer = checkpoints.find_tokenizer("sd1", None, [tmp_path])
     ids = tokenizer("the cat", add_special_tokens=False)["input_ids"]
     # CLIP's layout: 256 bytes, 256 word-final bytes, then one token per merge, then the specials.
     assert ids == [512 + 1, 512 + 3]
@@ -368,13 +368,13 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": Payload()}}, str(path), pickle_module=pickle)
-    with pytest.raises(loading.CheckpointError, match="evil.ckpt"):
-        loading.read_state_dict(path)
+    with pytest.raises(checkpoints.CheckpointError, match="evil.ckpt"):
+        checkpoints.read_state_dict(path)
 
 
 def test_diffusers_folder_round_trip(tmp_path, sd1_file):
     path, _ = sd1_file
-    components = loading.load_components(path)
+    components = checkpoints.load_components(path)
     folder = tmp_path / "pipeline"
     components.unet.save_pretrained(str(folder / "unet"))
     components.vae.save_pretrained(str(folder / "vae"))
@@ -385,7 +385,7 @@ def test_diffusers_folder_round_trip(tmp_path, sd1_file):
         {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
          "prediction_type": "epsilon"}))
     (folder / "model_index.json").write_text("{}")
-    loaded = loading.load_components(folder)
+    loaded = checkpoints.load_components(folder)
     assert (loaded.family, loaded.prediction_type) == ("sd1", "epsilon")
     for name in ("unet", "vae", "text_encoder"):
         a, b = getattr(components, name).state_dict(), getattr(loaded, name).state_dict()
@@ -421,12 +421,12 @@ def _open_clip_reference(state, input_ids, layer_count, prefix="cond_stage_model
 def test_sd2_text_encoder_matches_open_clip_math(tmp_path):
     from safetensors.torch import save_file
 
-    from hypernet_studio.hypernet.models.headless import HeadlessCLIP
+    from hypernet_studio.hypernet.sd.headless import HeadlessCLIP
 
     state = sd2_state_dict()
     save_file(state, str(tmp_path / "tiny21.safetensors"))
     write_tokenizer_files(tmp_path)
-    components = loading.load_components(tmp_path / "tiny21.safetensors")
+    components = checkpoints.load_components(tmp_path / "tiny21.safetensors")
     clip = HeadlessCLIP(components)
     tokens = clip.tokenize("a lighthouse")
     with torch.no_grad():

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from hypernet_studio.hypernet.hypernet_io import load_hypernetwork
-from hypernet_studio.hypernet.models.headless import headless_objects
-from hypernet_studio.hypernet.models.tiny import build_tiny_components
+from hypernet_studio.hypernet.file_format import load_hypernetwork
+from hypernet_studio.hypernet.sd.headless import headless_objects
+from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.nodes import comfy_adapter
-from hypernet_studio.nodes.train_nodes import TrainHypernetNode
+from hypernet_studio.nodes.train import TrainHypernetNode
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hypernet_studio.nodes import dataset_nodes
-from hypernet_studio.nodes.dataset_nodes import (HN_AutoCrop, HN_DeepbooruTag, HN_Flip, HN_LoadImages,
+from hypernet_studio.nodes import dataset as dataset_nodes
+from hypernet_studio.nodes.dataset import (HN_AutoCrop, HN_DeepbooruTag, HN_Flip, HN_LoadImages,
                                                  HN_SaveDataset, HN_WD14Tag)
 
 

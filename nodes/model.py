@@ -103,7 +103,7 @@ class LoadHypernetNode:
         return f"{hypernetwork_name}:{stat.st_mtime_ns}:{stat.st_size}"
 
     def load(self, hypernetwork_name):
-        from ..hypernet.hypernet_io import HypernetFileError, load_hypernetwork
+        from ..hypernet.file_format import HypernetFileError, load_hypernetwork
 
         path = comfy_adapter.resolve_model("hypernetworks", hypernetwork_name)
         try:
@@ -134,7 +134,7 @@ class SaveHypernetNode:
     DESCRIPTION = __doc__
 
     def save(self, hypernetwork, filename, format, overwrite):
-        from ..hypernet.hypernet_io import save_hypernetwork, save_target
+        from ..hypernet.file_format import save_hypernetwork, save_target
 
         try:
             target = save_target(comfy_adapter.model_save_folder("hypernetworks"), filename, format, overwrite)

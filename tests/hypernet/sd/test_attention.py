@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models.attention import ActivePatches, active_patches
-from hypernet_studio.hypernet.models.headless import HeadlessModel
-from hypernet_studio.hypernet.models.tiny import build_tiny_components
+from hypernet_studio.hypernet.sd.attention import ActivePatches, active_patches
+from hypernet_studio.hypernet.sd.headless import HeadlessModel
+from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
 
 @pytest.fixture(scope="module")

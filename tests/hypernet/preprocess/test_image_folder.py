@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.hypernet.preprocess.loading import (decode_image, folder_fingerprint, kohya_repeats,
+from hypernet_studio.hypernet.preprocess.image_folder import (decode_image, folder_fingerprint, kohya_repeats,
                                                          load_image_folder, natural_key, parse_color)
 
 

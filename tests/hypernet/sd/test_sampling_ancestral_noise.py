@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
-from hypernet_studio.hypernet.models.sampling import DiscreteSchedule, compute_sigmas, sample
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.sd.sampling import DiscreteSchedule, compute_sigmas, sample
 
 
 class _ZeroNoiseModel:

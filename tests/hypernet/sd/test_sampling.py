@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models import sampling
-from hypernet_studio.hypernet.models.components import scaled_linear_alphas_cumprod
-from hypernet_studio.hypernet.models.sampling import sample
+from hypernet_studio.hypernet.sd import sampling
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
+from hypernet_studio.hypernet.sd.sampling import sample
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,8 @@ def test_karras_sampling_matches_diffusers_schedulers(sampler, peer):
     """Same UNet, same noise, same Karras sigmas: our loop must land where diffusers' does."""
     import diffusers
 
-    from hypernet_studio.hypernet.models.headless import headless_objects
-    from hypernet_studio.hypernet.models.tiny import build_tiny_components
+    from hypernet_studio.hypernet.sd.headless import headless_objects
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
     components = build_tiny_components()
     model, clip, _ = headless_objects(components)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from hypernet_studio.hypernet.models.headless import HeadlessCLIP
-from hypernet_studio.hypernet.models.prompt_weights import parse_weighted_prompt
-from hypernet_studio.hypernet.models.tiny import build_tiny_components
+from hypernet_studio.hypernet.sd.headless import HeadlessCLIP
+from hypernet_studio.hypernet.sd.prompt_weights import parse_weighted_prompt
+from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 
 
 @pytest.mark.parametrize("text, expected", [

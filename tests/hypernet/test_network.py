@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hypernet_studio.hypernet.module import Hypernetwork, HypernetworkModule
+from hypernet_studio.hypernet.network import Hypernetwork, HypernetworkModule
 from hypernet_studio.hypernet.spec import HypernetSpec, legacy_dropout_structure
 
 

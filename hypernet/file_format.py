@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 
 from .files import UnsafePathError, atomic_path, next_free_path, safe_join
-from .module import Hypernetwork
+from .network import Hypernetwork
 from .spec import WEIGHT_INITS, HypernetSpec, legacy_dropout_structure
 
 logger = logging.getLogger(__name__)
