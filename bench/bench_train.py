@@ -93,7 +93,7 @@ class Contenders:
         from hypernet_studio.hypernet.network import Hypernetwork
         from hypernet_studio.hypernet.patch import apply_hypernetwork
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
-        from hypernet_studio.hypernet.train.data import prepare_examples
+        from hypernet_studio.hypernet.train.dataset import prepare_examples
 
         self.model, self.clip, self.vae = headless_objects(components)
         self.components = components

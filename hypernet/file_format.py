@@ -28,7 +28,7 @@ import logging
 import pickle
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -70,7 +70,7 @@ def shorthash(path: PathLike) -> str:
 
 
 # ---------------------------------------------------------------------------- reading
-def _torch_load_safely(path: Path, what: str) -> Any:
+def read_torch_file(path: Path, what: str) -> Any:
     """torch.load with weights_only=True, turning every refusal into a clear HypernetFileError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -236,13 +236,18 @@ def load_hypernetwork(path: PathLike) -> Hypernetwork:
     if file_format(path) == "safetensors":
         state = _read_safetensors(path)
     else:
-        state = _torch_load_safely(path, "hypernetwork")
+        state = read_torch_file(path, "hypernetwork")
     hypernetwork = hypernetwork_from_state(state, name=path.stem, source=str(path))
     hypernetwork.filename = str(path)
     return hypernetwork
 
 
 # ---------------------------------------------------------------------------- writing
+def write_torch_file(payload: Any, path: PathLike) -> None:
+    """torch.save `payload` to `path` (the caller makes the write atomic)."""
+    torch.save(payload, path)
+
+
 def _check_extra_metadata(extra: Mapping) -> dict:
     """Extra top-level keys must be plain, non-numeric strings holding weights_only-safe values."""
     checked = {}
@@ -291,7 +296,7 @@ def save_hypernetwork(hypernetwork: Hypernetwork, path: PathLike, format: Option
     state = hypernetwork.state_for_file()
     with atomic_path(path) as tmp:
         if format == "pt":
-            torch.save({**state, **extra}, tmp)
+            write_torch_file({**state, **extra}, tmp)
         else:
             from safetensors.torch import save_file
 
@@ -329,50 +334,3 @@ def convert_hypernetwork_file(src: PathLike, dst: PathLike, overwrite: bool = Fa
         raise ValueError(f"source and destination are the same file: {src}")
     hypernetwork = load_hypernetwork(src)
     return save_hypernetwork(hypernetwork, dst, format=file_format(dst))
-
-
-# ---------------------------------------------------------------------------- optimizer state
-def optimizer_state_path(path: PathLike) -> Path:
-    """A1111's companion file: `NAME.pt.optim`."""
-    return Path(f"{path}.optim")
-
-
-def save_optimizer_state(hypernetwork_path: PathLike, optimizer_name: str, optimizer_state_dict: dict) -> Path:
-    """Write A1111's `.optim` dict (optimizer_name, hash of the .pt, optimizer_state_dict)."""
-    target = optimizer_state_path(hypernetwork_path)
-    payload = {"optimizer_name": optimizer_name, "hash": shorthash(hypernetwork_path),
-               "optimizer_state_dict": optimizer_state_dict}
-    with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
-    return target
-
-
-def load_optimizer_state(path: PathLike) -> Optional[dict]:
-    """The `.optim` dict for hypernetwork file `path`, or None when absent or stale.
-
-    As in A1111 the state is used only when its hash matches the hypernetwork file; a stale
-    one logs a warning and the caller starts its optimizer from scratch."""
-    target = optimizer_state_path(path)
-    if not target.is_file():
-        return None
-    payload = _torch_load_safely(target, "optimizer state")
-    if not isinstance(payload, dict) or "optimizer_state_dict" not in payload:
-        raise HypernetFileError(f"{target}: not an A1111 optimizer state file")
-    if payload.get("hash") != shorthash(path):
-        logger.warning("%s: optimizer state belongs to another version of %s; ignoring it", target, Path(path).name)
-        return None
-    return payload
-
-
-# ---------------------------------------------------------------------------- examples
-def make_random_hypernetwork(path: PathLike, sizes: Sequence[int], layer_structure: str = "1, 2, 1",
-                             activation: str = "relu", weight_init: str = "XavierNormal",
-                             seed: int = 0, name: Optional[str] = None) -> Path:
-    """Write a seeded random hypernetwork (e.g. for the example workflow on the tiny model).
-
-    Xavier init makes its effect visible, unlike A1111's near-zero Normal default."""
-    spec = HypernetSpec(layer_structure=layer_structure, activation=activation,
-                        weight_init=weight_init, sizes=list(sizes), init_seed=seed)
-    hypernetwork = Hypernetwork.build(spec, name=name or Path(path).stem)
-    return save_hypernetwork(hypernetwork, path)
-

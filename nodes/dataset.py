@@ -332,7 +332,7 @@ class HN_DeepbooruTag:
 
 def _to_pil(items: list) -> list:
     """IMAGE items as RGB Pillow images."""
-    from ..hypernet.preprocess.convert import image_tensor_to_pil
+    from ..hypernet.images import image_tensor_to_pil
 
     return [image_tensor_to_pil(item) for item in items]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Optional, Sequence
+
 from ..hypernet.files import atomic_path, atomic_write_text
 
 TINY_EXAMPLE_HYPERNET = "tiny_example.pt"
@@ -74,12 +76,27 @@ def write_examples(base_dir: Path) -> list[Path]:
 
     hypernet_path = base_dir / "models" / "hypernetworks" / TINY_EXAMPLE_HYPERNET
     if not hypernet_path.exists():
-        from ..hypernet.file_format import make_random_hypernetwork
-        from ..hypernet.sd.tiny import build_tiny_components
         from ..hypernet.sd.headless import HeadlessModel
+        from ..hypernet.sd.tiny import build_tiny_components
 
         widths = HeadlessModel(build_tiny_components()).attention_widths()
         hypernet_path.parent.mkdir(parents=True, exist_ok=True)
         make_random_hypernetwork(hypernet_path, sizes=widths, seed=0, name="tiny_example")
         written.append(hypernet_path)
     return written
+
+
+def make_random_hypernetwork(path: Path, sizes: Sequence[int], layer_structure: str = "1, 2, 1",
+                             activation: str = "relu", weight_init: str = "XavierNormal",
+                             seed: int = 0, name: Optional[str] = None) -> Path:
+    """Write a seeded random hypernetwork (e.g. for the example workflow on the tiny model).
+
+    Xavier init makes its effect visible, unlike A1111's near-zero Normal default."""
+    from ..hypernet.file_format import save_hypernetwork
+    from ..hypernet.network import Hypernetwork
+    from ..hypernet.spec import HypernetSpec
+
+    spec = HypernetSpec(layer_structure=layer_structure, activation=activation,
+                        weight_init=weight_init, sizes=list(sizes), init_seed=seed)
+    hypernetwork = Hypernetwork.build(spec, name=name or Path(path).stem)
+    return save_hypernetwork(hypernetwork, path)

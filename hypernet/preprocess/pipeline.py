@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .convert import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil, mask_tensor_to_pil,
+from ..images import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil, mask_tensor_to_pil,
                       pil_to_image_tensor, pil_to_mask_tensor, split_image_batches, split_mask_batches)
 from .crop import CropSettings, crop_dataset
 from .faces import FaceDetector

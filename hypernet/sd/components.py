@@ -10,6 +10,10 @@ PredictionType = Literal["epsilon", "v_prediction"]
 Family = Literal["sd1", "sd2", "tiny"]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with what was detected in it."""
+
+
 @dataclass
 class SDComponents:
     """Everything the headless MODEL/CLIP/VAE objects need from one checkpoint.

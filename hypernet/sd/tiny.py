@@ -13,6 +13,7 @@ import threading
 import torch
 
 from .components import SDComponents, scaled_linear_alphas_cumprod
+from .tokenizer import bytes_to_unicode
 
 TINY_MODEL_NAME = "tiny-sd (built-in)"
 TINY_MODEL_DESCRIPTION = ("tiny-sd (built-in): random weights, a few MB, built in code; "
@@ -24,26 +25,12 @@ _cache: dict[int, SDComponents] = {}
 _cache_lock = threading.Lock()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The reversible byte -> printable-character table of byte-level BPE (GPT-2/CLIP)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def build_tiny_tokenizer():
     """A CLIPTokenizer whose vocabulary is the 256 byte symbols (plain and word-final) plus
     a few merges of common letter pairs, and CLIP's start/end tokens."""
     from transformers import CLIPTokenizer
 
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for symbol in symbols:
         vocab[symbol] = len(vocab)

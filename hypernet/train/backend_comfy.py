@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from ..patch import model_attention_widths
-from .backend import NoiseSchedule, checkpointed, frozen, patched_for_training
+from ..training_patch import patched_for_training
+from .backend import NoiseSchedule, checkpointed, frozen
 
 
 def _class_names(obj) -> set[str]:

@@ -7,7 +7,8 @@ from typing import Iterator, Optional
 import torch
 
 from ..sd.attention import ActivePatches, active_patches
-from .backend import NoiseSchedule, checkpointed, frozen, patched_for_training
+from ..training_patch import patched_for_training
+from .backend import NoiseSchedule, checkpointed, frozen
 
 
 class DiffusersBackend:

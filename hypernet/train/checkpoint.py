@@ -1,21 +1,57 @@
-"""Training checkpoints: the A1111 `.pt` plus a `.pt.optim` that makes resume exact.
+"""Training checkpoints: the A1111 `.pt` plus the `.pt.optim` beside it, the one place that
+reads and writes optimizer-state files (docs/file-format.md describes both).
 
 The `.optim` file has A1111's keys (optimizer_name, hash = shorthash of the .pt,
 optimizer_state_dict), so A1111 can resume from it too, plus ours: the run's seed (every
 random draw is derived from seed and step, see rng.py), the GradScaler state, and the step.
 Both files are written atomically, the .pt first; a crash in between leaves an .optim whose
-hash no longer matches, which is then ignored rather than misapplied."""
+hash no longer matches, which is then ignored rather than misapplied. As in A1111, a state
+whose hash does not match its `.pt` is ignored and the optimizer starts from scratch."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 
+from ..file_format import HypernetFileError, read_torch_file, save_hypernetwork, shorthash, write_torch_file
 from ..files import atomic_path
-from ..file_format import load_optimizer_state, optimizer_state_path, save_hypernetwork, shorthash
+
+logger = logging.getLogger(__name__)
 
 RESUME_FORMAT = "hypernet-studio.train.v1"
+PathLike = Union[str, Path]
+
+
+def optimizer_state_path(path: PathLike) -> Path:
+    """A1111's companion file: `NAME.pt.optim`."""
+    return Path(f"{path}.optim")
+
+
+def read_optimizer_state(path: PathLike) -> Optional[dict]:
+    """The `.optim` dict for hypernetwork file `path`, or None when absent or stale."""
+    target = optimizer_state_path(path)
+    if not target.is_file():
+        return None
+    payload = read_torch_file(target, "optimizer state")
+    if not isinstance(payload, dict) or "optimizer_state_dict" not in payload:
+        raise HypernetFileError(f"{target}: not an A1111 optimizer state file")
+    if payload.get("hash") != shorthash(path):
+        logger.warning("%s: optimizer state belongs to another version of %s; ignoring it", target, Path(path).name)
+        return None
+    return payload
+
+
+def write_optimizer_state(hypernetwork_path: PathLike, optimizer: torch.optim.Optimizer,
+                          extra: Optional[dict] = None) -> Path:
+    """Write the `.optim` for the (already written) `hypernetwork_path`: A1111's keys, then `extra`."""
+    target = optimizer_state_path(hypernetwork_path)
+    payload: dict[str, Any] = {"optimizer_name": type(optimizer).__name__, "hash": shorthash(hypernetwork_path),
+                               "optimizer_state_dict": optimizer.state_dict(), **(extra or {})}
+    with atomic_path(target) as tmp:
+        write_torch_file(payload, tmp)
+    return target
 
 
 def save_checkpoint(hypernetwork, path: Path, optimizer: torch.optim.Optimizer,
@@ -25,11 +61,8 @@ def save_checkpoint(hypernetwork, path: Path, optimizer: torch.optim.Optimizer,
     Refuses (ValueError, nothing written) if any weight is NaN or inf."""
     path = Path(path)
     save_hypernetwork(hypernetwork, path, format="pt")
-    payload = {"optimizer_name": type(optimizer).__name__, "hash": shorthash(path),
-               "optimizer_state_dict": optimizer.state_dict(),
-               "hypernet_studio": RESUME_FORMAT, "step": int(hypernetwork.step), **(extra or {})}
-    with atomic_path(optimizer_state_path(path)) as tmp:
-        torch.save(payload, tmp)
+    write_optimizer_state(path, optimizer, {"hypernet_studio": RESUME_FORMAT, "step": int(hypernetwork.step),
+                                            **(extra or {})})
     return path
 
 
@@ -38,7 +71,7 @@ def load_resume_state(hypernetwork) -> Optional[dict]:
     filename = getattr(hypernetwork, "filename", None)
     if not filename or not Path(filename).is_file() or Path(filename).suffix.lower() != ".pt":
         return None
-    payload = load_optimizer_state(filename)
+    payload = read_optimizer_state(filename)
     if payload is None:
         return None
     if payload.get("step") is not None and int(payload["step"]) != int(hypernetwork.step):
@@ -52,4 +85,3 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, payload: Optional[dict])
         return False
     optimizer.load_state_dict(payload["optimizer_state_dict"])
     return True
-

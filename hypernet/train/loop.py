@@ -28,7 +28,8 @@ from ..sd.sampling import sample
 from .backend import TrainingBackend
 from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
 from .csvlog import LossCSV
-from .data import BatchPlan, LatentCache, TextCache, TrainingExample
+from .dataset import BatchPlan, TrainingExample
+from .latents import LatentCache, TextCache
 from .prompts import PromptSource
 from .rng import derive_seed, generator
 from .schedule import parse_schedule

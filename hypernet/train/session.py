@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..files import safe_join
-from .data import prepare_examples
+from .dataset import prepare_examples
 from .loop import TrainConfig, TrainHooks, TrainResult, save_png, train_hypernetwork
 from .lossplot import loss_curve_image
 

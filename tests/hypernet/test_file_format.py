@@ -244,28 +244,3 @@ def test_safetensors_scheme_and_conversion_round_trip(tmp_path):
     assert not (tmp_path / "conv.txt").exists()
     with pytest.raises(ValueError, match="extension"):
         save_hypernetwork(hn, tmp_path / "x.pt", format="safetensors")
-
-
-def test_optimizer_state_file(tmp_path):
-    hn = Hypernetwork.build(HypernetSpec(sizes=[4]), seed=0)
-    path = save_hypernetwork(hn, tmp_path / "o.pt")
-    assert file_format.load_optimizer_state(path) is None
-    optimizer = torch.optim.AdamW(list(hn.parameters()), lr=1e-3)
-    sum(p.sum() for p in hn.parameters()).backward()
-    optimizer.step()
-    optim_path = file_format.save_optimizer_state(path, "AdamW", optimizer.state_dict())
-    assert optim_path.name == "o.pt.optim"
-    raw = torch.load(optim_path, weights_only=True)
-    assert list(raw) == ["optimizer_name", "hash", "optimizer_state_dict"]
-    assert raw["hash"] == file_format.shorthash(path) and len(raw["hash"]) == 10
-    loaded = file_format.load_optimizer_state(path)
-    assert loaded["optimizer_name"] == "AdamW"
-    torch.optim.AdamW(list(hn.parameters()), lr=1e-3).load_state_dict(loaded["optimizer_state_dict"])
-    save_hypernetwork(Hypernetwork.build(HypernetSpec(sizes=[4]), seed=1), path)  # file changed: state is stale
-    assert file_format.load_optimizer_state(path) is None
-
-
-def test_make_random_hypernetwork(tmp_path):
-    path = file_format.make_random_hypernetwork(tmp_path / "ex.pt", sizes=[32, 64], seed=5)
-    hn = load_hypernetwork(path)
-    assert hn.sizes == [32, 64] and hn.spec.activation == "relu" and hn.name == "ex"

@@ -118,7 +118,7 @@ def test_txt2img_hypernet_workflow_runs_headless(headless_dirs):
     """workflows/txt2img_hypernet.json on the tiny model, with a seeded random hypernet file."""
     from pathlib import Path
 
-    from hypernet_studio.hypernet.file_format import make_random_hypernetwork
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
     from hypernet_studio.hypernet.sd.headless import HeadlessModel
     from hypernet_studio.hypernet.sd.tiny import build_tiny_components
     from hypernet_studio.runtime.api import run_workflow_file

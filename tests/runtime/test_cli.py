@@ -195,7 +195,8 @@ def test_txt2img_workflow_end_to_end_on_the_tiny_model(tmp_path, capsys):
 def test_convert_hypernet_delegates_and_reports_bad_input(tmp_path, capsys):
     import torch
 
-    from hypernet_studio.hypernet.file_format import load_hypernetwork, make_random_hypernetwork
+    from hypernet_studio.hypernet.file_format import load_hypernetwork
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
 
     source = make_random_hypernetwork(tmp_path / "style.pt", sizes=[32, 48], seed=3)
     target = tmp_path / "style.safetensors"
@@ -221,7 +222,7 @@ def test_convert_hypernet_delegates_and_reports_bad_input(tmp_path, capsys):
 
 
 def test_validate_finds_model_files_under_base_dir(headless_dirs, monkeypatch, capsys):
-    from hypernet_studio.hypernet.file_format import make_random_hypernetwork
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
 
     base = headless_dirs / "studio"
     make_random_hypernetwork(base / "models" / "hypernetworks" / "style.pt", sizes=[8], seed=0)
@@ -258,7 +259,7 @@ def test_convert_refuses_to_drop_widget_values_of_unknown_nodes(cli_env, capsys,
 
 
 def test_run_prints_text_outputs_of_output_nodes(headless_dirs, capsys):
-    from hypernet_studio.hypernet.file_format import make_random_hypernetwork
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
 
     make_random_hypernetwork(headless_dirs / "models" / "hypernetworks" / "style.pt", sizes=[8], seed=0)
     workflow = _write(headless_dirs, {

@@ -1,9 +1,11 @@
 """`hypernet-studio examples` gives every shipped workflow its inputs, and never overwrites."""
-from PIL import Image
 from pathlib import Path
+
+from PIL import Image
 
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.runtime.cli import main
+from hypernet_studio.runtime.examples import make_random_hypernetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,3 +30,9 @@ def test_examples_feed_the_hypernet_workflow_and_are_never_overwritten(tmp_path,
     assert main(["run", str(REPO_ROOT / "workflows" / "txt2img_hypernet.json"), "--base-dir", str(tmp_path),
                  "--quiet"]) == 0
     assert list((tmp_path / "output").glob("hypernet_txt2img_*.png"))
+
+
+def test_make_random_hypernetwork(tmp_path):
+    path = make_random_hypernetwork(tmp_path / "ex.pt", sizes=[32, 64], seed=5)
+    hn = load_hypernetwork(path)
+    assert hn.sizes == [32, 64] and hn.spec.activation == "relu" and hn.name == "ex"

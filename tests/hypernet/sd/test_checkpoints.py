@@ -11,7 +11,7 @@ import torch
 from hypernet_studio.hypernet.sd import checkpoints
 from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.sampling import sample
-from hypernet_studio.hypernet.sd.tiny import _bytes_to_unicode
+from hypernet_studio.hypernet.sd.tokenizer import bytes_to_unicode
 
 C, MULT, RES, ATTN_LEVELS, Z = 32, (1, 2, 2), 1, (0, 1), 4
 VAE_MULT, VAE_CH, VAE_RES = (1, 2, 2, 2), 16, 1
@@ -153,7 +153,7 @@ def write_ldm_vae(w, prefix="first_stage_model."):
     w.conv(prefix + "decoder.conv_out", 3, ch)
 
 
-VOCAB = len(_bytes_to_unicode()) * 2 + 2
+VOCAB = len(bytes_to_unicode()) * 2 + 2
 
 
 def write_clip_text(w, prefix="cond_stage_model.transformer.text_model."):
@@ -190,7 +190,7 @@ def write_open_clip_text(w, prefix="cond_stage_model.model."):
 
 
 def write_tokenizer_files(folder):
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
@@ -338,24 +338,6 @@ def test_prediction_type_rules(tmp_path):
     assert checkpoints.detect_prediction_type(fresh, "sd2", checkpoint) == "v_prediction"
     with pytest.raises(checkpoints.CheckpointError, match="model_type"):
         checkpoints.detect_prediction_type(fresh, "sd2", model_type="flow")
-
-
-def test_missing_tokenizer_error_says_where_to_put_files(tmp_path):
-    with pytest.raises(checkpoints.CheckpointError, match="models/tokenizers/sd1"):
-        checkpoints.find_tokenizer("sd1", tmp_path / "model.safetensors", [tmp_path / "tokenizers"])
-
-
-def test_bpe_file_tokenizer_matches_clip_vocabulary_construction(tmp_path):
-    import gzip
-
-    merges = ["t h", "th e</w>", "c a", "ca t</w>"]
-    with gzip.open(tmp_path / checkpoints.BPE_FILE_NAME, "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(["#version: 0.2"] + merges) + "\n")
-    tokenizer = checkpoints.find_tokenizer("sd1", None, [tmp_path])
-    ids = tokenizer("the cat", add_special_tokens=False)["input_ids"]
-    # CLIP's layout: 256 bytes, 256 word-final bytes, then one token per merge, then the specials.
-    assert ids == [512 + 1, 512 + 3]
-    assert tokenizer.bos_token_id == 512 + len(merges) and tokenizer.eos_token_id == 512 + len(merges) + 1
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")

@@ -70,7 +70,7 @@ def test_prompts_of_different_lengths_are_padded_like_a1111():
         return torch.arange(length * 12, dtype=torch.float32).reshape(1, length, 12)
 
     clip.encode_from_tokens = encode_from_tokens
-    from hypernet_studio.hypernet.train.data import TextCache
+    from hypernet_studio.hypernet.train.latents import TextCache
 
     cache = TextCache(ComfyBackend(model, clip, vae).encode_texts, torch.device("cpu"))
     batch = cache.batch(["short", long_prompt])

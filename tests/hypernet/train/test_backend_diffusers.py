@@ -7,7 +7,7 @@ from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
-from hypernet_studio.hypernet.train.data import prepare_examples
+from hypernet_studio.hypernet.train.dataset import prepare_examples
 from hypernet_studio.hypernet.train.loop import TrainConfig, train_hypernetwork
 
 from .fakes import tiny_dataset
@@ -64,7 +64,7 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_previews_decode(tiny, tmp_p
 
 def test_the_context_module_runs_once_per_unet_call_and_matches_per_layer_math(tiny):
     from hypernet_studio.hypernet.patch import HypernetPatch
-    from hypernet_studio.hypernet.train.backend import ContextMemoPatch
+    from hypernet_studio.hypernet.training_patch import ContextMemoPatch
 
     model, clip, vae = tiny
     backend = DiffusersBackend(model, clip, vae)

@@ -9,7 +9,7 @@ import torch
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.hypernet.train.data import BatchPlan, prepare_examples
+from hypernet_studio.hypernet.train.dataset import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, TrainingDiverged, train_hypernetwork
 from hypernet_studio.hypernet.train.rng import generator
 

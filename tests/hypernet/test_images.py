@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hypernet_studio.hypernet.preprocess.convert import (image_tensor_to_pil, mask_tensor_to_pil,
+from hypernet_studio.hypernet.images import (image_tensor_to_pil, mask_tensor_to_pil,
                                                          pil_to_image_tensor, pil_to_mask_tensor,
                                                          split_image_batches)
 

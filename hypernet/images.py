@@ -1,15 +1,19 @@
-"""Conversions between ComfyUI's IMAGE/MASK tensors, numpy arrays and Pillow images.
+"""Conversions between ComfyUI's IMAGE/MASK tensors, numpy arrays and Pillow images, and the
+one PNG writer for IMAGE items. Every module that turns a tensor into a picture uses these.
 
 ComfyUI's convention is kept everywhere: an IMAGE item is float32 [1,H,W,3] in 0..1 (RGB),
 a MASK item is float32 [1,H,W] with 1 = transparent (what core LoadImage gives). The
 trainer's per-pixel loss weight is `1 - mask` (= alpha)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .files import atomic_path
 
 
 def array_to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -87,3 +91,11 @@ def split_mask_batches(masks: list[Optional[torch.Tensor]]) -> list[Optional[tor
         tensor = tensor if tensor.dim() == 3 else tensor.unsqueeze(0)
         items.extend(tensor[i:i + 1] for i in range(tensor.shape[0]))
     return items
+
+
+def save_png(image: torch.Tensor, path: Path) -> Path:
+    """Write IMAGE item [1,H,W,3] as an RGB PNG, atomically."""
+    picture = image_tensor_to_pil(image)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+    return Path(path)

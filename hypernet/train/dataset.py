@@ -1,0 +1,125 @@
+"""The training set: every image at its bucket size with its caption and alpha, and the order
+in which batches are drawn (A1111's grouped batches). Every random choice is a pure function
+of (seed, purpose, index), see rng.py."""
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..images import image_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tensor
+from .rng import derive_seed
+
+
+@dataclass
+class TrainingExample:
+    """One image at its bucket size: pixels [1,H,W,3] 0..1, its caption, and the loss weight
+    from its alpha channel at pixel size [1,H,W] (None = uniform)."""
+
+    pixels: torch.Tensor
+    caption: str
+    alpha: Optional[torch.Tensor] = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.pixels.shape[2]), int(self.pixels.shape[1])
+
+
+def bucket_size(width: int, height: int, resolution: int, multiple: int = 64) -> tuple[int, int]:
+    """The bucket for a `width`x`height` image: about resolution² pixels, the image's aspect
+    ratio, both sides multiples of `multiple` (at least one multiple)."""
+    aspect = width / height
+    target_w = math.sqrt(resolution * resolution * aspect)
+    bucket_w = max(multiple, int(round(target_w / multiple)) * multiple)
+    bucket_h = max(multiple, int(round(resolution * resolution / bucket_w / multiple)) * multiple)
+    return bucket_w, bucket_h
+
+
+def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
+                     masks: Optional[Sequence[Optional[torch.Tensor]]] = None, resolution: int = 512,
+                     aspect_buckets: bool = True, multiple: int = 64) -> list[TrainingExample]:
+    """Resize every image (BICUBIC) to its training size.
+
+    With aspect buckets each image is scaled to cover its bucket and centre-cropped; without,
+    it is stretched to resolution x resolution as A1111 does. `masks` are ComfyUI MASKs
+    (1 = transparent); their inverse is kept as the alpha used for loss weights."""
+    if not images:
+        raise ValueError("images: the dataset is empty")
+    if len(captions) != len(images):
+        raise ValueError(f"captions: got {len(captions)} captions for {len(images)} images "
+                         "(one caption per image, from the dataset nodes)")
+    if masks is not None and len(masks) not in (0, len(images)):
+        raise ValueError(f"masks: got {len(masks)} masks for {len(images)} images")
+    if resolution % multiple:
+        raise ValueError(f"resolution must be a multiple of {multiple}, got {resolution}")
+    examples = []
+    for index, image in enumerate(images):
+        if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] < 3:
+            raise ValueError(f"images[{index}]: expected one image [1,H,W,3], got {tuple(image.shape)}")
+        height, width = int(image.shape[1]), int(image.shape[2])
+        size = bucket_size(width, height, resolution, multiple) if aspect_buckets else (resolution, resolution)
+        resize = ((lambda pil, mode: ImageOps.fit(pil, size, mode)) if aspect_buckets
+                  else (lambda pil, mode: pil.resize(size, mode)))
+        pixels = pil_to_image_tensor(resize(image_tensor_to_pil(image[..., :3]), Image.Resampling.BICUBIC))
+        alpha = None
+        mask = masks[index] if masks else None
+        if mask is not None:
+            mask = mask.reshape(-1, *mask.shape[-2:])[0].detach().float().cpu()
+            if tuple(mask.shape) != (height, width):
+                raise ValueError(f"masks[{index}]: size {tuple(mask.shape)} differs from its image {(height, width)}")
+            alpha_image = Image.fromarray(((1.0 - mask.clamp(0, 1)).numpy() * 255).round().astype(np.uint8), "L")
+            alpha = pil_to_mask_tensor(resize(alpha_image, Image.Resampling.BILINEAR))
+        examples.append(TrainingExample(pixels, str(captions[index]), alpha))
+    return examples
+
+
+class BatchPlan:
+    """A1111's grouped batch order: per epoch, each size group is shuffled and cut into full
+    batches; the remaining batches (to make N // batch_size) are drawn with replacement from a
+    group picked with probability proportional to its leftover images; all shuffled.
+    Micro-batch m belongs to epoch m // batches_per_epoch (a partial accumulation at the end
+    of an epoch is dropped, as A1111 does)."""
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int, accumulation: int, seed: int):
+        self.count = count = len(sizes)
+        self.batch_size = max(1, min(int(batch_size), count))
+        self.accumulation = max(1, min(int(accumulation), count // self.batch_size))
+        batches = count // self.batch_size
+        self.batches_per_epoch = batches - batches % self.accumulation
+        self.steps_per_epoch = self.batches_per_epoch // self.accumulation
+        groups: "OrderedDict[tuple[int, int], list[int]]" = OrderedDict()
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        self.groups = list(groups.values())
+        self.seed = seed
+        self._cache: dict[int, list[list[int]]] = {}
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of `epoch` (image indices), a pure function of (seed, epoch)."""
+        if epoch not in self._cache:
+            rng = random.Random(derive_seed(self.seed, "epoch", epoch))
+            size = self.batch_size
+            groups = [list(group) for group in self.groups]
+            batches = []
+            for group in groups:
+                rng.shuffle(group)
+                batches.extend(group[i * size:(i + 1) * size] for i in range(len(group) // size))
+            leftovers = [len(group) % size for group in groups]
+            for _ in range(self.count // size - len(batches)):
+                group = rng.choices(groups, weights=leftovers)[0]
+                batches.append(rng.choices(group, k=size))
+            rng.shuffle(batches)
+            self._cache = {epoch: batches[:self.batches_per_epoch]}
+        return self._cache[epoch]
+
+    def batch(self, micro_batch: int) -> list[int]:
+        """Image indices for global micro-batch number `micro_batch`."""
+        epoch, position = divmod(micro_batch, self.batches_per_epoch)
+        return self.epoch_batches(epoch)[position]
