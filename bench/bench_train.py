@@ -140,7 +140,8 @@ class Contenders:
         triple sees the same machine load. Returns (wall s, CPU s) per step, first step dropped."""
         from hypernet_studio.hypernet.network import Hypernetwork
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
-        from hypernet_studio.hypernet.train.loop import TrainConfig, TrainHooks, train_hypernetwork
+        from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks
+        from hypernet_studio.hypernet.train.run import train_hypernetwork
 
         times: dict[str, list[tuple[float, float]]] = {"ours": [], "floor": [], "reference": []}
         contenders = self
@@ -157,7 +158,7 @@ class Contenders:
 
         network = Hypernetwork.build(_spec(), sizes=self.widths, seed=0, name="bench")
         config = TrainConfig(name="bench", steps=steps + 1, templates=["[filewords]"], learning_rate="1e-5",
-                             csv_every=0, seed=0)
+                             csv_every=0, save_every=0, preview_every=0, seed=0)
         train_hypernetwork(DiffusersBackend(self.model, self.clip, self.vae), network, self.examples, config,
                            Interleave())
         return times
@@ -223,10 +224,12 @@ def _train_only(contenders: "Contenders", steps: int) -> None:
     """Train Hypernet's loop alone (no interleaved contenders), for the memory figure."""
     from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
-    from hypernet_studio.hypernet.train.loop import TrainConfig, train_hypernetwork
+    from hypernet_studio.hypernet.train.config import TrainConfig
+    from hypernet_studio.hypernet.train.run import train_hypernetwork
 
     network = Hypernetwork.build(_spec(), sizes=contenders.widths, seed=0, name="bench")
-    config = TrainConfig(name="bench", steps=steps, templates=["[filewords]"], learning_rate="1e-5", csv_every=0)
+    config = TrainConfig(name="bench", steps=steps, templates=["[filewords]"], learning_rate="1e-5", csv_every=0,
+                         save_every=0, preview_every=0)
     train_hypernetwork(DiffusersBackend(contenders.model, contenders.clip, contenders.vae), network,
                        contenders.examples, config)
 

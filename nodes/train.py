@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..hypernet.files import safe_join
-from ..hypernet.train.loop import CLIP_MODES, OPTIMIZERS, PRECISIONS, TrainConfig, TrainHooks, validate_name
+from ..hypernet.train.config import CLIP_MODES, OPTIMIZERS, PRECISIONS, TrainConfig, TrainHooks, validate_name
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
 from . import comfy_adapter as host
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..errors import InputError
 from ..images import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil, mask_tensor_to_pil,
                       pil_to_image_tensor, pil_to_mask_tensor, split_image_batches, split_mask_batches)
 from .crop import CropSettings, crop_dataset
@@ -68,11 +69,10 @@ def crop_settings_from(options: dict[str, Any]) -> CropSettings:
 
 def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Tensor]], captions: list[str],
                       stems: list[str], options: dict[str, Any], yunet_path: Optional[Path] = None,
-                      on_progress: Optional[Callable[[int], None]] = None, node: str = "Auto Crop"
-                      ) -> TensorCropOutput:
+                      on_progress: Optional[Callable[[int], None]] = None) -> TensorCropOutput:
     """Auto Crop over IMAGE items; `options` are the node's widgets (method, width, weights...).
 
-    Raises ValueError naming `node` when every image was skipped (auto_sized with no fitting size)."""
+    Raises InputError for 'images' when every image was skipped (auto_sized with no fitting size)."""
     settings = crop_settings_from(options)
     detector = None
     if settings.method == "focal" and settings.weights.face > 0:
@@ -87,42 +87,42 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
         debug_images=[pil_to_image_tensor(image) for image in result.debug_images],
         warnings=(detector.warnings if detector else []) + result.warnings)
     if not output.images:
-        raise ValueError(f"{node}: input 'images': no image could be cropped: " + "; ".join(result.warnings))
+        raise InputError("images", "no image could be cropped: " + "; ".join(result.warnings))
     return output
 
 
-def _parallel(node: str, name: str, values: Optional[list], count: int, default: Any) -> list:
+def _parallel(name: str, values: Optional[list], count: int, default: Any) -> list:
     """Check a list input against the image count (one value is broadcast); None -> defaults."""
     if values is None:
         return [default] * count
     if len(values) == 1 and count != 1:
         return list(values) * count
     if len(values) != count:
-        raise ValueError(f"{node}: input '{name}' has {len(values)} items for {count} images")
+        raise InputError(name, f"has {len(values)} items for {count} images")
     return list(values)
 
 
-def align_dataset_inputs(node: str, images: list[torch.Tensor], captions: Optional[list[str]],
+def align_dataset_inputs(images: list[torch.Tensor], captions: Optional[list[str]],
                          masks: Optional[list[torch.Tensor]], stems: Optional[list[str]]
                          ) -> tuple[list[torch.Tensor], list[str], list[Optional[torch.Tensor]], list[str]]:
     """A dataset node's list inputs as (single IMAGE items, captions, masks or None, stems).
 
     IMAGE batches are split into items; a batch wired in as one list entry shares that entry's
     caption and stem; a single caption/mask/stem is broadcast; any other length mismatch is an
-    error naming `node` and the input. Missing stems become image00000, image00001..."""
+    InputError naming the input. Missing stems become image00000, image00001..."""
     items = split_image_batches(images)
     if not items:
-        raise ValueError(f"{node}: input 'images' is empty")
+        raise InputError("images", "is empty")
     batch_sizes = [image.shape[0] if image.dim() == 4 else 1 for image in images]
 
     def per_item(name: str, values: Optional[list], default: Any) -> list:
         if values is not None and len(values) == len(images) != len(items):
             values = [value for value, size in zip(values, batch_sizes) for _ in range(size)]
-        return _parallel(node, name, values, len(items), default)
+        return _parallel(name, values, len(items), default)
 
     default_stems = [f"image{i:05d}" for i in range(len(items))]
     return (items, per_item("captions", captions, ""),
-            _parallel(node, "masks", split_mask_batches(masks) if masks else None, len(items), None),
+            _parallel("masks", split_mask_batches(masks) if masks else None, len(items), None),
             per_item("stems", stems, "") if stems is not None else default_stems)
 
 

@@ -1,6 +1,6 @@
 """TrainingBackend over ComfyUI's MODEL (ModelPatcher), CLIP and VAE, by duck typing.
 
-Nothing here imports ComfyUI. What the contract gives us (comfy-conventions §3, spec §3):
+Nothing here imports ComfyUI. What ComfyUI's objects give us (docs/patch-contract.md):
 - `model.clone()`, `set_model_attn1_patch`/`set_model_attn2_patch` appending to
   `model_options["transformer_options"]["patches"]`, `model_patches_to(device)`;
 - the UNet at `model.model.diffusion_model`, called as `(x, timesteps, context=...,
@@ -13,7 +13,7 @@ Nothing here imports ComfyUI. What the contract gives us (comfy-conventions §3,
 We call the diffusion model directly at the integer DDPM timestep rather than
 `apply_model`, which returns the denoised image and would need dividing by sigma again.
 Loading the model onto the GPU needs ComfyUI's model management, so the node passes it in
-as `load_model` (from nodes/comfy_adapter.py)."""
+as `load_model` (the host's load_model_for_training)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from ..errors import InputError
 from ..patch import model_attention_widths
 from ..training_patch import patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
@@ -60,7 +61,7 @@ class ComfyBackend:
                  load_model: Optional[Callable[[object], None]] = None):
         for attribute in ("clone", "set_model_attn1_patch", "set_model_attn2_patch", "model"):
             if not hasattr(model, attribute):
-                raise TypeError(f"Train Hypernet: model has no {attribute}; connect a MODEL from a checkpoint loader")
+                raise InputError("model", f"has no {attribute}; connect a MODEL from a checkpoint loader")
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.load_model = load_model
         self.memo = None
@@ -81,10 +82,10 @@ class ComfyBackend:
         names = _class_names(sampling)
         model_type = getattr(getattr(self.base_model.model, "model_type", None), "name", "")
         if "EDM" in names or "CONST" in names or model_type not in ("", "EPS", "V_PREDICTION"):
-            raise ValueError(f"Train Hypernet: model sampling {sorted(names)} / {model_type or '?'} is not a DDPM "
+            raise InputError("model", f"model sampling {sorted(names)} / {model_type or '?'} is not a DDPM "
                              "eps or v model; only SD1/SD2-style checkpoints can be trained")
         if getattr(self._diffusion_model(), "num_classes", None) is not None:
-            raise ValueError("Train Hypernet: this UNet needs extra (pooled/size) conditioning, as SDXL does; "
+            raise InputError("model", "this UNet needs extra (pooled/size) conditioning, as SDXL does; "
                              "only SD1/SD2-style checkpoints can be trained")
         alphas = getattr(sampling, "alphas_cumprod", None)
         if alphas is None:
@@ -96,7 +97,7 @@ class ComfyBackend:
     def attention_widths(self) -> list[int]:
         widths = model_attention_widths(self.base_model)
         if not widths:
-            raise ValueError("Train Hypernet: cannot find the model's attention widths; set sizes in the spec")
+            raise InputError("model", "cannot find the model's attention widths; set the sizes in the spec")
         return widths
 
     def _diffusion_model(self):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..errors import InputError
 from ..images import image_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tensor
 from .rng import derive_seed
 
@@ -51,18 +52,18 @@ def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
     it is stretched to resolution x resolution as A1111 does. `masks` are ComfyUI MASKs
     (1 = transparent); their inverse is kept as the alpha used for loss weights."""
     if not images:
-        raise ValueError("images: the dataset is empty")
+        raise InputError("images", "the dataset is empty")
     if len(captions) != len(images):
-        raise ValueError(f"captions: got {len(captions)} captions for {len(images)} images "
-                         "(one caption per image, from the dataset nodes)")
+        raise InputError("captions", f"got {len(captions)} captions for {len(images)} images "
+                                     "(one caption per image, from the dataset nodes)")
     if masks is not None and len(masks) not in (0, len(images)):
-        raise ValueError(f"masks: got {len(masks)} masks for {len(images)} images")
+        raise InputError("masks", f"got {len(masks)} masks for {len(images)} images")
     if resolution % multiple:
-        raise ValueError(f"resolution must be a multiple of {multiple}, got {resolution}")
+        raise InputError("resolution", f"must be a multiple of {multiple}, got {resolution}")
     examples = []
     for index, image in enumerate(images):
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] < 3:
-            raise ValueError(f"images[{index}]: expected one image [1,H,W,3], got {tuple(image.shape)}")
+            raise InputError("images", f"item {index}: expected one image [1,H,W,3], got {tuple(image.shape)}")
         height, width = int(image.shape[1]), int(image.shape[2])
         size = bucket_size(width, height, resolution, multiple) if aspect_buckets else (resolution, resolution)
         resize = ((lambda pil, mode: ImageOps.fit(pil, size, mode)) if aspect_buckets
@@ -73,7 +74,7 @@ def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
         if mask is not None:
             mask = mask.reshape(-1, *mask.shape[-2:])[0].detach().float().cpu()
             if tuple(mask.shape) != (height, width):
-                raise ValueError(f"masks[{index}]: size {tuple(mask.shape)} differs from its image {(height, width)}")
+                raise InputError("masks", f"item {index}: size {tuple(mask.shape)} differs from its image {(height, width)}")
             alpha_image = Image.fromarray(((1.0 - mask.clamp(0, 1)).numpy() * 255).round().astype(np.uint8), "L")
             alpha = pil_to_mask_tensor(resize(alpha_image, Image.Resampling.BILINEAR))
         examples.append(TrainingExample(pixels, str(captions[index]), alpha))

@@ -12,13 +12,12 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+from .config import LATENT_SAMPLING_MODES
 from .dataset import TrainingExample
 from .rng import generator
 
 logger = logging.getLogger(__name__)
-
-LATENT_SAMPLING_MODES = ("once", "deterministic", "random")
-
 
 def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """A1111's PNG-alpha loss weight at latent size [1,h,w]: w = a - min(a), then w / mean(w).
@@ -44,7 +43,7 @@ class LatentCache:
     def __init__(self, examples: Sequence[TrainingExample], encode: Callable, mode: str, seed: int,
                  device: torch.device, use_alpha_weight: bool = False, chunk: int = 4):
         if mode not in LATENT_SAMPLING_MODES:
-            raise ValueError(f"latent sampling must be one of {', '.join(LATENT_SAMPLING_MODES)}, got {mode!r}")
+            raise InputError("latent_sampling", f"must be one of {', '.join(LATENT_SAMPLING_MODES)}, got {mode!r}")
         self.mode, self.seed, self.device = mode, seed, device
         self.means: list[torch.Tensor] = [None] * len(examples)
         self.stds: list[Optional[torch.Tensor]] = [None] * len(examples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from ..errors import InputError
 from .rng import derive_seed
 
 
@@ -30,7 +31,7 @@ class PromptSource:
     def __init__(self, captions: Sequence[str], templates: Sequence[str], name: str, seed: int,
                  shuffle_tags: bool = False, tag_dropout: float = 0.0):
         if not 0.0 <= tag_dropout < 1.0:
-            raise ValueError(f"tag dropout must be in [0, 1), got {tag_dropout}")
+            raise InputError("tag_dropout", f"must be in [0, 1), got {tag_dropout}")
         self.captions, self.templates, self.name, self.seed = list(captions), list(templates), name, seed
         self.shuffle_tags, self.tag_dropout = shuffle_tags, tag_dropout
         self.varies = shuffle_tags or tag_dropout > 0

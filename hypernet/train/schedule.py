@@ -1,6 +1,6 @@
 """A1111's schedule strings for the learning rate and the gradient-clipping value.
 
-Syntax (hypernet-spec §4): comma-separated `value:step` pairs, each meaning "use `value`
+Syntax (docs/training.md): comma-separated `value:step` pairs, each meaning "use `value`
 while the step counter is below `step`". A bare `value` or `value:-1` runs to the last
 step and ends the list; a step above the last step is clamped to it and ends the list.
 Pairs that end at or before the step training resumes from are skipped. When the last
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError
 
-class ScheduleError(ValueError):
-    """A schedule string that cannot be parsed."""
+
+class ScheduleError(InputError):
+    """A schedule string that cannot be parsed; `input_name` is the field it came from."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,12 @@ class Schedule:
         return step >= self.end_step
 
 
-def parse_schedule(text: str, max_steps: int, start_step: int = 0, what: str = "learning rate") -> Schedule:
+def parse_schedule(text: str, max_steps: int, start_step: int = 0, what: str = "learning_rate") -> Schedule:
     """Parse an A1111 schedule string for a run of `max_steps` resumed at `start_step`.
 
-    `what` names the field in error messages ("learning rate", "gradient clipping")."""
+    `what` is the input the string came from ("learning_rate", "clip_grad_value")."""
     if max_steps < 1:
-        raise ScheduleError(f"{what} schedule: steps must be at least 1, got {max_steps}")
+        raise ScheduleError("steps", f"must be at least 1, got {max_steps}")
     segments: list[tuple[float, int]] = []
     try:
         for pair in str(text).split(","):
@@ -71,11 +73,11 @@ def parse_schedule(text: str, max_steps: int, start_step: int = 0, what: str = "
                 if end >= max_steps:
                     break
     except ValueError as exc:
-        raise ScheduleError(
+        raise ScheduleError(what,
             f"invalid {what} schedule {text!r}: {exc}. Use e.g. '0.00001' or "
             f"'5e-5:100, 5e-6:1500, 5e-7' (value:step pairs, a bare value runs to the end)") from None
     if not segments:
-        raise ScheduleError(
+        raise ScheduleError(what,
             f"{what} schedule {text!r} has no segment after step {start_step}: "
             f"nothing to train (add a bare value to run to step {max_steps})")
     return Schedule(tuple(segments), str(text))

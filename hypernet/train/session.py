@@ -1,4 +1,4 @@
-"""One Train Hypernet run from node-level objects: pick the backend, make or continue the
+"""One training run from the objects a graph passes around (MODEL, CLIP, VAE, IMAGE lists): pick the backend, make or continue the
 network, prepare the data, train, and draw the loss curve."""
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..files import safe_join
+from ..errors import InputError
 from .dataset import prepare_examples
-from .loop import TrainConfig, TrainHooks, TrainResult, save_png, train_hypernetwork
+from ..images import save_png
+from .config import TrainConfig, TrainHooks, TrainResult
+from .run import train_hypernetwork
 from .lossplot import loss_curve_image
 
 
@@ -44,7 +47,7 @@ def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int
         network.filename = getattr(hypernetwork, "filename", None)
         return network
     if spec is None:
-        raise ValueError("hypernet_spec: connect a HYPERNET_SPEC (new network) or a hypernetwork (to continue one)")
+        raise InputError("hypernet_spec", "connect a HYPERNET_SPEC (new network) or a hypernetwork (to continue one)")
     sizes = spec.sizes if spec.sizes is not None else backend.attention_widths()
     init_seed = spec.init_seed if spec.init_seed is not None else seed
     return Hypernetwork.build(spec, sizes=sizes, seed=init_seed, name=name)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_SETS = ("style_filewords", "style", "subject", "subject_filewords", "hypernetwork", "none")
 CUSTOM = "custom"
@@ -19,10 +21,11 @@ def template_lines(choice: str, custom_text: str = "") -> list[str]:
         path = TEMPLATE_DIR / f"{choice}.txt"
         text, source = path.read_text(encoding="utf-8"), str(path)
     else:
-        raise ValueError(f"unknown prompt template {choice!r}; choose one of "
+        raise InputError("prompt_template", f"unknown prompt template {choice!r}; choose one of "
                          f"{', '.join(TEMPLATE_SETS + (CUSTOM,))}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise ValueError(f"{source} has no template lines (write one prompt per line, "
+        raise InputError("custom_template" if choice == CUSTOM else "prompt_template",
+                         f"{source} has no template lines (write one prompt per line, "
                          f"using [name] and [filewords])")
     return lines

@@ -7,19 +7,19 @@ from hypernet_studio.hypernet.preprocess.pipeline import align_dataset_inputs, f
 
 def test_batches_split_and_share_their_entrys_caption_and_stem():
     images = [torch.zeros(2, 4, 5, 3), torch.ones(1, 6, 7, 3)]
-    items, captions, masks, stems = align_dataset_inputs("Node", images, ["pair", "single"], None, ["p", "s"])
+    items, captions, masks, stems = align_dataset_inputs(images, ["pair", "single"], None, ["p", "s"])
     assert [tuple(i.shape) for i in items] == [(1, 4, 5, 3), (1, 4, 5, 3), (1, 6, 7, 3)]
     assert captions == ["pair", "pair", "single"] and stems == ["p", "p", "s"] and masks == [None] * 3
 
 
-def test_single_values_broadcast_defaults_fill_and_mismatches_name_node_and_input():
+def test_single_values_broadcast_defaults_fill_and_mismatches_name_the_input():
     images = [torch.zeros(1, 4, 4, 3)] * 3
-    items, captions, masks, stems = align_dataset_inputs("Node", images, ["all"], [torch.ones(1, 4, 4)], None)
+    items, captions, masks, stems = align_dataset_inputs(images, ["all"], [torch.ones(1, 4, 4)], None)
     assert captions == ["all"] * 3 and len(masks) == 3 and stems == ["image00000", "image00001", "image00002"]
-    with pytest.raises(ValueError, match="Node: input 'stems' has 2 items for 3 images"):
-        align_dataset_inputs("Node", images, None, None, ["a", "b"])
-    with pytest.raises(ValueError, match="Node: input 'images' is empty"):
-        align_dataset_inputs("Node", [], None, None, None)
+    with pytest.raises(ValueError, match="input 'stems': has 2 items for 3 images"):
+        align_dataset_inputs(images, None, None, ["a", "b"])
+    with pytest.raises(ValueError, match="input 'images': is empty"):
+        align_dataset_inputs([], None, None, None)
 
 
 def test_missing_masks_become_opaque_zeros_of_the_image_size():

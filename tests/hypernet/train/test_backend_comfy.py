@@ -4,11 +4,11 @@ import torch
 
 from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
-from hypernet_studio.hypernet.train.loop import train_hypernetwork
+from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fake_comfy import V_PREDICTION, comfy_objects
 from .fakes import FakeBackend
-from .test_loop import _config, _examples, _network
+from .test_run import _config, _examples, _network
 
 
 def test_schedule_comes_from_model_sampling_sigmas():

@@ -3,10 +3,10 @@ trainer are inference tensors. Found by training inside a real ComfyUI: autograd
 import torch
 
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
-from hypernet_studio.hypernet.train.loop import train_hypernetwork
+from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fake_comfy import comfy_objects
-from .test_loop import _config, _examples, _network
+from .test_run import _config, _examples, _network
 
 
 def test_training_works_when_the_checkpoint_was_loaded_under_inference_mode():

@@ -8,7 +8,8 @@ from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
 from hypernet_studio.hypernet.train.dataset import prepare_examples
-from hypernet_studio.hypernet.train.loop import TrainConfig, train_hypernetwork
+from hypernet_studio.hypernet.train.config import TrainConfig
+from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fakes import tiny_dataset
 
@@ -28,7 +29,8 @@ def _train(tiny, **overrides):
     backend = DiffusersBackend(model, clip, vae)
     images, captions = tiny_dataset(2, size=64)
     examples = prepare_examples(images, captions, resolution=64)
-    values = dict(name="tiny", steps=3, learning_rate="0.001", seed=3, templates=["a [filewords]"], csv_every=0)
+    values = dict(name="tiny", steps=3, learning_rate="0.001", seed=3, templates=["a [filewords]"], csv_every=0,
+                  save_every=0, preview_every=0)
     values.update(overrides)
     network = _network(backend)
     before = [p.detach().clone() for p in network.parameters()]
@@ -105,7 +107,8 @@ def test_the_saved_file_names_the_checkpoint_it_was_trained_on(tiny, tmp_path):
 
     model, clip, vae = tiny
     images, captions = tiny_dataset(2, size=64)
-    config = TrainConfig(name="tiny", steps=1, templates=["a [filewords]"], csv_every=0, final_path=tmp_path / "tiny.pt")
+    config = TrainConfig(name="tiny", steps=1, templates=["a [filewords]"], csv_every=0, save_every=0, preview_every=0,
+                         final_path=tmp_path / "tiny.pt")
     run_training(model, clip, vae, images, captions, config, resolution=64, spec=HypernetSpec(sizes=None))
     state = torch.load(tmp_path / "tiny.pt", weights_only=True)
     assert state["sd_checkpoint_name"] == model.components.name == "tiny-sd (built-in)"

@@ -1,0 +1,131 @@
+"""What a training run is told (TrainConfig), what it gives back (TrainResult), how it talks to
+its host (TrainHooks), and how it fails when the numbers blow up (TrainingDiverged).
+
+TrainConfig's defaults are the Train Hypernet node's defaults: the node builds its widgets'
+defaults from these fields, so the two cannot disagree."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from ..errors import InputError
+
+OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
+CLIP_MODES = ("disabled", "value", "norm")
+PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+LATENT_SAMPLING_MODES = ("once", "deterministic", "random")
+_NAME = re.compile(r"^[\w][\w .\-]*$")
+
+
+@dataclass
+class TrainConfig:
+    """Everything the Train Hypernet node exposes, with its defaults (A1111's where A1111 has one)."""
+
+    name: str
+    steps: int = 2000
+    templates: Sequence[str] = ("[filewords]",)
+    learning_rate: str = "0.00001"
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    optimizer: str = "AdamW"
+    clip_grad_mode: str = "disabled"
+    clip_grad_value: str = "0.1"
+    seed: int = 0
+    shuffle_tags: bool = False
+    tag_dropout: float = 0.0
+    latent_sampling: str = "once"
+    use_alpha_weight: bool = False
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    save_every: int = 500
+    preview_every: int = 500
+    preview_prompt: str = ""
+    preview_negative: str = ""
+    preview_seed: int = 0
+    preview_steps: int = 20
+    preview_cfg: float = 7.0  # previews: euler, "normal" schedule, negative prompt below
+    csv_every: int = 100
+    offload_encoders: bool = True
+    log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
+    final_path: Optional[Path] = None  # where the finished network goes; None = not saved
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default value of field `name` (for the node's widget defaults)."""
+        return next(f.default for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], **fixed: Any) -> "TrainConfig":
+        """A config from any mapping holding (some of) the fields, e.g. a node's widget values;
+        other keys are ignored, `fixed` wins."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in known}, **fixed})
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    hypernetwork: Any
+    losses: list[float] = field(default_factory=list)  # one per optimizer step of this run
+    learning_rates: list[float] = field(default_factory=list)
+    first_step: int = 1
+    final_path: Optional[Path] = None
+    saved_paths: list[Path] = field(default_factory=list)
+    previews: list[torch.Tensor] = field(default_factory=list)
+    preview_paths: list[Path] = field(default_factory=list)
+    csv_path: Optional[Path] = None
+    interrupted: bool = False
+    resumed_optimizer: bool = False
+    seconds: float = 0.0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradients or the weights became NaN/inf; no file with bad weights was written."""
+
+    def __init__(self, message: str, step: int, last_good_path: Optional[Path]):
+        super().__init__(message)
+        self.step, self.last_good_path = step, last_good_path
+
+
+class TrainHooks:
+    """Host callbacks; the node maps them to ComfyUI's ProgressBar, interrupt and events."""
+
+    def should_stop(self) -> bool:
+        """True when the user asked to stop (checked once per step, before anything raises)."""
+        return False
+
+    def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
+        """Called after every optimizer step (may raise the host's interrupt)."""
+
+    def is_interrupt(self, exc: BaseException) -> bool:
+        """True for the host's interrupt exception. ComfyUI raises it from inside any model
+        call (its ops check the flag on every layer), so it can arrive mid-step."""
+        return isinstance(exc, KeyboardInterrupt)
+
+    def on_preview(self, step: int, image: torch.Tensor) -> None:
+        """Called with every preview image [1,H,W,3]."""
+
+
+def validate_name(name: str) -> str:
+    """A network name usable as a file name: letters, digits, space, '.', '_', '-'."""
+    name = str(name).strip()
+    if not _NAME.match(name):
+        raise InputError("name", f"{name!r}: use letters, digits, spaces, '.', '_' or '-' "
+                                 "(it becomes the file name)")
+    return name
+
+
+def check_choices(config: TrainConfig) -> None:
+    """The combo-like fields hold known values (InputError naming the field otherwise)."""
+    for name, allowed in (("clip_grad_mode", CLIP_MODES), ("precision", tuple(PRECISIONS)),
+                          ("latent_sampling", LATENT_SAMPLING_MODES)):
+        value = getattr(config, name)
+        if value not in allowed:
+            raise InputError(name, f"{value!r} is not one of {', '.join(allowed)}")
+    if not 0.0 <= float(config.tag_dropout) < 1.0:
+        raise InputError("tag_dropout", f"must be in [0, 1), got {config.tag_dropout}")

@@ -1,0 +1,350 @@
+"""One training run as an object whose methods read as the steps of the loop.
+
+    prepare()         resume state, batch plan, prompts, cached latents and conditionings,
+                      optimizer and gradient scaler, the patched model
+    micro_step(n)     draw noise and timesteps for micro-batch n, predict, back-propagate
+    optimizer_step()  the micro-batches of one step, the NaN guard, clipping, the update
+    after_step()      record the loss, write the CSV row, save, preview
+    stop()            the final save (and on interrupt a resumable step file)
+
+A1111's rules (docs/training.md): per optimizer step set the scheduled learning rate; for
+each of the `gradient_accumulation` micro-batches draw t ~ U{0..T-1} and eps ~ N(0, I),
+q-sample x_t with the model's alphas_cumprod and back-propagate the loss divided by the
+accumulation; then clip (value or norm, scheduled), step, zero the gradients. `step` counts
+optimizer steps done, so `name-500.pt` holds step 500 (A1111 saves it as 499).
+
+Differences from A1111, all deliberate: every random draw derives from (seed, micro-batch
+number), which makes resume exact; NaN/inf stops the run instead of being saved; the
+optimizer state is always saved; VAE/CLIP work happens once, not per step.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from ..errors import InputError
+from ..files import safe_join
+from ..images import save_png
+from ..sd.sampling import sample
+from .backend import TrainingBackend
+from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
+from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
+from .csvlog import LossCSV
+from .dataset import BatchPlan, TrainingExample
+from .latents import LatentCache, TextCache
+from .losses import diffusion_loss, noised_batch
+from .optimizer import make_optimizer
+from .prompts import PromptSource
+from .rng import derive_seed, generator
+from .schedule import parse_schedule
+
+logger = logging.getLogger(__name__)
+
+MAX_SKIPPED_FP16_STEPS = 20
+
+
+class _SamplingView:
+    """What sd/sampling.sample() needs from a model, over a training backend whose latents are
+    already scaled (so the scale factor is 1)."""
+
+    latent_scale_factor = 1.0
+
+    def __init__(self, backend: TrainingBackend, schedule):
+        self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
+        self.load_device, self.apply_model = backend.device, backend.predict
+
+
+class TrainingRun:
+    """Trains `hypernetwork` in place from its `step` up to `config.steps`.
+
+    If it was loaded from a file with a matching `.optim` (one we wrote), the optimizer state
+    and the RNG stream continue exactly where that run stopped. Every check that needs no
+    model runs in the constructor, so a bad value fails before anything is encoded."""
+
+    def __init__(self, backend: TrainingBackend, hypernetwork, examples: Sequence[TrainingExample],
+                 config: TrainConfig, hooks: Optional[TrainHooks] = None):
+        self.backend, self.network, self.examples, self.config = backend, hypernetwork, examples, config
+        self.hooks = hooks or TrainHooks()
+        self.name = validate_name(config.name)
+        self.device = backend.device
+        self.start_step = self.step = int(hypernetwork.step)
+        if self.start_step >= config.steps:
+            raise InputError("steps", f"the hypernetwork is already trained for {self.start_step} steps; "
+                                      f"set steps above {self.start_step} to continue")
+        check_choices(config)
+        self.lr_schedule = parse_schedule(config.learning_rate, config.steps, self.start_step, "learning_rate")
+        # Parsed from step 0: clipping holds its last value after its schedule ends, also when resuming past it.
+        self.clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, 0, "clip_grad_value")
+                              if config.clip_grad_mode != "disabled" else None)
+        self.autocast_dtype = PRECISIONS[config.precision]
+        self.log_dir = Path(config.log_dir) if config.log_dir is not None else None
+        self.result = TrainResult(hypernetwork, first_step=self.start_step + 1)
+        self.last_good: Optional[Path] = Path(hypernetwork.filename) if getattr(hypernetwork, "filename", None) else None
+        self.skipped_fp16_steps = 0
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        """prepare, then optimizer steps until the schedule or `steps` ends or the user stops."""
+        started = time.perf_counter()
+        self.prepare()
+        with self.backend.session(self.config.gradient_checkpointing):
+            if self.config.offload_encoders and not self.prompts.varies:
+                self.backend.offload_encoders()  # the session brings them back when training ends
+            try:
+                self._steps()
+            except BaseException as exc:
+                if not self.hooks.is_interrupt(exc):
+                    raise
+                self._interrupted_mid_step()
+                raise
+        self.stop()
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def _steps(self) -> None:
+        while self.step < self.config.steps:
+            learn_rate = self.lr_schedule.value_at(self.step)
+            if learn_rate is None:
+                break
+            loss = self.optimizer_step(learn_rate)
+            if loss is None:
+                continue  # fp16 overflow: the scaler lowered its scale; the same step again
+            self.after_step(loss, learn_rate)
+            if self.hooks.should_stop():
+                self.result.interrupted = True
+                break
+            self.hooks.on_step(self.step, self.config.steps, loss, learn_rate)
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self) -> None:
+        """Everything before the first step: resume state, data, caches, optimizer, patch."""
+        self.resume = load_resume_state(self.network)
+        self.seed = int(self.resume["seed"]) if self.resume and "seed" in self.resume else int(self.config.seed)
+        self.plan = BatchPlan([e.size for e in self.examples], self.config.batch_size,
+                              self.config.gradient_accumulation, self.seed)
+        self.prompts = PromptSource([e.caption for e in self.examples], self.config.templates, self.name, self.seed,
+                                    self.config.shuffle_tags, self.config.tag_dropout)
+        self.schedule = self.backend.schedule()
+        self.alphas = self.schedule.alphas_cumprod.to(device=self.device, dtype=torch.float32)
+        self.csv_log = self._open_csv()
+        self._cache_inputs()
+        self._prepare_optimizer()
+        self.backend.attach(self.network)
+        self.use_dropout = any(isinstance(m, torch.nn.Dropout) for module in self.network.modules()
+                               for m in module.modules())
+
+    def _open_csv(self) -> Optional[LossCSV]:
+        if self.log_dir is None:
+            return None
+        csv_log = LossCSV(safe_join(self.log_dir, "hypernetwork_loss.csv"), self.config.csv_every,
+                          self.plan.steps_per_epoch, self.start_step)
+        if self.config.csv_every > 0:
+            self.result.csv_path = csv_log.path
+        return csv_log
+
+    def _cache_inputs(self) -> None:
+        """Encode every image and every fixed prompt once (and the preview prompts)."""
+        config = self.config
+        with torch.no_grad():
+            self.latents = LatentCache(self.examples, self.backend.encode_images, config.latent_sampling, self.seed,
+                                       self.device, config.use_alpha_weight)
+            self.texts = TextCache(self.backend.encode_texts, self.device)
+            self.texts.warm(self.prompts.distinct_fixed_prompts())
+            self.preview_conds = None
+            if config.preview_every > 0:
+                preview_text = config.preview_prompt or self.prompts.prompt(0, 0)
+                self.preview_conds = self.texts.batch([preview_text, config.preview_negative])
+
+    def _prepare_optimizer(self) -> None:
+        network = self.network
+        network.to(self.device)
+        network.train()
+        network.requires_grad_(True)
+        self.parameters = list(network.parameters())
+        self.optimizer = make_optimizer(self.config.optimizer, self.parameters,
+                                        self.lr_schedule.value_at(self.start_step))
+        self.result.resumed_optimizer = restore_optimizer(self.optimizer, self.resume)
+        if self.start_step:
+            logger.info("%s: continuing from step %d, optimizer state %s", self.name, self.start_step,
+                        "restored" if self.result.resumed_optimizer else "not found (starting fresh, as A1111 would)")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype is torch.float16)
+        if self.resume and self.resume.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(self.resume["grad_scaler"])
+
+    # ------------------------------------------------------------------ one step
+    def micro_step(self, number: int, learn_rate: float) -> float:
+        """Forward and backward for global micro-batch `number`; returns its (divided) loss."""
+        accumulation = self.plan.accumulation
+        indices = self.plan.batch(number)
+        cond = self.texts.batch([self.prompts.prompt(i, number) for i in indices])
+        x0 = self.latents.latents(indices, number)
+        draws = generator(self.seed, "noise", number)
+        timesteps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=draws)
+        noise = torch.randn(x0.shape, generator=draws).to(self.device)
+        batch = noised_batch(x0, noise, timesteps.to(self.device), self.alphas, self.schedule.prediction_type)
+        with self._dropout_rng(number):
+            with _autocast(self.device, self.autocast_dtype):
+                prediction = self.backend.predict(batch.x_t, batch.timesteps, cond)
+            loss = diffusion_loss(prediction, batch.target, self.latents.loss_weights(indices)) / accumulation
+            if not torch.isfinite(loss):
+                raise self._diverged("the loss", self.step + 1, learn_rate)
+            self.scaler.scale(loss).backward()
+        return float(loss.detach())
+
+    @contextlib.contextmanager
+    def _dropout_rng(self, number: int) -> Iterator[None]:
+        """Dropout masks drawn from a seed of (run seed, micro-batch), so resume replays them."""
+        if not self.use_dropout:
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(derive_seed(self.seed, "dropout", number))
+            yield
+
+    def optimizer_step(self, learn_rate: float) -> Optional[float]:
+        """One optimizer step at `learn_rate`; the step's loss, or None when an fp16 overflow
+        made the gradient scaler skip it (the caller runs the same step again)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learn_rate
+        accumulation = self.plan.accumulation
+        step_loss = sum(self.micro_step(self.step * accumulation + micro, learn_rate) for micro in range(accumulation))
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        if not _all_finite([p.grad for p in self.parameters if p.grad is not None]):
+            if self.scaler.is_enabled() and self.skipped_fp16_steps < MAX_SKIPPED_FP16_STEPS:
+                self.skipped_fp16_steps += 1
+                logger.warning("%s: fp16 gradient overflow at step %d; GradScaler lowers its scale and retries",
+                               self.name, self.step + 1)
+                self._update()
+                return None
+            raise self._diverged("the gradients", self.step + 1, learn_rate)
+        self.skipped_fp16_steps = 0
+        self._clip_gradients()
+        self._update()
+        self.step += 1
+        self.network.step = self.step
+        return step_loss
+
+    def _clip_gradients(self) -> None:
+        if self.clip_schedule is None:
+            return
+        clip_value = self.clip_schedule.held_value_at(self.step)
+        if self.config.clip_grad_mode == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters, clip_value)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters, clip_value)
+
+    def _update(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ after a step
+    def after_step(self, loss: float, learn_rate: float) -> None:
+        """Record the step, then write what is due: the CSV row, a step file, a preview."""
+        self.result.losses.append(loss)
+        self.result.learning_rates.append(learn_rate)
+        if self.csv_log is not None:
+            self.csv_log.record(self.step, loss, learn_rate)
+        if self.config.save_every > 0 and self.step % self.config.save_every == 0:
+            self.save_periodic()
+        if self.preview_conds is not None and self.step % self.config.preview_every == 0:
+            self.preview()
+
+    def save(self, path: Path) -> Path:
+        """The network and its optimizer/RNG state; refuses (TrainingDiverged) non-finite weights."""
+        if not _all_finite(self.parameters):
+            # A huge learning rate can overflow the weights while loss and gradients were still finite.
+            learn_rate = self.result.learning_rates[-1] if self.result.learning_rates else \
+                self.lr_schedule.held_value_at(self.start_step)
+            raise self._diverged("the weights", self.network.step, learn_rate)
+        extra = {"seed": self.seed, "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+        return save_checkpoint(self.network, path, self.optimizer, extra)
+
+    def save_periodic(self) -> None:
+        """`log_dir/NAME-STEP.pt` (+ .optim): a file to resume from or to try."""
+        if self.log_dir is None:
+            return
+        path = self.save(safe_join(self.log_dir, f"{self.name}-{self.network.step}.pt"))
+        self.result.saved_paths.append(path)
+        self.last_good = path
+
+    def save_final(self) -> None:
+        if self.config.final_path is not None:
+            self.result.final_path = self.save(Path(self.config.final_path))
+
+    def preview(self) -> None:
+        """Sample one picture with the current weights (eval mode: no dropout)."""
+        self.network.eval()
+        try:
+            means = self.latents.means[0]
+            with torch.no_grad(), _autocast(self.device, self.autocast_dtype):
+                latent = sample(_SamplingView(self.backend, self.schedule),
+                                torch.zeros(1, means.shape[1], *means.shape[-2:]), self.preview_conds[:1],
+                                self.preview_conds[1:], seed=self.config.preview_seed, steps=self.config.preview_steps,
+                                cfg=self.config.preview_cfg, sampler_name="euler", scheduler="normal")
+            image = self.backend.decode_latents(latent.float().to(self.device))
+        finally:
+            self.network.train()
+        self.result.previews.append(image)
+        if self.log_dir is not None:
+            path = safe_join(self.log_dir, f"images/{self.name}-{self.network.step}.png")
+            self.result.preview_paths.append(save_png(image, path))
+        self.hooks.on_preview(self.network.step, image)
+
+    # ------------------------------------------------------------------ stopping
+    def stop(self) -> None:
+        """After the last step: the final save (plus a step file when the user stopped early)."""
+        if self.result.interrupted:
+            self._save_on_stop()
+        else:
+            self.save_final()
+        self.network.eval()
+        self.network.requires_grad_(False)
+
+    def _interrupted_mid_step(self) -> None:
+        """The host's interrupt arrived inside a step: drop that step's gradients and keep what
+        the finished steps learned."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.result.interrupted = True
+        if self.step > self.start_step:
+            self._save_on_stop()
+
+    def _save_on_stop(self) -> None:
+        """A resumable step file (unless one was just written) and the final file."""
+        if self.config.save_every <= 0 or self.step % self.config.save_every != 0:
+            self.save_periodic()
+        self.save_final()
+
+    def _diverged(self, what: str, step: int, learn_rate: float) -> TrainingDiverged:
+        where = f"the last good file is {self.last_good}" if self.last_good else "no file was written"
+        return TrainingDiverged(
+            f"'{self.name}': {what} became NaN/inf at step {step} (learning rate {learn_rate:g}, "
+            f"precision {self.config.precision}). Training stopped and nothing with NaN was saved; {where}. "
+            f"Try a lower learning rate, precision fp32, or gradient clipping.", step, self.last_good)
+
+
+def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequence[TrainingExample],
+                       config: TrainConfig, hooks: Optional[TrainHooks] = None) -> TrainResult:
+    """Train `hypernetwork` in place from its `step` up to `config.steps` (see TrainingRun)."""
+    return TrainingRun(backend, hypernetwork, examples, config, hooks).run()
+
+
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """No NaN or inf in any of `tensors` (one fused pass: a norm is non-finite iff an element is)."""
+    tensors = [t.detach() for t in tensors]
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Autocast to `dtype` (fp32 master weights stay fp32), or nothing for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
