@@ -1,15 +1,22 @@
-"""Hypernet Studio: ComfyUI entry point (the repository root is the custom-node folder).
+"""Hypernet Studio: the ComfyUI entry point (the repository root is the custom-node folder).
 
-Importing this is cheap: node modules defer diffusers/transformers until a node runs.
-Outside ComfyUI the same package is importable as `hypernet_studio`, and the headless
-runtime (`hypernet_studio.runtime`) adds stand-ins for the ComfyUI core nodes."""
-from pathlib import Path
-
+Outside ComfyUI the same package is importable as `hypernet_studio`. Importing it chooses the
+host once: ComfyUI's when ComfyUI is present, else the headless runtime's (runtime/host.py),
+which the CLI and the tests configure. Importing is cheap: node modules defer
+diffusers/transformers until a node runs."""
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes.comfy_adapter import register_model_folders
+from .nodes.host import HOST, comfy_importable
 
 WEB_DIRECTORY = "./web"
 
-register_model_folders(Path(__file__).parent)
+if comfy_importable():
+    from .nodes.comfy_host import ComfyHost
+
+    HOST.install(ComfyHost())
+    HOST.register_model_folders()
+else:
+    from .runtime.host import HEADLESS
+
+    HOST.install(HEADLESS)
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

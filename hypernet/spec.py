@@ -14,6 +14,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
+from .errors import InputError
+
 # Attention input widths per model family: the text-context width first (cross-attention),
 # then the self-attention widths of the UNet's transformer blocks. SD1 is A1111's default set.
 FAMILY_SIZES: dict[str, list[int]] = {
@@ -77,10 +79,10 @@ def activation_class(name: Optional[str]) -> Optional[type]:
         return None
     key = str(name).strip().lower()
     if key in REFUSED_ACTIVATIONS:
-        raise ValueError(f"activation {name!r} is not supported: {REFUSED_ACTIVATIONS[key]}")
+        raise InputError("activation", f"{name!r} is not supported: {REFUSED_ACTIVATIONS[key]}")
     classes = activation_classes()
     if key not in classes:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(activation_names())}")
+        raise InputError("activation", f"unknown activation {name!r}; choose one of: {', '.join(activation_names())}")
     return classes[key]
 
 
@@ -92,22 +94,22 @@ def parse_float_list(value: Union[str, Iterable[float]], what: str) -> list[floa
         try:
             return [float(item) for item in items]
         except ValueError as exc:
-            raise ValueError(f"{what}: expected comma-separated numbers like '1, 2, 1', got {value!r}") from exc
+            raise InputError(what, f"expected comma-separated numbers like '1, 2, 1', got {value!r}") from exc
     try:
         return [float(item) for item in value]
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: expected a list of numbers, got {value!r}") from exc
+        raise InputError(what, f"expected a list of numbers, got {value!r}") from exc
 
 
 def parse_layer_structure(value: Union[str, Iterable[float]]) -> list[float]:
     """Layer multipliers from "1, 2, 1" or a list; the first and last must be 1."""
     structure = parse_float_list(value, "layer_structure")
     if len(structure) < 2:
-        raise ValueError(f"layer_structure needs at least two entries (e.g. '1, 2, 1'), got {value!r}")
+        raise InputError("layer_structure", f"needs at least two entries (e.g. '1, 2, 1'), got {value!r}")
     if structure[0] != 1 or structure[-1] != 1:
-        raise ValueError(f"layer_structure must start and end with 1 (e.g. '1, 2, 1'), got {value!r}")
+        raise InputError("layer_structure", f"must start and end with 1 (e.g. '1, 2, 1'), got {value!r}")
     if any(not math.isfinite(m) or m <= 0 for m in structure):
-        raise ValueError(f"layer_structure multipliers must be positive numbers, got {value!r}")
+        raise InputError("layer_structure", f"multipliers must be positive numbers, got {value!r}")
     return structure
 
 
@@ -116,11 +118,11 @@ def parse_sizes(value: Union[str, Iterable[int]]) -> list[int]:
     numbers = parse_float_list(value, "sizes")
     sizes = [int(n) for n in numbers]
     if not sizes:
-        raise ValueError("sizes: give at least one attention width, e.g. '768, 320, 640, 1280'")
+        raise InputError("sizes", "give at least one attention width, e.g. '768, 320, 640, 1280'")
     if any(n <= 0 or n != s for n, s in zip(numbers, sizes)):
-        raise ValueError(f"sizes must be positive whole numbers, got {value!r}")
+        raise InputError("sizes", f"must be positive whole numbers, got {value!r}")
     if len(set(sizes)) != len(sizes):
-        raise ValueError(f"sizes must not repeat, got {value!r}")
+        raise InputError("sizes", f"must not repeat, got {value!r}")
     return sizes
 
 
@@ -140,12 +142,12 @@ def validate_dropout_structure(dropout_structure: Sequence[float], layer_structu
     """Check A1111's rules: one entry per layer_structure entry, each 0 or strictly between 0 and 1."""
     values = parse_float_list(dropout_structure, "dropout_structure")
     if len(values) != len(layer_structure):
-        raise ValueError(
+        raise InputError("dropout_structure",
             f"dropout_structure needs {len(layer_structure)} entries (one per layer_structure entry), "
             f"got {len(values)}: {list(dropout_structure)!r}")
     for p in values[1:]:
         if p != 0 and not 0 < p < 1:
-            raise ValueError(f"dropout probabilities must be 0 or between 0 and 1, got {p!r}")
+            raise InputError("dropout_structure", f"probabilities must be 0 or between 0 and 1, got {p!r}")
     return values
 
 
@@ -173,7 +175,7 @@ class HypernetSpec:
             self.dropout_structure = [0] * len(self.layer_structure)
         self.dropout_structure = validate_dropout_structure(self.dropout_structure, self.layer_structure)
         if self.weight_init not in WEIGHT_INITS:
-            raise ValueError(f"unknown weight_init {self.weight_init!r}; choose one of {', '.join(WEIGHT_INITS)}")
+            raise InputError("weight_init", f"unknown {self.weight_init!r}; choose one of {', '.join(WEIGHT_INITS)}")
         if self.sizes is not None:
             self.sizes = parse_sizes(self.sizes)
         self.layer_norm = bool(self.layer_norm)

@@ -1,6 +1,7 @@
-"""Thin V1 node classes. Each module exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS;
-this package merges them. Node modules import only torch at module level (never diffusers,
-transformers, cv2 or onnxruntime), so loading the pack stays cheap."""
+"""Thin V1 node classes, one module per category (dataset, model, train), over the library in
+hypernet/. Every ComfyUI touchpoint goes through host.py's HOST. Node modules import only torch
+at module level (never diffusers, transformers, cv2 or onnxruntime), so loading the pack stays
+cheap; this package merges their NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS."""
 from . import dataset, model, train
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -12,7 +12,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
-from ..nodes.comfy_adapter import HEADLESS, configure_headless
+from .host import HEADLESS
 from .executor import EventCallback, Executor, RunResult
 from .workflow import apply_overrides, load_workflow, parse_workflow
 
@@ -34,7 +34,7 @@ def headless_settings(base_dir=None, input_dir=None, output_dir=None, temp_dir=N
                        ("models_dir", models_dir), ("device", device)):
         if value is not None:
             changes[key] = value
-    configure_headless(**changes)
+    HEADLESS.configure(**changes)
     try:
         yield
     finally:

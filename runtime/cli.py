@@ -77,10 +77,10 @@ def _add_folder_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _configure_folders(args: argparse.Namespace) -> None:
-    from ..nodes.comfy_adapter import configure_headless
+    from .host import HEADLESS
 
     base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
-    configure_headless(base_dir=base_dir, input_dir=args.input_dir, output_dir=getattr(args, "output_dir", None),
+    HEADLESS.configure(base_dir=base_dir, input_dir=args.input_dir, output_dir=getattr(args, "output_dir", None),
                        models_dir=args.models_dir, temp_dir=None)
 
 
@@ -235,7 +235,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..nodes.comfy_adapter import HEADLESS, configure_headless, is_interrupt
+    from .host import HEADLESS
     from .executor import Executor, NodeExecutionError
     from .validation import PromptValidationError
     from .workflow import WorkflowError
@@ -245,7 +245,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INVALID
     _configure_folders(args)
-    configure_headless(device=args.device)
+    HEADLESS.configure(device=args.device)
     registry = _registry()
     try:
         prompt, ui_workflow = _load(args.workflow, args.overrides, registry)
@@ -267,7 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{exc.original}", file=sys.stderr)
         return EXIT_EXECUTION
     except BaseException as exc:  # noqa: BLE001 - interrupts only, everything else re-raised
-        if is_interrupt(exc):
+        if HEADLESS.is_interrupt(exc):
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         raise

@@ -8,7 +8,7 @@
   IS_CHANGED, constant inputs and ancestors' signatures, so a re-run recomputes only
   what changed. IS_CHANGED returning NaN (or raising) means "always rerun".
 - The whole prompt runs under torch.inference_mode(), like ComfyUI.
-- Progress, interrupt and node events reach the host hooks through nodes/comfy_adapter.
+- Progress, interrupt and node events reach the nodes through the headless host (runtime/host.py).
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 
-from ..nodes import comfy_adapter
-from ..nodes.comfy_adapter import HEADLESS, InterruptedByUser, is_interrupt, throw_if_interrupted
+from .host import HEADLESS, InterruptedByUser
 from .nodeinfo import node_inputs, output_is_list, return_types
 from .progress import ProgressFactory
 from .validation import PromptValidationError, ValidationIssue, find_cycle, link_sources, validate_prompt
@@ -146,10 +145,10 @@ class Executor:
         node = prompt[node_id]
         class_type = node["class_type"]
         cls = self.registry[class_type]
-        HEADLESS.current_node_id = node_id
+        HEADLESS.running_node_id = node_id
         self._emit("executing", {"node": node_id, "display_node": node_id, "prompt_id": result.prompt_id})
         try:
-            throw_if_interrupted()
+            HEADLESS.throw_if_interrupted()
             inputs = self._input_lists(node_id, node, cls, prompt, extra_pnginfo)
             instance = self._instances.get((node_id, class_type))
             if instance is None:
@@ -157,7 +156,7 @@ class Executor:
             outputs, ui = _call_over_lists(instance, cls, inputs)
         except BaseException as exc:
             self._cache.pop(node_id, None)
-            if is_interrupt(exc):
+            if HEADLESS.is_interrupt(exc):
                 self._emit("execution_interrupted", {"prompt_id": result.prompt_id, "node_id": node_id,
                                                      "node_type": class_type, "executed": list(result.executed)})
                 if isinstance(exc, (InterruptedByUser, KeyboardInterrupt)):
@@ -172,7 +171,7 @@ class Executor:
             raise NodeExecutionError(node_id, class_type, exc, formatted) from exc
         finally:
             progress.close_all()
-            HEADLESS.current_node_id = None
+            HEADLESS.running_node_id = None
         self._cache[node_id] = _CacheEntry(signature, outputs, ui)
         if ui:
             self._emit("executed", {"node": node_id, "display_node": node_id, "output": ui,
@@ -252,14 +251,14 @@ class Executor:
             return f"#{node_id} {node.get('class_type', '')}".strip()
 
         progress = ProgressFactory(on_progress, self.show_progress, describe)
-        saved = (HEADLESS.current_node_id, HEADLESS.progress_factory, HEADLESS.event_sink)
+        saved = (HEADLESS.running_node_id, HEADLESS.progress_factory, HEADLESS.event_sink)
         HEADLESS.progress_factory = progress
         HEADLESS.event_sink = self._emit
         try:
             yield progress
         finally:
             progress.close_all()
-            HEADLESS.current_node_id, HEADLESS.progress_factory, HEADLESS.event_sink = saved
+            HEADLESS.running_node_id, HEADLESS.progress_factory, HEADLESS.event_sink = saved
 
     def _emit(self, event: str, data: dict) -> None:
         if self.event_callback is not None:
@@ -311,7 +310,7 @@ def _call_over_lists(instance: Any, cls: type, inputs: dict[str, list]) -> tuple
     outputs: list[list] = [[] for _ in range(count)]
     ui: dict[str, list] = {}
     for kwargs in calls:
-        throw_if_interrupted()
+        HEADLESS.throw_if_interrupted()
         returned = function(**kwargs)
         if isinstance(returned, dict):
             if "expand" in returned:
@@ -337,14 +336,14 @@ def _call_over_lists(instance: Any, cls: type, inputs: dict[str, list]) -> tuple
 
 def ui_files(ui: Mapping[str, dict]) -> list[Path]:
     """Paths of the files `ui` entries name ({filename, subfolder, type}), in node order."""
-    folders = {"output": comfy_adapter.output_directory, "temp": comfy_adapter.temp_directory,
-               "input": comfy_adapter.input_directory}
+    folders = {"output": HEADLESS.output_directory, "temp": HEADLESS.temp_directory,
+               "input": HEADLESS.input_directory}
     files: list[Path] = []
     for node_ui in ui.values():
         for entries in node_ui.values():
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, dict) and "filename" in entry:
-                    folder = folders.get(entry.get("type", "output"), comfy_adapter.output_directory)()
+                    folder = folders.get(entry.get("type", "output"), HEADLESS.output_directory)()
                     files.append(folder / (entry.get("subfolder") or "") / entry["filename"])
     return files
 

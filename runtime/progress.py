@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ..nodes.comfy_adapter import throw_if_interrupted
+from .host import HEADLESS
 
 ProgressCallback = Callable[[int, int, Optional[str], Any], None]
 
@@ -30,7 +30,7 @@ class ProgressBar:
         self.update_absolute(self.current + value)
 
     def update_absolute(self, value: int, total: Optional[int] = None, preview: Any = None) -> None:
-        throw_if_interrupted()
+        HEADLESS.throw_if_interrupted()
         if total is not None:
             self.total = int(total)
             if self._bar is not None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from ..nodes.comfy_adapter import comfy_available
+from ..nodes.host import comfy_importable
 
 
 def build_registry(include_standins: bool | None = None) -> tuple[dict, dict]:
@@ -13,7 +13,7 @@ def build_registry(include_standins: bool | None = None) -> tuple[dict, dict]:
     classes = dict(NODE_CLASS_MAPPINGS)
     names = dict(NODE_DISPLAY_NAME_MAPPINGS)
     if include_standins is None:
-        include_standins = not comfy_available()
+        include_standins = not comfy_importable()
     if include_standins:
         from . import standins
 

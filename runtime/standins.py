@@ -3,7 +3,7 @@
 Each class uses ComfyUI's node ID, input names, types, defaults and output order, so a
 workflow saved in ComfyUI runs here unchanged. The work is done by `hypernet.sd`
 (diffusers/transformers, imported lazily); folders, device and progress go through the
-adapter. Behaviour is reimplemented from ComfyUI's documented behaviour.
+HOST. Behaviour is reimplemented from ComfyUI's documented behaviour.
 """
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from ..hypernet.files import UnsafePathError, atomic_path, safe_join
 from ..hypernet.sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-from ..nodes import comfy_adapter as adapter
+from ..nodes.host import HOST
 
 TINY_MODEL_NAME = "tiny-sd (built-in)"  # == hypernet.sd.tiny.TINY_MODEL_NAME (kept light to import)
 MAX_RESOLUTION = 16384
@@ -32,7 +31,7 @@ def _diffusers_folders() -> list[str]:
     """Names of diffusers model folders (with model_index.json) under the checkpoint folders."""
     names = set()
     for kind in ("checkpoints", "diffusers"):
-        for root in adapter.model_folders(kind):
+        for root in HOST.model_folders(kind):
             if root.is_dir():
                 for index in root.glob("*/model_index.json"):
                     names.add(index.parent.relative_to(root).as_posix())
@@ -40,7 +39,7 @@ def _diffusers_folders() -> list[str]:
 
 
 def _checkpoint_names() -> list[str]:
-    return [TINY_MODEL_NAME] + adapter.list_models("checkpoints") + _diffusers_folders()
+    return [TINY_MODEL_NAME] + HOST.list_models("checkpoints") + _diffusers_folders()
 
 
 def _resolve_checkpoint(name: str) -> str:
@@ -48,10 +47,10 @@ def _resolve_checkpoint(name: str) -> str:
         return name
     for kind in ("checkpoints", "diffusers"):
         try:
-            return str(adapter.resolve_model(kind, name))
+            return str(HOST.resolve_model(kind, name))
         except FileNotFoundError:
             continue
-    folders = ", ".join(str(p) for p in adapter.model_folders("checkpoints"))
+    folders = ", ".join(str(p) for p in HOST.model_folders("checkpoints"))
     raise FileNotFoundError(f"CheckpointLoaderSimple: ckpt_name {name!r} not found; looked in: {folders}")
 
 
@@ -66,11 +65,11 @@ def _conditioning_tensor(conditioning, node: str, input_name: str) -> torch.Tens
 def _annotated_input_path(name: str) -> Path:
     """Resolve ComfyUI's "file.png [input|output|temp]" image names safely."""
     match = re.fullmatch(r"(.*) \[(input|output|temp)\]", name)
-    folder = adapter.input_directory()
+    folder = HOST.input_directory()
     if match:
         name = match.group(1)
-        folder = {"input": adapter.input_directory, "output": adapter.output_directory,
-                  "temp": adapter.temp_directory}[match.group(2)]()
+        folder = {"input": HOST.input_directory, "output": HOST.output_directory,
+                  "temp": HOST.temp_directory}[match.group(2)]()
     return safe_join(folder, name)
 
 
@@ -146,10 +145,10 @@ class CheckpointLoaderSimple:
         from ..hypernet.sd.headless import headless_objects
         from ..hypernet.sd.checkpoints import load_components
 
-        device = adapter.torch_device()
+        device = HOST.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None
         components = load_components(_resolve_checkpoint(ckpt_name), device=device, dtype=dtype,
-                                     tokenizer_dirs=adapter.model_folders("tokenizers"))
+                                     tokenizer_dirs=HOST.model_folders("tokenizers"))
         return headless_objects(components)
 
 
@@ -255,7 +254,7 @@ class KSampler:
                denoise=1.0):
         from ..hypernet.sd.sampling import sample
 
-        progress = adapter.progress_bar(steps)
+        progress = HOST.progress_bar(steps)
         model.model_patches_to(model.load_device)
         model.model_patches_to(model.model_dtype())  # as ComfyUI does before sampling
         samples = sample(model, latent_image["samples"],
@@ -309,7 +308,7 @@ class LoadImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        folder = adapter.input_directory()
+        folder = HOST.input_directory()
         files = sorted(p.name for p in folder.iterdir()
                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
         return {"required": {"image": (files, {"image_upload": True, "tooltip": "An image in the input folder."})}}
@@ -396,7 +395,7 @@ class SaveImage:
     DESCRIPTION = __doc__
 
     def _base(self) -> Path:
-        return adapter.output_directory()
+        return HOST.output_directory()
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
         try:
@@ -420,7 +419,7 @@ class PreviewImage(SaveImage):
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def _base(self) -> Path:
-        return adapter.temp_directory()
+        return HOST.temp_directory()
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
         suffix = "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))

@@ -67,14 +67,23 @@ def _single_thread():
 @pytest.fixture
 def headless_dirs(tmp_path):
     """Point the headless adapter at fresh input/output/models/temp folders under tmp_path."""
-    from hypernet_studio.nodes import comfy_adapter
+    from hypernet_studio.runtime.host import HEADLESS
 
-    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+    saved = {k: getattr(HEADLESS, k) for k in
              ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir")}
-    comfy_adapter.configure_headless(base_dir=tmp_path, input_dir=None, output_dir=None,
+    HEADLESS.configure(base_dir=tmp_path, input_dir=None, output_dir=None,
                                      temp_dir=None, models_dir=None)
     for sub in ("input", "output", "temp", "models"):
         (tmp_path / sub).mkdir(exist_ok=True)
     yield tmp_path
     for key, value in saved.items():
-        setattr(comfy_adapter.HEADLESS, key, value)
+        setattr(HEADLESS, key, value)
+
+
+@pytest.fixture
+def as_node_7(monkeypatch):
+    """Run a node function as the executor would run node 7 (errors name "node 7 (HN_...)")."""
+    from hypernet_studio.runtime.host import HEADLESS
+
+    monkeypatch.setattr(HEADLESS, "running_node_id", "7")
+    return "7"

@@ -1,5 +1,4 @@
 """The pack imports without ComfyUI, the way ComfyUI loads it, and stays cheap."""
-import importlib.util
 import subprocess
 import sys
 import textwrap

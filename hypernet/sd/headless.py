@@ -2,7 +2,7 @@
 that our nodes and the stand-in core nodes use, built on diffusers and transformers."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 

@@ -11,7 +11,7 @@ space is exactly the Euler step, so it shares Euler's code as ComfyUI's does.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import torch

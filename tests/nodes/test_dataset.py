@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from hypernet_studio.nodes import dataset as dataset_nodes
-from hypernet_studio.nodes.dataset import (HN_AutoCrop, HN_DeepbooruTag, HN_Flip, HN_LoadImages,
-                                                 HN_SaveDataset, HN_WD14Tag)
+from hypernet_studio.nodes.dataset import (AutoCropNode, DeepbooruTagNode, FlipImagesNode, LoadImagesNode,
+                                           SaveDatasetNode, WD14TagNode)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_contract_of_every_dataset_node():
         assert all(n == n.lower() for n in cls.RETURN_NAMES)
         assert cls.CATEGORY == "hypernetwork/dataset" and cls.DESCRIPTION
         assert node_id in dataset_nodes.NODE_DISPLAY_NAME_MAPPINGS
-    assert HN_SaveDataset.OUTPUT_NODE is True
+    assert SaveDatasetNode.OUTPUT_NODE is True
 
 
 def test_load_images_resolves_relative_folders_and_repeats(headless_dirs):
@@ -59,69 +59,69 @@ def test_load_images_resolves_relative_folders_and_repeats(headless_dirs):
     Image.fromarray(rgba, "RGBA").save(folder / "a.png")
     (folder / "a.txt").write_text("cap")
     (folder / "b.png").write_bytes(b"")
-    out = HN_LoadImages().load("set", True, ".txt", True, 0, 0, "black", 100.0)
+    out = LoadImagesNode().load("set", True, ".txt", True, 0, 0, "black", 100.0)
     images, masks, captions, stems, count = out["result"]
     assert count == 2 and stems == ["2_style/a"] * 2 and captions == ["cap", "cap"]
     assert images[0].shape == (1, 6, 4, 3) and masks[0].shape == (1, 6, 4)
     assert masks[0][0, 0, 0] == 1.0 and masks[0][0, 5, 0] == 0.0  # 1 = transparent
     assert any("b.png" in line and "0 bytes" in line for line in out["ui"]["text"])
-    with pytest.raises(ValueError, match="HN_LoadImages: input 'folder': no images loaded from folder .*nothing"):
+    with pytest.raises(ValueError, match="HN_LoadImages, input 'folder': no images loaded from folder .*nothing"):
         (headless_dirs / "input" / "nothing").mkdir()
-        HN_LoadImages().load("nothing", False, ".txt", False, 0, 0, "white", 100.0)
-    first = HN_LoadImages.IS_CHANGED("set", recursive=True)
+        LoadImagesNode().load("nothing", False, ".txt", False, 0, 0, "white", 100.0)
+    first = LoadImagesNode.IS_CHANGED("set", recursive=True)
     (folder / "c.png").write_bytes(b"x")
-    assert HN_LoadImages.IS_CHANGED("set", recursive=True) != first
+    assert LoadImagesNode.IS_CHANGED("set", recursive=True) != first
 
 
 def test_crop_flip_keep_lists_parallel_and_inputs_untouched():
     images = [_image(64, 192), torch.cat([_image(96, 96, 0.2), _image(96, 96, 0.8)])]  # a batch is split
     originals = [i.clone() for i in images]
-    widgets = {**_defaults(HN_AutoCrop), "method": ["split"], "width": [64], "height": [64]}
-    out = HN_AutoCrop().crop(images, ["wide left", "sq"], None, ["w", "s"], **widgets)
+    widgets = {**_defaults(AutoCropNode), "method": ["split"], "width": [64], "height": [64]}
+    out = AutoCropNode().crop(images, ["wide left", "sq"], None, ["w", "s"], **widgets)
     crops, masks, captions, stems, debug, boxes = out["result"]
     assert [c.shape for c in crops] == [(1, 64, 64, 3)] * len(crops)
     assert captions[:-2] == ["wide left"] * (len(crops) - 2) and captions[-2:] == ["sq", "sq"]
     assert stems[-2:] == ["s", "s"] and len(json.loads(boxes)) == len(crops) == len(masks)
     assert all(torch.equal(a, b) for a, b in zip(images, originals))
-    flipped = HN_Flip().flip(crops, ["horizontal"], ["append"], [True], captions, masks, stems)
+    flipped = FlipImagesNode().flip(crops, ["horizontal"], ["append"], [True], captions, masks, stems)
     assert len(flipped[0]) == 2 * len(crops) and flipped[2][1] == "wide right" and flipped[3][1] == stems[0] + "-flip"
 
 
-def test_errors_name_the_node_and_the_input(headless_dirs):
-    widgets = _defaults(HN_AutoCrop)
-    with pytest.raises(ValueError, match="HN_AutoCrop: input 'captions' has 2 items for 3 images"):
-        HN_AutoCrop().crop([_image(8, 8)] * 3, ["a", "b"], None, None, **widgets)
-    with pytest.raises(ValueError, match="HN_SaveDataset: input 'folder'.*'\\.\\.'"):
-        HN_SaveDataset().save([_image(8, 8)], ["../escape"], ["index-stem"], [True])
-    with pytest.raises(ValueError, match="HN_SaveDataset: input 'folder'.*absolute"):
-        HN_SaveDataset().save([_image(8, 8)], ["/tmp/x"], ["index-stem"], [True])
-    with pytest.raises(FileNotFoundError) as info:
-        HN_DeepbooruTag().tag([_image(8, 8)], **_defaults(HN_DeepbooruTag))
+def test_errors_name_the_node_and_the_input(headless_dirs, as_node_7):
+    widgets = _defaults(AutoCropNode)
+    with pytest.raises(ValueError, match=r"^node 7 \(HN_AutoCrop\), input 'captions': has 2 items for 3 images"):
+        AutoCropNode().crop([_image(8, 8)] * 3, ["a", "b"], None, None, **widgets)
+    with pytest.raises(ValueError, match=r"node 7 \(HN_SaveDataset\), input 'folder':.*'\.\.'"):
+        SaveDatasetNode().save([_image(8, 8)], ["../escape"], ["index-stem"], [True])
+    with pytest.raises(ValueError, match=r"\(HN_SaveDataset\), input 'folder':.*absolute"):
+        SaveDatasetNode().save([_image(8, 8)], ["/tmp/x"], ["index-stem"], [True])
+    with pytest.raises(ValueError) as info:
+        DeepbooruTagNode().tag([_image(8, 8)], **_defaults(DeepbooruTagNode))
     message = str(info.value)
-    assert "HN_DeepbooruTag" in message and "model-resnet_custom_v3.pt" in message
+    assert "(HN_DeepbooruTag), input 'model'" in message and "model-resnet_custom_v3.pt" in message
     assert str(headless_dirs / "models" / "deepbooru") in message and "TorchDeepDanbooru" in message
-    with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_detector' is 'yunet'.*facedetect"):
-        HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_detector": ["yunet"]})
+    with pytest.raises(ValueError, match=r"\(HN_AutoCrop\), input 'face_detector': is 'yunet'.*facedetect"):
+        AutoCropNode().crop([_image(8, 8)], **{**widgets, "face_detector": ["yunet"]})
     for face_model in ("missing.onnx", str(headless_dirs / "elsewhere" / "y.onnx")):
-        with pytest.raises(FileNotFoundError, match="HN_AutoCrop: input 'face_model': .*(missing|y).onnx"):
-            HN_AutoCrop().crop([_image(8, 8)], **{**widgets, "face_model": [face_model]})
+        with pytest.raises(ValueError, match=r"\(HN_AutoCrop\), input 'face_model': .*(missing|y).onnx"):
+            AutoCropNode().crop([_image(8, 8)], **{**widgets, "face_model": [face_model]})
     (headless_dirs / "models" / "deepbooru").mkdir(exist_ok=True)
     (headless_dirs / "models" / "deepbooru" / "model-resnet_custom_v3.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="HN_DeepbooruTag: input 'model': Deepbooru model .*resnet_custom_v3.pt"):
-        HN_DeepbooruTag().tag([_image(8, 8)], **_defaults(HN_DeepbooruTag))
-    with pytest.raises(ValueError, match="HN_LoadImages: input 'background'"):
-        HN_LoadImages().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
-    with pytest.raises(FileNotFoundError, match="HN_WD14Tag.*wd14_tagger"):
-        HN_WD14Tag().tag([_image(8, 8)], **_defaults(HN_WD14Tag))
+    with pytest.raises(ValueError, match=r"\(HN_DeepbooruTag\), input 'model': Deepbooru model .*resnet_custom_v3.pt"):
+        DeepbooruTagNode().tag([_image(8, 8)], **_defaults(DeepbooruTagNode))
+    with pytest.raises(ValueError, match=r"\(HN_LoadImages\), input 'background'"):
+        LoadImagesNode().load("x", False, ".txt", False, 0, 0, "not-a-colour", 100.0)
+    with pytest.raises(ValueError, match=r"\(HN_WD14Tag\), input 'model':.*wd14_tagger"):
+        WD14TagNode().tag([_image(8, 8)], **_defaults(WD14TagNode))
     all_skipped = {**widgets, "method": ["auto_sized"], "auto_error_threshold": [0.0]}
-    with pytest.raises(ValueError, match="HN_AutoCrop: input 'images': no image could be cropped: .*37x100"):
-        HN_AutoCrop().crop([_image(100, 37)], **all_skipped)
+    with pytest.raises(ValueError, match=r"\(HN_AutoCrop\), input 'images': no image could be cropped: .*37x100"):
+        AutoCropNode().crop([_image(100, 37)], **all_skipped)
 
 
 def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
     mask = torch.zeros(1, 4, 4)
     mask[0, 0, 0] = 1.0
-    node = HN_SaveDataset()
+    node = SaveDatasetNode()
     args = ([_image(4, 4), _image(4, 4)], ["out/set"], ["index-stem"], [True], ["one", ""], [mask, None],
             ["a/b", "a/b"])
     result = node.save(*args)
@@ -178,14 +178,14 @@ def test_load_images_cache_key_sees_kohya_subfolders_without_recursive(headless_
     folder = headless_dirs / "input" / "kohya" / "4_style"
     folder.mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(folder / "a.png")
-    assert HN_LoadImages().load("kohya", False, ".txt", True, 0, 0, "white", 100.0)["result"][4] == 4
-    first = HN_LoadImages.IS_CHANGED("kohya", recursive=False, kohya_repeats=True)
+    assert LoadImagesNode().load("kohya", False, ".txt", True, 0, 0, "white", 100.0)["result"][4] == 4
+    first = LoadImagesNode.IS_CHANGED("kohya", recursive=False, kohya_repeats=True)
     (folder / "a.txt").write_text("edited caption")
-    assert HN_LoadImages.IS_CHANGED("kohya", recursive=False, kohya_repeats=True) != first
-    assert HN_LoadImages.IS_CHANGED("no-such-folder") != HN_LoadImages.IS_CHANGED("no-such-folder")  # NaN
+    assert LoadImagesNode.IS_CHANGED("kohya", recursive=False, kohya_repeats=True) != first
+    assert LoadImagesNode.IS_CHANGED("no-such-folder") != LoadImagesNode.IS_CHANGED("no-such-folder")  # NaN
 
 
 def test_megapixel_limit_cannot_promise_more_than_pillow_opens():
     # Pillow raises DecompressionBombError above 2 x MAX_IMAGE_PIXELS whatever our limit says.
-    limit = HN_LoadImages.INPUT_TYPES()["required"]["max_megapixels"][1]["max"]
+    limit = LoadImagesNode.INPUT_TYPES()["required"]["max_megapixels"][1]["max"]
     assert limit * 1_000_000 <= 2 * Image.MAX_IMAGE_PIXELS

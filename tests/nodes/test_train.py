@@ -7,18 +7,19 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.runtime import host as headless_host
+from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.nodes.train import TrainHypernetNode
 
 
 @pytest.fixture
 def events():
     received = []
-    saved = comfy_adapter.HEADLESS.event_sink
-    comfy_adapter.HEADLESS.event_sink = lambda name, data: received.append((name, data))
+    saved = HEADLESS.event_sink
+    HEADLESS.event_sink = lambda name, data: received.append((name, data))
     yield received
-    comfy_adapter.HEADLESS.event_sink = saved
-    comfy_adapter.HEADLESS.interrupt.clear()
+    HEADLESS.event_sink = saved
+    HEADLESS.interrupt.clear()
 
 
 def _widgets(**overrides):
@@ -82,29 +83,30 @@ def test_continuing_a_saved_network_resumes_from_its_step(headless_dirs, events)
 
 
 def test_an_interrupt_saves_then_raises(headless_dirs, events):
-    comfy_adapter.HEADLESS.interrupt.set()
-    with pytest.raises(comfy_adapter.InterruptedByUser):
+    HEADLESS.interrupt.set()
+    with pytest.raises(headless_host.InterruptedByUser):
         _run(save_every=0, inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
     assert load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "tinynet.pt").step == 1
     assert (headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-1.pt.optim").is_file()
 
 
-def test_errors_name_the_node_and_input(headless_dirs, events):
-    with pytest.raises(ValueError, match=r"Train Hypernet \(node 7\): captions: got 2 captions for 3 images"):
+def test_errors_name_the_node_and_input(headless_dirs, events, as_node_7):
+    node = r"^node 7 \(HN_TrainHypernet\), "
+    with pytest.raises(ValueError, match=node + r"input 'captions': got 2 captions for 3 images"):
         _run(captions=["a", "b"], inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
-    with pytest.raises(ValueError, match=r"Train Hypernet \(node 7\): hypernet_spec: connect"):
+    with pytest.raises(ValueError, match=node + r"input 'hypernet_spec': connect"):
         _run()
     spec = {"hypernet_spec": [HypernetSpec(sizes=None)]}
-    with pytest.raises(ValueError, match=r"\(node 7\): images: the dataset is empty"):
+    with pytest.raises(ValueError, match=node + r"input 'images': the dataset is empty"):
         _run(images=[torch.zeros(0, 64, 64, 3)], captions=[], inputs=spec)
-    with pytest.raises(ValueError, match=r"\(node 7\): invalid learning_rate schedule 'abc'"):
+    with pytest.raises(ValueError, match=node + r"input 'learning_rate': invalid learning_rate schedule 'abc'"):
         _run(learning_rate="abc", inputs=spec)
-    with pytest.raises(ValueError, match=r"\(node 7\): invalid clip_grad_value schedule"):
+    with pytest.raises(ValueError, match=node + r"input 'clip_grad_value': invalid clip_grad_value schedule"):
         _run(clip_grad_mode="norm", clip_grad_value="x", inputs=spec)
     trained, _ = _run(steps=2, save_every=0, preview_every=0, inputs=spec)
-    with pytest.raises(ValueError, match=r"\(node 7\): steps: the hypernetwork is already trained for 2 steps"):
+    with pytest.raises(ValueError, match=node + r"input 'steps': the hypernetwork is already trained for 2 steps"):
         _run(steps=2, inputs={"hypernetwork": [trained["result"][0]]})
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ValueError, match=node + "input 'name'"):
         _run(name="../x", inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
 
 

@@ -283,12 +283,13 @@ class Interrupter:
     FUNCTION = "run"
 
     def run(self, value):
-        from hypernet_studio.nodes import comfy_adapter
+        from hypernet_studio.nodes.host import HOST
+        from hypernet_studio.runtime.host import HEADLESS
 
         _record("Interrupter", value=value)
-        bar = comfy_adapter.progress_bar(10)
+        bar = HOST.progress_bar(10)
         bar.update(1)
-        comfy_adapter.HEADLESS.interrupt.set()
+        HEADLESS.interrupt.set()
         bar.update(1)
         _record("Interrupter.after", value=value)
         return (value,)
@@ -305,12 +306,12 @@ class Progress:
     FUNCTION = "run"
 
     def run(self, value):
-        from hypernet_studio.nodes import comfy_adapter
+        from hypernet_studio.nodes.host import HOST
 
-        bar = comfy_adapter.progress_bar(3)
+        bar = HOST.progress_bar(3)
         for _ in range(3):
             bar.update(1)
-        comfy_adapter.send_event("hypernet.test", {"value": value})
+        HOST.send_event("hypernet.test", {"value": value})
         return (value,)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.runtime.api import run_workflow_file
 from hypernet_studio.runtime.executor import Executor
 from hypernet_studio.runtime.validation import PromptValidationError
@@ -17,10 +17,10 @@ TXT2IMG = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
 
 def test_rerun_with_new_seed_reuses_loader_and_text_encodes(tmp_path):
     executor = Executor()
-    before = comfy_adapter.HEADLESS.base_dir
+    before = HEADLESS.base_dir
     first = run_workflow_file(TXT2IMG, {"3.steps": 1, "9.filename_prefix": "a"}, base_dir=tmp_path,
                               executor=executor)
-    assert comfy_adapter.HEADLESS.base_dir == before  # settings apply for the call only
+    assert HEADLESS.base_dir == before  # settings apply for the call only
     assert first.files == [tmp_path / "output" / first.files[0].name] and first.files[0].is_file()
     assert set(first.executed) == {"3", "4", "5", "6", "7", "8", "9"}
 

@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from hypernet_studio.hypernet.files import atomic_write_bytes
-from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.nodes.host import HOST
+from hypernet_studio.runtime import host as headless_host
+from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.runtime import cli
 
 
@@ -23,7 +25,7 @@ class SaveText:
     OUTPUT_NODE = True
 
     def save(self, value, prefix):
-        path = comfy_adapter.output_directory() / f"{prefix}.txt"
+        path = HOST.output_directory() / f"{prefix}.txt"
         atomic_write_bytes(path, str(value).encode())
         return {"ui": {"images": [{"filename": path.name, "subfolder": "", "type": "output"}]}}
 
@@ -33,11 +35,11 @@ def cli_env(registry, monkeypatch, tmp_path):
     """The CLI with the fake registry, and headless settings restored afterwards."""
     registry["SaveText"] = SaveText
     monkeypatch.setattr(cli, "_registry", lambda: registry)
-    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+    saved = {k: getattr(HEADLESS, k) for k in
              ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir", "device")}
     yield tmp_path
     for key, value in saved.items():
-        setattr(comfy_adapter.HEADLESS, key, value)
+        setattr(HEADLESS, key, value)
 
 
 def _write(tmp_path, prompt, name="wf.json"):
@@ -120,7 +122,7 @@ def test_run_interrupt_exits_130_and_later_nodes_do_not_run(cli_env, capsys, cal
 
 
 def test_ctrl_c_handler_requests_then_aborts():
-    settings = comfy_adapter.HeadlessSettings()
+    settings = headless_host.HeadlessHost()
     handle = cli._interrupt_handler(settings)
     handle(2, None)
     assert settings.interrupt.is_set()
@@ -172,14 +174,14 @@ def test_txt2img_workflow_end_to_end_on_the_tiny_model(tmp_path, capsys):
     from PIL import Image
 
     workflow = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
-    saved = {k: getattr(comfy_adapter.HEADLESS, k) for k in
+    saved = {k: getattr(HEADLESS, k) for k in
              ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir", "device")}
     try:
         code = cli.main(["run", str(workflow), "--base-dir", str(tmp_path), "--device", "cpu",
                          "--set", "3.steps=2", "--set", "9.filename_prefix=e2e"])
     finally:
         for key, value in saved.items():
-            setattr(comfy_adapter.HEADLESS, key, value)
+            setattr(HEADLESS, key, value)
     out, err = capsys.readouterr()
     assert code == 0, err
     images = sorted((tmp_path / "output").glob("e2e*.png"))

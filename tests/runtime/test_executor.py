@@ -1,10 +1,10 @@
 """Executor semantics: ancestors-only, order, lists, caching, hidden inputs, events, interrupt."""
 import pytest
 
-from hypernet_studio.nodes import comfy_adapter
+from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.runtime.executor import (DependencyCycleError, Executor, NodeExecutionError,
                                               execution_order)
-from hypernet_studio.nodes.comfy_adapter import InterruptedByUser
+from hypernet_studio.runtime.host import InterruptedByUser
 
 
 def _names(calls):
@@ -150,8 +150,8 @@ def test_interrupt_mid_node_stops_the_run(registry, calls):
     assert _names(calls) == ["Const", "Interrupter"]  # neither the rest of the node nor node 3 ran
     interrupted = next(data for name, data in events if name == "execution_interrupted")
     assert interrupted["node_id"] == "2" and interrupted["executed"] == ["1"]
-    assert not comfy_adapter.HEADLESS.interrupt.is_set()  # consumed by the raise
-    assert comfy_adapter.HEADLESS.progress_factory is None and comfy_adapter.HEADLESS.event_sink is None
+    assert not HEADLESS.interrupt.is_set()  # consumed by the raise
+    assert HEADLESS.progress_factory is None and HEADLESS.event_sink is None
 
 
 def test_events_progress_and_custom_events(registry):

@@ -81,7 +81,9 @@ def test_ksampler_reports_progress_per_step(checkpoint, monkeypatch):
         def update_absolute(self, value, total=None, preview=None):
             updates.append((value, total))
 
-    monkeypatch.setattr(standins.adapter, "progress_bar", lambda total, node_id=None: Recorder())
+    from hypernet_studio.runtime.host import HEADLESS
+
+    monkeypatch.setattr(HEADLESS, "progress_factory", lambda total, node_id=None: Recorder())
     _txt2img(checkpoint, seed=0, steps=5, sampler="heun")
     assert updates == [(i, 5) for i in range(1, 6)]
 
@@ -208,7 +210,8 @@ def test_txt2img_workflow_runs_headless_end_to_end(headless_dirs):
 
 
 def test_ksampler_stops_at_the_next_step_when_interrupted(checkpoint, monkeypatch):
-    from hypernet_studio.nodes import comfy_adapter
+    from hypernet_studio.runtime import host as headless_host
+    from hypernet_studio.runtime.host import HEADLESS
 
     calls = []
     model = checkpoint[0]
@@ -216,14 +219,14 @@ def test_ksampler_stops_at_the_next_step_when_interrupted(checkpoint, monkeypatc
 
     def counting(self, *args):
         calls.append(1)
-        comfy_adapter.HEADLESS.interrupt.set()  # the user presses Ctrl-C during the first step
+        HEADLESS.interrupt.set()  # the user presses Ctrl-C during the first step
         return original(self, *args)
 
     monkeypatch.setattr(type(model), "apply_model", counting)
-    monkeypatch.setattr(comfy_adapter.HEADLESS, "progress_factory", None)
+    monkeypatch.setattr(HEADLESS, "progress_factory", None)
     try:
-        with pytest.raises(comfy_adapter.InterruptedByUser):
+        with pytest.raises(headless_host.InterruptedByUser):
             _txt2img(checkpoint, seed=0, steps=6)
     finally:
-        comfy_adapter.HEADLESS.interrupt.clear()
+        HEADLESS.interrupt.clear()
     assert len(calls) == 1

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from hypernet_studio.hypernet.errors import InputError
+
 from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
 from hypernet_studio.hypernet.train.run import train_hypernetwork
@@ -57,8 +59,9 @@ def test_an_sdxl_style_unet_is_refused_clearly():
 
 
 def test_a_model_without_the_patcher_api_is_refused():
-    with pytest.raises(TypeError, match="model has no clone"):
+    with pytest.raises(InputError, match="has no clone") as caught:
         ComfyBackend(object(), None, None)
+    assert caught.value.input_name == "model"
 
 
 def test_prompts_of_different_lengths_are_padded_like_a1111():

@@ -21,7 +21,7 @@ def test_prepare_examples_buckets_or_stretches():
     assert [e.size for e in bucketed] == [(96, 48), (64, 64)]
     stretched = prepare_examples(images, ["a", "b"], resolution=64, aspect_buckets=False)
     assert all(e.size == (64, 64) for e in stretched)
-    with pytest.raises(ValueError, match="resolution must be a multiple of 64"):
+    with pytest.raises(ValueError, match="input 'resolution': must be a multiple of 64"):
         prepare_examples(images, ["a", "b"], resolution=100)
 
 

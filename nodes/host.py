@@ -1,0 +1,106 @@
+"""The one seam between the nodes and whatever runs them.
+
+Nodes ask the host for folders, model files, the torch device, progress bars, interrupts and
+frontend events, always through `HOST`. Two hosts implement the `Host` protocol: `ComfyHost`
+(nodes/comfy_host.py, nothing but ComfyUI calls) inside ComfyUI, and the headless runtime's
+(runtime/host.py). The pack's entry point installs one of them once, at import; nothing else
+ever asks which one is running."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+# Model folder kinds this pack uses, with the file extensions each lists. `hypernetworks` and
+# `checkpoints` already exist in ComfyUI; the others are registered by the ComfyUI host.
+MODEL_EXTENSIONS: dict[str, set[str]] = {
+    "checkpoints": {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"},
+    "hypernetworks": {".pt", ".safetensors", ".pth", ".bin", ".ckpt", ".sft"},
+    "deepbooru": {".pt", ".pth", ".safetensors"},
+    "wd14_tagger": {".onnx"},
+    "facedetect": {".onnx"},
+}
+OUR_MODEL_FOLDERS = ("deepbooru", "wd14_tagger", "facedetect")
+
+
+class ProgressBar(Protocol):
+    """comfy.utils.ProgressBar's interface."""
+
+    def update(self, value: int) -> None: ...
+
+    def update_absolute(self, value: int, total: Optional[int] = None, preview: Any = None) -> None: ...
+
+
+class Host(Protocol):
+    """What a node may ask of the program running it."""
+
+    def input_directory(self) -> Path: ...
+
+    def output_directory(self) -> Path: ...
+
+    def temp_directory(self) -> Path: ...
+
+    def model_folders(self, kind: str) -> list[Path]:
+        """Every folder searched for models of `kind`; the first is where new files go."""
+
+    def list_models(self, kind: str) -> list[str]:
+        """Sorted relative names of the model files of `kind` (cheap: runs on every page load)."""
+
+    def resolve_model(self, kind: str, name: str) -> Path:
+        """The full path of model `name`; FileNotFoundError naming the folders searched."""
+
+    def torch_device(self) -> Any: ...
+
+    def load_model_for_training(self, model: Any) -> None:
+        """Put a MODEL's weights fully on the compute device before a training loop."""
+
+    def progress_bar(self, total: int, node_id: Optional[str] = None) -> ProgressBar: ...
+
+    def interrupt_requested(self) -> bool:
+        """Non-raising check, so a trainer can save before it stops."""
+
+    def throw_if_interrupted(self) -> None:
+        """Raise the host's interrupt exception if the user asked to stop."""
+
+    def is_interrupt(self, exc: BaseException) -> bool: ...
+
+    def send_event(self, event: str, data: dict) -> None:
+        """A custom event for the frontend (a live chart, say)."""
+
+    def send_progress_text(self, text: str, node_id: Optional[str]) -> None: ...
+
+    def current_node_id(self) -> Optional[str]:
+        """The id of the node being executed, if the host knows it."""
+
+
+class _InstalledHost:
+    """Forwards every call to the host installed by the pack's entry point."""
+
+    def __init__(self) -> None:
+        self._host: Optional[Host] = None
+
+    def install(self, host: Host) -> None:
+        self._host = host
+
+    @property
+    def installed(self) -> Host:
+        if self._host is None:
+            raise RuntimeError("no host installed: import the pack (hypernet_studio) or run it inside ComfyUI")
+        return self._host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.installed, name)
+
+
+HOST = _InstalledHost()
+
+
+def comfy_importable() -> bool:
+    """True inside ComfyUI: its `folder_paths` and `comfy.model_management` modules can be found
+    (found, not imported, so the check costs nothing elsewhere)."""
+    try:
+        return (importlib.util.find_spec("folder_paths") is not None
+                and importlib.util.find_spec("comfy") is not None
+                and importlib.util.find_spec("comfy.model_management") is not None)
+    except (ImportError, ValueError):
+        return False

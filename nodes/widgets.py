@@ -1,0 +1,97 @@
+"""How every node in the pack is declared: input specs, the node base class, the mappings.
+
+An input spec is ComfyUI's `(TYPE, options)` tuple with a tooltip. `Node` gives each class its
+DESCRIPTION (from the docstring) and turns the library's `InputError` into an error that names
+the node and the input, so that library code never needs to know which node called it."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from ..hypernet.errors import InputError
+from .host import HOST
+
+Spec = tuple
+
+
+def _with(options: dict, **extra: Any) -> dict:
+    return {**options, **{key: value for key, value in extra.items() if value is not None}}
+
+
+def integer(default: int, low: int, high: int, tooltip: str, step: Optional[int] = None, **extra: Any) -> Spec:
+    return ("INT", _with({"default": default, "min": low, "max": high}, step=step, tooltip=tooltip, **extra))
+
+
+def decimal(default: float, low: float, high: float, tooltip: str, step: Optional[float] = None) -> Spec:
+    return ("FLOAT", _with({"default": default, "min": low, "max": high}, step=step, tooltip=tooltip))
+
+
+def boolean(default: bool, tooltip: str) -> Spec:
+    return ("BOOLEAN", {"default": default, "tooltip": tooltip})
+
+
+def text(default: str, tooltip: str, multiline: bool = False) -> Spec:
+    return ("STRING", _with({"default": default, "tooltip": tooltip}, multiline=multiline or None))
+
+
+def combo(options: Iterable[str], tooltip: str, default: Optional[str] = None) -> Spec:
+    options = list(options)
+    return (options, {"default": default if default is not None else options[0], "tooltip": tooltip})
+
+
+def files(names: Iterable[str], tooltip: str) -> Spec:
+    """A combo of file names with no default: the frontend shows the first one."""
+    return (list(names), {"tooltip": tooltip})
+
+
+def socket(type_name: str, tooltip: str, **extra: Any) -> Spec:
+    """A linked-only input (MODEL, IMAGE, or a STRING list with forceInput)."""
+    return (type_name, {**extra, "tooltip": tooltip})
+
+
+def single_values(values: dict[str, Any]) -> dict[str, Any]:
+    """INPUT_IS_LIST nodes get every widget as a one-item list: unwrap them."""
+    return {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in values.items()}
+
+
+def validation(*checks: Callable[[], Any]) -> Union[bool, str]:
+    """VALIDATE_INPUTS' answer: True, or the first check's InputError as "input 'x': why"."""
+    for check in checks:
+        try:
+            check()
+        except InputError as exc:
+            return str(exc)
+    return True
+
+
+class Node:
+    """Base of every node: NODE_ID and DISPLAY_NAME declared once, DESCRIPTION from the docstring,
+    and InputError raised inside the node function reported as "node N (ID), input 'x': ..."."""
+
+    NODE_ID: str = ""
+    DISPLAY_NAME: str = ""
+    FUNCTION: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.DESCRIPTION = " ".join((cls.__doc__ or "").split())
+        function = cls.__dict__.get(cls.FUNCTION)
+        if function is not None:
+            setattr(cls, cls.FUNCTION, _naming_input_errors(cls, function))
+
+
+def _naming_input_errors(cls: type, function: Callable) -> Callable:
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except InputError as exc:
+            node_id = HOST.current_node_id()
+            where = f"node {node_id} ({cls.NODE_ID})" if node_id is not None else cls.NODE_ID
+            raise ValueError(f"{where}, {exc}") from exc
+    return call
+
+
+def mappings(classes: Sequence[type]) -> tuple[dict[str, type], dict[str, str]]:
+    """NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS for `classes`."""
+    return ({cls.NODE_ID: cls for cls in classes}, {cls.NODE_ID: cls.DISPLAY_NAME for cls in classes})
