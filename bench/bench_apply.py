@@ -23,8 +23,8 @@ import platform
 import statistics
 
 import torch
-
 from _common import REPO, import_pack, median_seconds, seconds  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "apply_cpu.json"
 
 
@@ -42,11 +42,11 @@ def _paired(repeats: int, base_fn, with_fn) -> tuple[float, float, float]:
 
 
 def bench_tiny_sampling(repeats: int) -> dict:
+    from hypernet_studio.hypernet.network import Hypernetwork
+    from hypernet_studio.hypernet.patch import apply_hypernetwork
     from hypernet_studio.hypernet.sd.headless import HeadlessModel
     from hypernet_studio.hypernet.sd.sampling import sample
     from hypernet_studio.hypernet.sd.tiny import build_tiny_components
-    from hypernet_studio.hypernet.network import Hypernetwork
-    from hypernet_studio.hypernet.patch import apply_hypernetwork
     from hypernet_studio.hypernet.spec import HypernetSpec
 
     model = HeadlessModel(build_tiny_components())
@@ -68,9 +68,9 @@ def bench_tiny_sampling(repeats: int) -> dict:
 def bench_sd1_unet_call(repeats: int) -> dict:
     from diffusers import UNet2DConditionModel
 
-    from hypernet_studio.hypernet.sd.attention import ActivePatches, active_patches, install_patchable_attention
     from hypernet_studio.hypernet.network import Hypernetwork
     from hypernet_studio.hypernet.patch import HypernetPatch
+    from hypernet_studio.hypernet.sd.attention import ActivePatches, active_patches, install_patchable_attention
     from hypernet_studio.hypernet.spec import HypernetSpec
 
     torch.manual_seed(0)
@@ -110,10 +110,11 @@ def bench_widths(repeats: int) -> dict:
         for width, count in tokens.items():
             x = torch.randn(2, count, width)
             k, v = hn.layers[width]
-            elapsed = median_seconds(lambda: (k(x), v(x)), repeats)
+            elapsed = median_seconds(lambda k=k, v=v, x=x: (k(x), v(x)), repeats)
             # Multiply-adds of two Linear layers (d -> 2d -> d) in each of k and v, batch 2.
             gflop = 2 * 2 * (2 * count) * (width * 2 * width) * 2 / 1e9
-            out[str(width)] = {"tokens": count, "ms_per_kv_pair": round(elapsed * 1000, 3), "gflop_per_kv_pair": round(gflop, 3)}
+            out[str(width)] = {"tokens": count, "ms_per_kv_pair": round(elapsed * 1000, 3),
+                               "gflop_per_kv_pair": round(gflop, 3)}
     total = sum(entry["ms_per_kv_pair"] for entry in out.values())
     for entry in out.values():
         entry["share"] = round(entry["ms_per_kv_pair"] / total, 3)

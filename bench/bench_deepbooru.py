@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import REPO, import_pack, seconds  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "deepbooru_cpu.json"
 
 

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import REPO, import_pack, median_seconds  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "models_cpu.json"
 
 
@@ -41,6 +41,7 @@ def bench_unet_call(components, repeats: int) -> dict:
     import copy
 
     from diffusers.models.attention_processor import AttnProcessor2_0
+
     from hypernet_studio.hypernet.sd.headless import HeadlessModel
 
     model = HeadlessModel(components)
@@ -64,6 +65,7 @@ def bench_unet_call(components, repeats: int) -> dict:
 
 def bench_sampling(components, repeats: int, steps: int = 8, cfg: float = 7.0) -> dict:
     from diffusers import EulerDiscreteScheduler
+
     from hypernet_studio.hypernet.sd.headless import headless_objects
     from hypernet_studio.hypernet.sd.sampling import sample
 

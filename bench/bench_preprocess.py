@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import REPO, import_pack  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "preprocess_cpu.json"
 
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import REPO, import_pack  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 
 
@@ -89,9 +89,9 @@ class Contenders:
     """The three loops on one model, sharing the cached batch."""
 
     def __init__(self, components, resolution: int):
-        from hypernet_studio.hypernet.sd.headless import headless_objects
         from hypernet_studio.hypernet.network import Hypernetwork
         from hypernet_studio.hypernet.patch import apply_hypernetwork
+        from hypernet_studio.hypernet.sd.headless import headless_objects
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
         from hypernet_studio.hypernet.train.dataset import prepare_examples
 
@@ -260,7 +260,8 @@ def _markdown(report: dict) -> str:
              "Ratios are medians of per-step pairs interleaved in one process. One intra-op thread, so "
              "process CPU time is the step's compute and barely depends on other load on the machine; "
              "wall time is shown too (this machine is shared with other jobs).", "",
-             "| model | px | clock | floor s/step | ours s/step | reference s/step | ours/floor (target <= 1.15) | reference/ours |",
+             "| model | px | clock | floor s/step | ours s/step | reference s/step | ours/floor (target <= 1.15) "
+             "| reference/ours |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["speed"]:
         for clock in ("cpu", "wall"):
@@ -276,7 +277,8 @@ def _markdown(report: dict) -> str:
             lines.append(f"- ours / floor, peak RSS: {memory['ours_over_floor_peak_rss']}")
         if "ours_over_floor_training_increase" in memory:
             lines.append(f"- ours / floor, RSS added by training: {memory['ours_over_floor_training_increase']}")
-    lines += ["", "GPU (it/s, peak VRAM at 512 px, fp16/bf16, checkpointing on/off): not measured - no GPU in this session.", ""]
+    lines += ["", "GPU (it/s, peak VRAM at 512 px, fp16/bf16, checkpointing on/off): not measured - no GPU in "
+              "this session.", ""]
     return "\n".join(lines)
 
 

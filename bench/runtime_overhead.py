@@ -15,7 +15,6 @@ import platform
 from pathlib import Path
 
 import torch
-
 from _common import median_seconds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "runtime_overhead.json"
@@ -70,7 +69,8 @@ def chain_prompt(length: int, first_b: int = 1) -> dict:
 
 
 def chain_ui(length: int) -> dict:
-    nodes = [{"id": 0, "type": "Source", "mode": 0, "inputs": [], "outputs": [{"name": "INT", "type": "INT", "links": [1]}],
+    nodes = [{"id": 0, "type": "Source", "mode": 0, "inputs": [],
+              "outputs": [{"name": "INT", "type": "INT", "links": [1]}],
               "widgets_values": [1]}]
     links = []
     for i in range(1, length + 2):

@@ -1,3 +1,11 @@
-"""The pure library: hypernetwork math, files, attention patch, training, data, preprocessing,
-taggers and offline model loading. It never imports ComfyUI, and importing the package itself
-is cheap (submodules pull in diffusers/transformers only when used)."""
+"""The pure library behind the nodes, in the order data flows through it:
+
+- preprocess/  images -> dataset (load a folder, crop, flip, save), taggers/ for captions;
+- train/       dataset -> latents -> a trained network (the TrainingRun and its parts);
+- spec.py, network.py, file_format.py: the hypernetwork, its modules and its files;
+- patch.py     where a hypernetwork is applied (the attention patch), training_patch.py in training;
+- sd/          the headless Stable Diffusion engine (checkpoints, tokenizer, sampling, tiny model);
+- files.py, images.py, errors.py: safe paths and atomic writes, tensor <-> picture, InputError.
+
+It never imports ComfyUI, nodes/ or runtime/, and its errors never name a node. Importing the
+package is cheap: submodules pull in diffusers/transformers only when used."""

@@ -1,24 +1,8 @@
-"""Reading and writing hypernetwork files: A1111 `.pt` (exact layout) and `.safetensors`.
+"""Reading and writing hypernetwork files: A1111 `.pt` (exact layout) and our `.safetensors`.
 
-`.pt` (what A1111 and ComfyUI read): a plain dict written by torch.save (zip format). Python int
-keys, one per attention width in layer order, each holding a tuple (k_state, v_state) of
-OrderedDicts of fp32 CPU tensors; then the metadata keys step, name, layer_structure,
-activation_func, is_layer_norm, weight_initialization, sd_checkpoint, sd_checkpoint_name,
-activate_output, use_dropout, dropout_structure, last_layer_dropout, optional_info. Files are
-always read with torch.load(weights_only=True): a pickle that needs any class is refused.
-
-`.safetensors` (our own scheme; neither A1111 nor ComfyUI reads it):
-  tensors   "{width}.{k|v}.linear.{idx}.{weight|bias}", e.g. "768.k.linear.0.weight"
-  header    __metadata__ = {"format": "hypernet-studio.hypernetwork", "format_version": "1",
-                            "hypernetwork": JSON of the A1111 metadata above plus "sizes"
-                            (the width order), "extra": JSON of any extra metadata}
-
-ComfyUI's core HypernetworkLoader reads our `.pt` files, and gives the same k/v outputs for
-dropout-free files without layer norm (checked by hand against ComfyUI's loader). It diverges
-from A1111 (and us) where it rebuilds the layers itself: with is_layer_norm it applies the
-activation after the output Linear even when activate_output is False; it keeps Dropout(0.3)
-active at inference when use_dropout is set, ignoring dropout_structure; it treats a missing
-activate_output as False; and it accepts only 9 activations.
+docs/file-format.md describes both layouts, A1111's defaults for missing metadata, the archive
+rule a stock A1111 enforces and where ComfyUI's built-in loader differs. Files are always read
+with torch.load(weights_only=True): a pickle that needs any class is refused.
 """
 from __future__ import annotations
 
@@ -120,13 +104,27 @@ def _module_state(value: Any, source: str, dim: int, half: str) -> "OrderedDict[
 
 
 def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>") -> Hypernetwork:
-    """Build a Hypernetwork from an A1111-layout dict, filling missing metadata A1111's way.
-
-    Defaults (A1111 `Hypernetwork.load`): layer_structure [1, 2, 1], no activation, no layer
-    norm, Normal init, activate_output True (!), dropout from use_dropout/last_layer_dropout via
-    the legacy rule when dropout_structure is absent."""
+    """Build a Hypernetwork from an A1111-layout dict, filling missing metadata A1111's way."""
     if not isinstance(state, Mapping):
         raise HypernetFileError(f"{source}: not a hypernetwork (top level is {type(state).__name__}, expected a dict)")
+    modules, extra = _split_modules_and_extra(state, source)
+    spec = _spec_from_metadata(state, list(modules), source)
+    try:
+        hypernetwork = Hypernetwork.from_module_states(
+            str(state.get("name") or name), spec, modules,
+            step=int(state.get("step") or 0),
+            sd_checkpoint=state.get("sd_checkpoint"),
+            sd_checkpoint_name=state.get("sd_checkpoint_name"),
+            optional_info=state.get("optional_info"),
+        )
+    except ValueError as exc:
+        raise HypernetFileError(f"{source}: {exc}") from exc
+    hypernetwork.extra_metadata = extra
+    return hypernetwork
+
+
+def _split_modules_and_extra(state: Mapping, source: str) -> tuple["OrderedDict[int, tuple]", dict]:
+    """The (k, v) state dicts per width, in file order, and the keys neither A1111 nor we know."""
     modules: "OrderedDict[int, tuple]" = OrderedDict()
     extra: dict = {}
     for key, value in state.items():
@@ -140,12 +138,17 @@ def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>")
         modules[dim] = (_module_state(value[0], source, dim, "k"), _module_state(value[1], source, dim, "v"))
     if not modules:
         raise HypernetFileError(f"{source}: not a hypernetwork (no attention-width entries such as 768)")
+    return modules, extra
 
+
+def _spec_from_metadata(state: Mapping, sizes: list[int], source: str) -> HypernetSpec:
+    """The spec the metadata describes, with A1111's defaults for missing keys (its
+    `Hypernetwork.load`): layer_structure [1, 2, 1], no activation, no layer norm, Normal init,
+    activate_output True (!), dropout from use_dropout/last_layer_dropout by the legacy rule."""
     layer_structure = state.get("layer_structure") or [1, 2, 1]
     dropout_structure = state.get("dropout_structure")
     if dropout_structure is None:
-        use_dropout = bool(state.get("use_dropout", False))
-        dropout_structure = legacy_dropout_structure(layer_structure, use_dropout,
+        dropout_structure = legacy_dropout_structure(layer_structure, bool(state.get("use_dropout", False)),
                                                      bool(state.get("last_layer_dropout", False)))
     else:
         dropout_structure = _dropout_as_a1111_builds_it(dropout_structure, layer_structure, source)
@@ -155,29 +158,12 @@ def hypernetwork_from_state(state: Mapping, name: str, source: str = "<memory>")
         logger.warning("%s: unknown weight_initialization %r, keeping Normal", source, weight_init)
         weight_init = "Normal"
     try:
-        spec = HypernetSpec(
-            layer_structure=list(layer_structure),
-            activation=state.get("activation_func") or "linear",
-            layer_norm=bool(state.get("is_layer_norm", False)),
-            dropout_structure=list(dropout_structure),
-            weight_init=weight_init,
-            activate_output=bool(state.get("activate_output", True)),
-            sizes=list(modules),
-        )
+        return HypernetSpec(layer_structure=list(layer_structure), activation=state.get("activation_func") or "linear",
+                            layer_norm=bool(state.get("is_layer_norm", False)),
+                            dropout_structure=list(dropout_structure), weight_init=weight_init,
+                            activate_output=bool(state.get("activate_output", True)), sizes=sizes)
     except ValueError as exc:
         raise HypernetFileError(f"{source}: invalid hypernetwork metadata: {exc}") from exc
-    try:
-        hypernetwork = Hypernetwork.from_module_states(
-            str(state.get("name") or name), spec, modules,
-            step=int(state.get("step") or 0),
-            sd_checkpoint=state.get("sd_checkpoint"),
-            sd_checkpoint_name=state.get("sd_checkpoint_name"),
-            optional_info=state.get("optional_info"),
-        )
-    except ValueError as exc:
-        raise HypernetFileError(f"{source}: {exc}") from exc
-    hypernetwork.extra_metadata = extra
-    return hypernetwork
 
 
 def _dropout_as_a1111_builds_it(dropout_structure: Any, layer_structure: Any, source: str) -> Any:
@@ -257,7 +243,8 @@ def _check_extra_metadata(extra: Mapping) -> dict:
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"extra metadata {key!r} must be plain data (str, number, bool, None, list, dict)") from exc
+            raise ValueError(f"extra metadata {key!r} must be plain data (str, number, bool, None, list, "
+                             "dict)") from exc
         checked[key] = value
     return checked
 

@@ -1,6 +1,6 @@
 """A1111-exact hypernetwork modules and the `Hypernetwork` container (the HYPERNETWORK type).
 
-Math (from the A1111 format spec): each attention width d gets two residual MLPs, one for the
+Math (docs/file-format.md, The module): each attention width d gets two residual MLPs, one for the
 input of to_k and one for the input of to_v: y = x + f(x) * m. The multiplier m (the user's
 strength) applies only in eval mode; training always uses 1, as A1111 does. f is a
 torch.nn.Sequential named `linear` so state-dict keys are `linear.{idx}.weight|bias`, where idx
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import OrderedDict
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -137,7 +137,7 @@ class Hypernetwork:
 
     @classmethod
     def from_module_states(cls, name: str, spec: HypernetSpec,
-                           states: "OrderedDict[int, tuple[dict, dict]]", **metadata) -> "Hypernetwork":
+                           states: "OrderedDict[int, tuple[dict, dict]]", **metadata: Any) -> "Hypernetwork":
         """Rebuild modules from the spec and load each state dict strictly (as A1111 does)."""
         layers = OrderedDict()
         for dim, (state_k, state_v) in states.items():
@@ -188,7 +188,8 @@ class Hypernetwork:
         """True when the modules are in training mode."""
         return any(module.training for module in self.modules())
 
-    def to(self, device=None, dtype=None) -> "Hypernetwork":
+    def to(self, device: Optional[Union[str, torch.device]] = None,
+           dtype: Optional[torch.dtype] = None) -> "Hypernetwork":
         """Move (and optionally cast) every module in place; returns self."""
         for module in self.modules():
             module.to(device=device, dtype=dtype)

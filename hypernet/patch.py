@@ -106,7 +106,8 @@ def check_widths(hypernetwork: Hypernetwork, model_widths: Optional[Iterable[int
     untouched = sorted(model_widths - file_widths)
     if not unused and not untouched:
         return None
-    parts = [f"hypernetwork {hypernetwork.name!r} has widths {sorted(file_widths)}, the model attends at {sorted(model_widths)}"]
+    parts = [f"hypernetwork {hypernetwork.name!r} has widths {sorted(file_widths)}, "
+             f"the model attends at {sorted(model_widths)}"]
     if unused:
         parts.append(f"{unused} never apply (made for another model family?)")
     if untouched:

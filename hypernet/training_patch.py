@@ -2,10 +2,11 @@
 text-context module's output computed once per UNet call instead of once per layer."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
 
+from .network import Hypernetwork
 from .patch import HypernetPatch
 
 
@@ -16,7 +17,7 @@ class ContextMemoPatch:
     It only reuses while the result is deterministic (no active dropout) and while `enabled`
     (off under gradient checkpointing, whose recomputation must redo exactly the same ops)."""
 
-    def __init__(self, patch, hypernetwork):
+    def __init__(self, patch: HypernetPatch, hypernetwork: Hypernetwork):
         self.patch, self.hypernetwork, self.enabled = patch, hypernetwork, True
         self._dropout = any(isinstance(layer, torch.nn.Dropout) for module in hypernetwork.modules()
                             for layer in module.modules())
@@ -26,7 +27,8 @@ class ContextMemoPatch:
         """Forget the cached output (call before every UNet call: the weights may have changed)."""
         self._input, self._version, self._outputs = None, None, None
 
-    def __call__(self, q, k, v, extra_options=None):
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 extra_options: Optional[dict[str, Any]] = None):
         reusable = self.enabled and k is v and not (self._dropout and self.hypernetwork.training)
         if not reusable:
             return self.patch(q, k, v, extra_options)
@@ -35,13 +37,14 @@ class ContextMemoPatch:
             self._input, self._version, self._outputs = k, k._version, (k_out, v_out)
         return (q, *self._outputs)
 
-    def to(self, device_or_dtype) -> "ContextMemoPatch":
+    def to(self, device_or_dtype: Union[torch.device, torch.dtype, str]) -> "ContextMemoPatch":
         self.patch.to(device_or_dtype)
         self.reset()
         return self
 
 
-def patched_for_training(model, hypernetwork) -> tuple[Any, ContextMemoPatch]:
+def patched_for_training(model: Any,  # a ModelPatcher-like MODEL: ComfyUI's, or our HeadlessModel
+                         hypernetwork: Hypernetwork) -> tuple[Any, ContextMemoPatch]:
     """A clone of a ModelPatcher-like `model` with the hypernetwork in attn1 (plain patch) and
     attn2 (memoised), strength 1; `model` is untouched."""
     patched = model.clone()

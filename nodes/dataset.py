@@ -11,8 +11,16 @@ import os
 from pathlib import Path
 
 from ..hypernet.errors import InputError
-from ..hypernet.preprocess.options import (AUTO_SIZE_OBJECTIVES, CAPTION_ACTIONS, CROP_METHODS, DEEPBOORU_FILE_NAME,
-                                           FACE_DETECTORS, FLIP_DIRECTIONS, FLIP_MODES, SAVE_NAMINGS)
+from ..hypernet.preprocess.options import (
+    AUTO_SIZE_OBJECTIVES,
+    CAPTION_ACTIONS,
+    CROP_METHODS,
+    DEEPBOORU_FILE_NAME,
+    FACE_DETECTORS,
+    FLIP_DIRECTIONS,
+    FLIP_MODES,
+    SAVE_NAMINGS,
+)
 from .host import HOST
 from .model_files import model_choices, model_file, yunet_file
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text

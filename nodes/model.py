@@ -80,8 +80,9 @@ class HypernetSpecNode(Node):
         spec = build_spec(**widgets)
         sizes = spec.sizes if spec.sizes is not None else hn_spec.FAMILY_SIZES["SD1"]
         described = hn_spec.describe_size(spec, sizes)
-        text_line = described if spec.sizes is not None else "widths from the model at training time; on SD1: " + described
-        return {"ui": {"text": [text_line]}, "result": (spec,)}
+        if spec.sizes is None:
+            described = "widths from the model at training time; on SD1: " + described
+        return {"ui": {"text": [described]}, "result": (spec,)}
 
 
 class LoadHypernetNode(Node):

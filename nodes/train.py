@@ -8,8 +8,15 @@ from typing import Any
 import torch
 
 from ..hypernet.files import safe_join
-from ..hypernet.train.config import (CLIP_MODES, LATENT_SAMPLING_MODES, OPTIMIZERS, PRECISIONS, TrainConfig,
-                                     TrainHooks, validate_name)
+from ..hypernet.train.config import (
+    CLIP_MODES,
+    LATENT_SAMPLING_MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    TrainConfig,
+    TrainHooks,
+    validate_name,
+)
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
 from .host import HOST
 from .widgets import Node, boolean, combo, decimal, integer, mappings, socket, text
@@ -142,14 +149,19 @@ class TrainHypernetNode(Node):
                                    hypernetwork=hypernetwork[0] if hypernetwork else None,
                                    hooks=NodeHooks(config.steps, node_id), device=HOST.torch_device(),
                                    load_model=HOST.load_model_for_training)
-        result = outputs.result
-        if result.interrupted:
+        if outputs.result.interrupted:
             HOST.throw_if_interrupted()
-        last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
-        shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
-        return {"ui": {"text": [f"{config.name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"],
-                       "images": [_ui_image(p) for p in shown]},
-                "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path))}
+        return _node_output(config, outputs)
+
+
+def _node_output(config: TrainConfig, outputs) -> dict:
+    """The node's text, the pictures shown on it, and its outputs."""
+    result = outputs.result
+    last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
+    shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
+    return {"ui": {"text": [f"{config.name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"],
+                   "images": [_ui_image(p) for p in shown]},
+            "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path))}
 
 
 def _ui_image(path) -> dict:

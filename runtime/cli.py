@@ -235,8 +235,8 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .host import HEADLESS
     from .executor import Executor, NodeExecutionError
+    from .host import HEADLESS
     from .validation import PromptValidationError
     from .workflow import WorkflowError
 

@@ -10,7 +10,6 @@ The pictures are simple coloured shapes drawn in code; existing files are never 
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Optional, Sequence
 
 from ..hypernet.files import atomic_path, atomic_write_text

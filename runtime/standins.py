@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from ..hypernet.files import UnsafePathError, atomic_path, safe_join
+from ..hypernet.preprocess.options import IMAGE_EXTENSIONS
 from ..hypernet.sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from ..hypernet.sd.tiny import TINY_MODEL_NAME
 from ..nodes.host import HOST
 
-TINY_MODEL_NAME = "tiny-sd (built-in)"  # == hypernet.sd.tiny.TINY_MODEL_NAME (kept light to import)
 MAX_RESOLUTION = 16384
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -142,8 +142,8 @@ class CheckpointLoaderSimple:
     DESCRIPTION = __doc__
 
     def load_checkpoint(self, ckpt_name):
-        from ..hypernet.sd.headless import headless_objects
         from ..hypernet.sd.checkpoints import load_components
+        from ..hypernet.sd.headless import headless_objects
 
         device = HOST.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None

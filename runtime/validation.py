@@ -120,82 +120,102 @@ def validate_prompt(prompt: Mapping[str, Any], registry: Mapping[str, type]) -> 
     return ValidationResult(issues, outputs, coerced)
 
 
-def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: Mapping[str, type]
-                   ) -> tuple[list[ValidationIssue], list[str]]:
-    class_type = node["class_type"]
-    issues: list[ValidationIssue] = []
-    sources: list[str] = []
+class _NodeCheck:
+    """The checks of one node: every declared input, then the node's own VALIDATE_INPUTS."""
 
-    def issue(kind: str, message: str, name: Optional[str], **extra) -> None:
-        issues.append(ValidationIssue(kind, message, node_id, class_type, name, extra_info=extra))
+    def __init__(self, node_id: str, node: dict, cls: type, prompt: dict, registry: Mapping[str, type]):
+        self.node_id, self.node, self.cls, self.prompt, self.registry = node_id, node, cls, prompt, registry
+        self.issues: list[ValidationIssue] = []
+        self.sources: list[str] = []
+        self.linked_types: dict[str, str] = {}
+        self.custom_checked, self.wants_input_types = _validate_inputs_parameters(cls)
 
-    declared = node_inputs(cls)
-    custom_checked, wants_input_types = _validate_inputs_parameters(cls)
-    inputs = node["inputs"]
-    linked_types: dict[str, str] = {}
+    def issue(self, kind: str, message: str, name: Optional[str], **extra) -> None:
+        self.issues.append(ValidationIssue(kind, message, self.node_id, self.node["class_type"], name,
+                                           extra_info=extra))
 
-    for name, info in declared.items():
-        if info.section == "hidden":
-            continue
-        if name not in inputs:
-            if info.required:
-                dropped = ((node.get("_meta") or {}).get("dropped_links") or {}).get(name)
-                reason = (f"its link from node {dropped} was dropped: that node is muted, or bypassed with "
-                          "no input of this type"
-                          if dropped is not None else "not linked and no value")
-                issue("required_input_missing", f"required input '{name}' ({info.type_name}) is missing ({reason})",
-                      name)
-            continue
+    def run(self) -> tuple[list[ValidationIssue], list[str]]:
+        declared = node_inputs(self.cls)
+        inputs = self.node["inputs"]
+        for name, info in declared.items():
+            if info.section == "hidden":
+                continue
+            if name not in inputs:
+                self._missing(name, info)
+            elif is_link(inputs[name]):
+                self._linked(name, info, inputs[name])
+            else:
+                self._constant(name, info, inputs)
+        if getattr(self.cls, "VALIDATE_INPUTS", None) is not None and not any(
+                i.type in ("required_input_missing", "bad_linked_input") for i in self.issues):
+            self._custom(declared, inputs)
+        return self.issues, self.sources
+
+    def _missing(self, name: str, info: InputInfo) -> None:
+        if not info.required:
+            return
+        dropped = ((self.node.get("_meta") or {}).get("dropped_links") or {}).get(name)
+        reason = (f"its link from node {dropped} was dropped: that node is muted, or bypassed with no input of "
+                  "this type" if dropped is not None else "not linked and no value")
+        self.issue("required_input_missing", f"required input '{name}' ({info.type_name}) is missing ({reason})",
+                   name)
+
+    def _linked(self, name: str, info: InputInfo, value: list) -> None:
+        source_id, slot = value
+        source = self.prompt.get(source_id)
+        if source is None:
+            self.issue("bad_linked_input", f"linked to node {source_id}, which does not exist in the workflow", name)
+            return
+        self.sources.append(source_id)
+        source_cls = self.registry.get(source.get("class_type"))
+        if source_cls is None:
+            return  # reported as an unknown node type
+        outputs = return_types(source_cls)
+        if not 0 <= slot < len(outputs):
+            self.issue("bad_linked_input", f"linked to output {slot} of node {source_id} ({source['class_type']}), "
+                       f"which has only {len(outputs)} output{'s' * (len(outputs) != 1)}", name)
+            return
+        received = outputs[slot]
+        self.linked_types[name] = type_to_str(received)
+        if not self.wants_input_types and not types_match(received, info.type):
+            self.issue("return_type_mismatch", f"expects {info.type_name} but is linked to output {slot} of node "
+                       f"{source_id} ({source['class_type']}), which gives {type_to_str(received)}", name,
+                       received_type=type_to_str(received), linked_node=[source_id, slot])
+
+    def _constant(self, name: str, info: InputInfo, inputs: dict) -> None:
         value = inputs[name]
-        if is_link(value):
-            source_id, slot = value
-            source = prompt.get(source_id)
-            if source is None:
-                issue("bad_linked_input", f"linked to node {source_id}, which does not exist in the workflow", name)
-                continue
-            sources.append(source_id)
-            source_cls = registry.get(source.get("class_type"))
-            if source_cls is None:
-                continue  # reported as an unknown node type
-            outputs = return_types(source_cls)
-            if not 0 <= slot < len(outputs):
-                issue("bad_linked_input", f"linked to output {slot} of node {source_id} ({source['class_type']}), "
-                      f"which has only {len(outputs)} output{'s' * (len(outputs) != 1)}", name)
-                continue
-            received = outputs[slot]
-            linked_types[name] = type_to_str(received)
-            if not wants_input_types and not types_match(received, info.type):
-                issue("return_type_mismatch", f"expects {info.type_name} but is linked to output {slot} of node "
-                      f"{source_id} ({source['class_type']}), which gives {type_to_str(received)}", name,
-                      received_type=type_to_str(received), linked_node=[source_id, slot])
-            continue
         if isinstance(value, list):
-            issue("bad_linked_input", f"malformed link {value!r}: expected [node_id, output_index]", name)
-            continue
+            self.issue("bad_linked_input", f"malformed link {value!r}: expected [node_id, output_index]", name)
+            return
         wrapped = value is not unwrap_value(value)
-        problem, value = _check_constant(info, unwrap_value(value), skip_range=name in custom_checked)
+        problem, value = _check_constant(info, unwrap_value(value), skip_range=name in self.custom_checked)
         if problem:
-            issue(problem[0], problem[1], name, received_value=_short(value))
+            self.issue(problem[0], problem[1], name, received_value=_short(value))
         else:
             # Arrays stay wrapped, so a two-item value can never be read as a link later.
             inputs[name] = {"__value__": value} if wrapped or isinstance(value, list) else value
 
-    custom = getattr(cls, "VALIDATE_INPUTS", None)
-    if custom is not None and not any(i.type in ("required_input_missing", "bad_linked_input") for i in issues):
-        arguments = {name: (None if is_link(inputs[name]) else unwrap_value(inputs[name]))
-                     for name in declared if name in inputs and name in custom_checked}
-        if "**" in custom_checked:
+    def _custom(self, declared: dict, inputs: dict) -> None:
+        """VALIDATE_INPUTS with the inputs it names (linked ones None), as ComfyUI calls it."""
+        if "**" in self.custom_checked:
             arguments = {n: (None if is_link(v) else unwrap_value(v)) for n, v in inputs.items()}
-        if wants_input_types:
-            arguments["input_types"] = linked_types
+        else:
+            arguments = {name: (None if is_link(inputs[name]) else unwrap_value(inputs[name]))
+                         for name in declared if name in inputs and name in self.custom_checked}
+        if self.wants_input_types:
+            arguments["input_types"] = self.linked_types
         try:
-            verdict = custom(**arguments)
+            verdict = self.cls.VALIDATE_INPUTS(**arguments)
         except Exception as exc:  # a broken check is reported, not raised
             verdict = f"{type(exc).__name__}: {exc}"
         if verdict is not True:
             message = "VALIDATE_INPUTS rejected the inputs" if verdict in (False, None) else str(verdict)
-            issue("custom_validation_failed", message, None)
-    return issues, sources
+            self.issue("custom_validation_failed", message, None)
+
+
+def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: Mapping[str, type]
+                   ) -> tuple[list[ValidationIssue], list[str]]:
+    return _NodeCheck(node_id, node, cls, prompt, registry).run()
 
 
 def _check_constant(info: InputInfo, value: Any, skip_range: bool) -> tuple[Optional[tuple[str, str]], Any]:

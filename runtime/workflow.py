@@ -155,7 +155,7 @@ class _Converter:
         meta: dict[str, Any] = {"title": node.get("title") or node["type"]}
         if cls is not None:
             inputs.update(self._widget_values(node, cls))
-        for slot, socket in enumerate(node.get("inputs") or []):
+        for socket in node.get("inputs") or []:
             if socket.get("link") is None:
                 continue
             # A converted widget's INPUT_TYPES name is widget.name (the socket name may be a label).

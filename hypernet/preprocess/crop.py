@@ -2,7 +2,7 @@
 
 Every method first produces `CropPlan`s: pure geometry in source pixels, so boxes can be
 reported as JSON and tested exactly. `render_plan` then resamples the source region once
-with LANCZOS (image and mask alike). Behaviour follows preprocess-spec.md §1-§4; our
+with LANCZOS (image and mask alike). Behaviour follows docs/preprocessing.md; our
 defaults fix A1111's bugs, `a1111_compat=True` reproduces its boxes."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from .faces import FaceDetector
-from .options import AUTO_SIZE_OBJECTIVES, CROP_METHODS
 from .focal import FocalResult, FocalWeights, draw_focal_debug, find_focal_point
-
+from .lists import DatasetLists
+from .options import AUTO_SIZE_OBJECTIVES, CROP_METHODS
 
 
 @dataclass(frozen=True)
@@ -274,19 +274,6 @@ def draw_boxes_debug(image: Image.Image, plans: list[CropPlan], max_side: int = 
 
 
 # --------------------------------------------------------------------------- whole dataset
-@dataclass
-class CropOutput:
-    """Parallel lists out of Auto Crop (one entry per produced picture) plus extras."""
-
-    images: list[Image.Image] = field(default_factory=list)
-    masks: list[Optional[Image.Image]] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    stems: list[str] = field(default_factory=list)
-    boxes: list[dict] = field(default_factory=list)
-    debug_images: list[Image.Image] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 def plans_for_image(image: Image.Image, settings: CropSettings, face_detector: Optional[FaceDetector]
                     ) -> tuple[list[CropPlan], Optional[Image.Image]]:
     """The plans for one image and, if settings.debug, its debug picture."""
@@ -316,12 +303,12 @@ def plans_for_image(image: Image.Image, settings: CropSettings, face_detector: O
 
 def crop_dataset(images: list[Image.Image], masks: list[Optional[Image.Image]], captions: list[str],
                  stems: list[str], settings: CropSettings, face_detector: Optional[FaceDetector] = None,
-                 on_progress: Optional[Callable[[int], None]] = None) -> CropOutput:
+                 on_progress: Optional[Callable[[int], None]] = None) -> DatasetLists:
     """Crop every image; captions, stems and masks follow each crop and tile.
 
     Masks are "F" images in ComfyUI's convention (1 = transparent); black-bar padding counts
     as transparent so a trainer weighting by alpha ignores it."""
-    output = CropOutput()
+    output = DatasetLists()
     for index, image in enumerate(images):
         plans, debug = plans_for_image(image, settings, face_detector)
         if not plans:
@@ -329,10 +316,9 @@ def crop_dataset(images: list[Image.Image], masks: list[Optional[Image.Image]], 
                       f"within error threshold {settings.auto_error_threshold}"
             output.warnings.append(message)
         for plan in plans:
-            output.images.append(render_plan(image, plan))
-            output.masks.append(None if masks[index] is None else render_plan(masks[index], plan, pad_value=1.0))
-            output.captions.append(captions[index])
-            output.stems.append(stems[index] if len(plans) == 1 else f"{stems[index]}-{plan.tile}")
+            output.add(render_plan(image, plan),
+                       None if masks[index] is None else render_plan(masks[index], plan, pad_value=1.0),
+                       captions[index], stems[index] if len(plans) == 1 else f"{stems[index]}-{plan.tile}")
             output.boxes.append({"source": index, "stem": stems[index], **plan.as_dict()})
         if debug is not None:
             output.debug_images.append(debug)

@@ -8,7 +8,8 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from types import ModuleType
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,7 +32,7 @@ HAAR_CASCADES: tuple[tuple[str, float], ...] = (
 YUNET_MAX_SIDE = 640  # YuNet misses very large faces; detect on a copy no larger than this
 
 
-def _import_cv2():
+def _import_cv2() -> Optional[ModuleType]:
     """cv2, or None when OpenCV is not installed."""
     try:
         import cv2
@@ -41,7 +42,7 @@ def _import_cv2():
 
 
 @functools.lru_cache(maxsize=None)
-def _haar_cascade(file_name: str):
+def _haar_cascade(file_name: str) -> Any:  # a cv2.CascadeClassifier
     cv2 = _import_cv2()
     return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, file_name))
 

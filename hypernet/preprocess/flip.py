@@ -6,11 +6,11 @@ in the caption, since the picture's sides swapped too."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from .lists import DatasetLists
 from .options import FLIP_DIRECTIONS, FLIP_MODES
 
 # Spatial dims of an IMAGE item [1,H,W,C] (H=1, W=2) and a MASK item [1,H,W] (same).
@@ -39,32 +39,18 @@ def flip_tensor(tensor: torch.Tensor, direction: str) -> torch.Tensor:
     return torch.flip(tensor, dims=_DIMS[direction])
 
 
-@dataclass
-class FlipOutput:
-    """Parallel lists after flipping."""
-
-    images: list[torch.Tensor] = field(default_factory=list)
-    masks: list[Optional[torch.Tensor]] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    stems: list[str] = field(default_factory=list)
-
-
 def flip_dataset(images: list[torch.Tensor], masks: list[Optional[torch.Tensor]], captions: list[str],
                  stems: list[str], direction: str = "horizontal", mode: str = "append",
-                 swap_words: bool = False) -> FlipOutput:
+                 swap_words: bool = False) -> DatasetLists:
     """`append` puts each flipped copy right after its original (A1111); `replace` flips in place."""
     if mode not in FLIP_MODES:
         raise ValueError(f"flip mode {mode!r}: choose one of {', '.join(FLIP_MODES)}")
-    output = FlipOutput()
+    output = DatasetLists()
     swaps_sides = direction in ("horizontal", "both")
     for image, mask, caption, stem in zip(images, masks, captions, stems):
         if mode == "append":
-            output.images.append(image)
-            output.masks.append(mask)
-            output.captions.append(caption)
-            output.stems.append(stem)
-        output.images.append(flip_tensor(image, direction))
-        output.masks.append(None if mask is None else flip_tensor(mask, direction))
-        output.captions.append(swap_left_right(caption) if swap_words and swaps_sides else caption)
-        output.stems.append(f"{stem}-{_SUFFIX[direction]}" if mode == "append" else stem)
+            output.add(image, mask, caption, stem)
+        output.add(flip_tensor(image, direction), None if mask is None else flip_tensor(mask, direction),
+                   swap_left_right(caption) if swap_words and swaps_sides else caption,
+                   f"{stem}-{_SUFFIX[direction]}" if mode == "append" else stem)
     return output

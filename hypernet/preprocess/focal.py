@@ -1,6 +1,6 @@
 """Focal point of an image: weighted centroid of face, entropy and edge points.
 
-Behaviour follows A1111's autocrop (preprocess-spec.md §2). By default two of its quirks are
+Behaviour follows A1111's autocrop (docs/preprocessing.md). By default two of its quirks are
 fixed: the entropy score is real Shannon entropy of a 256-bin gray histogram (A1111 scores
 a dithered 2-bin image with -sum(log2 p), which favours flat windows), and an image with no
 points at all is centred instead of cropped from the top-left corner. `a1111_compat=True`

@@ -4,37 +4,33 @@ They convert to Pillow once per image, call the pure geometry/detection code and
 back, so nodes stay thin and never touch Pillow themselves."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from ..errors import InputError
-from ..images import (array_to_image_tensor, empty_mask_for, image_tensor_to_pil, mask_tensor_to_pil,
-                      pil_to_image_tensor, pil_to_mask_tensor, split_image_batches, split_mask_batches)
+from ..images import (
+    array_to_image_tensor,
+    empty_mask_for,
+    image_tensor_to_pil,
+    mask_tensor_to_pil,
+    pil_to_image_tensor,
+    pil_to_mask_tensor,
+    split_image_batches,
+    split_mask_batches,
+)
 from .crop import CropSettings, crop_dataset
 from .faces import FaceDetector
 from .focal import FocalWeights
 from .image_folder import load_image_folder
+from .lists import DatasetLists
 
 
-@dataclass
-class LoadedLists:
-    """Load Images results as parallel lists (repeats already expanded)."""
-
-    folder: Path
-    images: list[torch.Tensor] = field(default_factory=list)
-    masks: list[torch.Tensor] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    stems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def load_folder_lists(folder: Path, **options: Any) -> LoadedLists:
+def load_folder_lists(folder: Path, **options: Any) -> DatasetLists:
     """`load_image_folder` as IMAGE/MASK lists; masks are 1 - alpha (zeros when opaque)."""
     result = load_image_folder(folder, **options)
-    lists = LoadedLists(folder=result.folder, warnings=result.warnings)
+    lists = DatasetLists(folder=result.folder, warnings=result.warnings)
     for item in result.images:
         image = array_to_image_tensor(item.rgb)
         mask = empty_mask_for(image) if item.alpha is None else torch.from_numpy(1.0 - item.alpha).unsqueeze(0)
@@ -43,19 +39,6 @@ def load_folder_lists(folder: Path, **options: Any) -> LoadedLists:
         lists.captions += [item.caption] * item.repeats
         lists.stems += [item.stem] * item.repeats
     return lists
-
-
-@dataclass
-class TensorCropOutput:
-    """Auto Crop results as tensors (masks None where the input had none)."""
-
-    images: list[torch.Tensor] = field(default_factory=list)
-    masks: list[Optional[torch.Tensor]] = field(default_factory=list)
-    captions: list[str] = field(default_factory=list)
-    stems: list[str] = field(default_factory=list)
-    debug_images: list[torch.Tensor] = field(default_factory=list)
-    boxes: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def crop_settings_from(options: dict[str, Any]) -> CropSettings:
@@ -69,7 +52,7 @@ def crop_settings_from(options: dict[str, Any]) -> CropSettings:
 
 def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Tensor]], captions: list[str],
                       stems: list[str], options: dict[str, Any], yunet_path: Optional[Path] = None,
-                      on_progress: Optional[Callable[[int], None]] = None) -> TensorCropOutput:
+                      on_progress: Optional[Callable[[int], None]] = None) -> DatasetLists:
     """Auto Crop over IMAGE items; `options` are the node's widgets (method, width, weights...).
 
     Raises InputError for 'images' when every image was skipped (auto_sized with no fitting size)."""
@@ -80,7 +63,7 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     pil_images = [image_tensor_to_pil(image) for image in images]
     pil_masks = [None if mask is None else mask_tensor_to_pil(mask) for mask in masks]
     result = crop_dataset(pil_images, pil_masks, captions, stems, settings, detector, on_progress)
-    output = TensorCropOutput(
+    output = DatasetLists(
         images=[pil_to_image_tensor(image) for image in result.images],
         masks=[None if mask is None else pil_to_mask_tensor(mask) for mask in result.masks],
         captions=result.captions, stems=result.stems, boxes=result.boxes,

@@ -16,10 +16,13 @@ import contextlib
 import contextvars
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from diffusers.models.attention_processor import Attention
 
 AttentionPatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], tuple]
 
@@ -77,7 +80,7 @@ class PatchableAttnProcessor:
         self.is_cross_attention = is_cross_attention
         self.identity = _block_identity(module_name)
 
-    def __call__(self, attn, hidden_states: torch.Tensor,
+    def __call__(self, attn: "Attention", hidden_states: torch.Tensor,
                  encoder_hidden_states: Optional[torch.Tensor] = None,
                  attention_mask: Optional[torch.Tensor] = None,
                  temb: Optional[torch.Tensor] = None, *args: Any, **kwargs: Any) -> torch.Tensor:

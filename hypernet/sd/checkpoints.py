@@ -24,13 +24,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Union
 
 import torch
 
 from .components import CheckpointError, SDComponents, scaled_linear_alphas_cumprod
 from .tiny import TINY_MODEL_NAME, build_tiny_components
 from .tokenizer import find_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
@@ -210,7 +213,7 @@ def vae_config_from_ldm(state_dict: dict) -> dict:
 
 
 def _text_encoder_config(token_embedding: torch.Tensor, positions: int, layers: int, intermediate: int,
-                         hidden_act: str, tokenizer) -> object:
+                         hidden_act: str, tokenizer: "CLIPTokenizer") -> "CLIPTextConfig":
     from transformers import CLIPTextConfig
 
     hidden = int(token_embedding.shape[1])
@@ -264,7 +267,7 @@ def _sd2_text_state(state_dict: dict) -> dict:
     return out
 
 
-def _load_text_encoder(state_dict: dict, family: str, tokenizer):
+def _load_text_encoder(state_dict: dict, family: str, tokenizer: "CLIPTokenizer") -> "CLIPTextModel":
     from transformers import CLIPTextModel
 
     text_state = _sd1_text_state(state_dict) if family == "sd1" else _sd2_text_state(state_dict)
@@ -294,14 +297,15 @@ def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
         raise CheckpointError(f"{what}: no weights for {meta[:5]}")
 
 
-def _on_meta(factory):
+def _on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """Build a module without allocating (the checkpoint's tensors are assigned next)."""
     with torch.device("meta"):
         return factory()
 
 
 # --------------------------------------------------------------------------- loaders
-def _finish(components: SDComponents, device, dtype) -> SDComponents:
+def _finish(components: SDComponents, device: Optional[Union[str, torch.device]],
+            dtype: Optional[torch.dtype]) -> SDComponents:
     """Move to `device`; cast UNet and text encoder to `dtype` (default fp32, whatever the
     file stores: fp16 files are common) and the VAE to fp32, since SD VAEs overflow in fp16;
     freeze everything."""
@@ -313,7 +317,8 @@ def _finish(components: SDComponents, device, dtype) -> SDComponents:
     return components
 
 
-def load_single_file(path: PathLike, device=None, dtype=None, model_type: Optional[str] = None,
+def load_single_file(path: PathLike, device: Optional[Union[str, torch.device]] = None,
+                     dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                      tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
     """An SD1.x/SD2.x checkpoint in the original LDM key layout."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -366,7 +371,8 @@ def _alphas_from_scheduler_config(config: dict) -> torch.Tensor:
     return alphas
 
 
-def load_diffusers_folder(folder: PathLike, device=None, dtype=None, model_type: Optional[str] = None,
+def load_diffusers_folder(folder: PathLike, device: Optional[Union[str, torch.device]] = None,
+                          dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                           tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
     """A diffusers pipeline folder (unet/, text_encoder/, vae/, tokenizer/, scheduler/)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -403,7 +409,8 @@ def load_diffusers_folder(folder: PathLike, device=None, dtype=None, model_type:
     return _finish(components, device, dtype)
 
 
-def load_components(path_or_name: Union[str, Path], device=None, dtype=None, model_type: Optional[str] = None,
+def load_components(path_or_name: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
+                    dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                     tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
     """Load "tiny-sd (built-in)", a diffusers folder, or an SD1.x/SD2.x single file.
 

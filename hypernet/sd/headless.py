@@ -2,13 +2,20 @@
 that our nodes and the stand-in core nodes use, built on diffusers and transformers."""
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 
 from .attention import ActivePatches, active_patches, attention_input_widths, install_patchable_attention
 from .components import SDComponents
 from .prompt_weights import parse_weighted_prompt
+
+if TYPE_CHECKING:
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    from .attention import AttentionPatch
 
 TOKENS_PER_CHUNK = 77
 MAX_WORD_TOKENS = 8  # longer words may be split across chunks (ComfyUI's rule)
@@ -17,7 +24,7 @@ MAX_WORD_TOKENS = 8  # longer words may be split across chunks (ComfyUI's rule)
 def _copy_model_options(options: dict) -> dict:
     """Copy the nested dicts and lists of `model_options` but share the patch objects,
     as ModelPatcher.clone() does (patches themselves are never mutated)."""
-    def _copy(value):
+    def _copy(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: _copy(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -46,11 +53,11 @@ class HeadlessModel:
         transformer_options = self.model_options.setdefault("transformer_options", {})
         return transformer_options.setdefault("patches", {}).setdefault(name, [])
 
-    def set_model_attn1_patch(self, patch) -> None:
+    def set_model_attn1_patch(self, patch: "AttentionPatch") -> None:
         """Append a self-attention patch `(q, k, v, extra_options) -> (q, k, v)`."""
         self._patch_list("attn1_patch").append(patch)
 
-    def set_model_attn2_patch(self, patch) -> None:
+    def set_model_attn2_patch(self, patch: "AttentionPatch") -> None:
         """Append a cross-attention patch `(q, k, v, extra_options) -> (q, k, v)`."""
         self._patch_list("attn2_patch").append(patch)
 
@@ -71,7 +78,7 @@ class HeadlessModel:
 
     # ---------------------------------------------------------------- model facts
     @property
-    def unet(self):
+    def unet(self) -> "UNet2DConditionModel":
         return self.components.unet
 
     @property
@@ -99,7 +106,7 @@ class HeadlessModel:
         return list(self.model_options.get("transformer_options", {}).get("patches", {}).get(name, []))
 
     # ---------------------------------------------------------------- running
-    def patch_context(self):
+    def patch_context(self) -> contextlib.AbstractContextManager[None]:
         """A context manager that makes this object's patches the active ones (apply_model
         enters it; re-enter it when a checkpointed block recomputes during backward)."""
         transformer_options = {key: value for key, value in self.model_options.get("transformer_options", {}).items()
@@ -147,7 +154,7 @@ class HeadlessCLIP:
         self.layer_idx = layer_idx
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> "CLIPTokenizer":
         return self.components.tokenizer
 
     def _special_ids(self) -> tuple[int, int, int]:
@@ -211,7 +218,8 @@ class HeadlessCLIP:
         hidden = output.last_hidden_state if self.layer_idx == -1 else final_norm(hidden)
         return hidden.float(), output.pooler_output.float()
 
-    def encode_from_tokens(self, tokens: dict, return_pooled: bool = False):
+    def encode_from_tokens(self, tokens: dict,
+                           return_pooled: bool = False) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Conditioning [1, 77*chunks, D] (and the first chunk's pooled output [1, D]).
 
         Weighted tokens move away from the empty prompt's embedding at the same position:
@@ -247,7 +255,7 @@ class HeadlessVAE:
         self.components = components
 
     @property
-    def vae(self):
+    def vae(self) -> "AutoencoderKL":
         return self.components.vae
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:

@@ -11,7 +11,7 @@ space is exactly the Euler step, so it shares Euler's code as ComfyUI's does.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -131,7 +131,8 @@ def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch
     return (x - denoised) / sigma
 
 
-def _euler(denoiser, x, sigmas, callback, generator):
+def _euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
+           generator: torch.Generator) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i])
         x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
@@ -139,7 +140,8 @@ def _euler(denoiser, x, sigmas, callback, generator):
     return x
 
 
-def _euler_ancestral(denoiser, x, sigmas, callback, generator):
+def _euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
+                     generator: torch.Generator) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
@@ -153,7 +155,8 @@ def _euler_ancestral(denoiser, x, sigmas, callback, generator):
     return x
 
 
-def _heun(denoiser, x, sigmas, callback, generator):
+def _heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
+          generator: torch.Generator) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
@@ -179,7 +182,8 @@ def _lms_coefficient(sigmas: np.ndarray, i: int, j: int, order: int) -> float:
     return float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i]))
 
 
-def _lms(denoiser, x, sigmas, callback, generator, order: int = 4):
+def _lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
+         generator: torch.Generator, order: int = 4) -> torch.Tensor:
     sigmas_np = sigmas.cpu().double().numpy()
     derivatives = []
     for i in range(len(sigmas) - 1):
@@ -193,7 +197,8 @@ def _lms(denoiser, x, sigmas, callback, generator, order: int = 4):
     return x
 
 
-def _dpmpp_2m(denoiser, x, sigmas, callback, generator):
+def _dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
+               generator: torch.Generator) -> torch.Tensor:
     old_denoised = None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -235,13 +240,13 @@ def _guided_denoiser(denoiser_for: Callable[[torch.Tensor], Denoiser], positive:
     if positive.shape[1:] == negative.shape[1:]:
         both = denoiser_for(torch.cat([positive, negative]))
 
-        def guided(x, sigma):
+        def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             cond, uncond = both(torch.cat([x, x]), sigma).chunk(2)
             return uncond + cfg * (cond - uncond)
         return guided
     cond_denoiser, uncond_denoiser = denoiser_for(positive), denoiser_for(negative)
 
-    def guided_separately(x, sigma):
+    def guided_separately(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         uncond = uncond_denoiser(x, sigma)
         return uncond + cfg * (cond_denoiser(x, sigma) - uncond)
     return guided_separately
@@ -266,7 +271,8 @@ def _step_noise_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed((int(seed) + offset) & 0xFFFFFFFFFFFFFFFF)
 
 
-def sample(model, latent: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor], *,
+def sample(model: Any,  # HeadlessModel-like: alphas_cumprod, latent_scale_factor, load_device, apply_model...
+           latent: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor], *,
            seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0,
            callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Sample like ComfyUI's KSampler on a HeadlessModel-like `model`.
@@ -295,7 +301,7 @@ def sample(model, latent: torch.Tensor, positive: torch.Tensor, negative: Option
     positive = _match_batch(positive.float(), batch)
     negative = _match_batch(negative.float(), batch) if negative is not None else None
 
-    def denoiser_for(context):
+    def denoiser_for(context: torch.Tensor) -> Denoiser:
         return make_denoiser(model.apply_model, schedule, model.prediction_type, context)
 
     denoiser = _guided_denoiser(denoiser_for, positive, negative, float(cfg))

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import copy
 import threading
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
 from .components import SDComponents, scaled_linear_alphas_cumprod
 from .tokenizer import bytes_to_unicode
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 TINY_MODEL_NAME = "tiny-sd (built-in)"
 TINY_MODEL_DESCRIPTION = ("tiny-sd (built-in): random weights, a few MB, built in code; "
@@ -25,7 +29,7 @@ _cache: dict[int, SDComponents] = {}
 _cache_lock = threading.Lock()
 
 
-def build_tiny_tokenizer():
+def build_tiny_tokenizer() -> "CLIPTokenizer":
     """A CLIPTokenizer whose vocabulary is the 256 byte symbols (plain and word-final) plus
     a few merges of common letter pairs, and CLIP's start/end tokens."""
     from transformers import CLIPTokenizer
@@ -86,7 +90,8 @@ def _build(seed: int) -> SDComponents:
     )
 
 
-def build_tiny_components(seed: int = 0, device=None, dtype=None) -> SDComponents:
+def build_tiny_components(seed: int = 0, device: Optional[Union[str, torch.device]] = None,
+                          dtype: Optional[torch.dtype] = None) -> SDComponents:
     """The built-in tiny checkpoint, bit-identical for a given seed.
 
     Built once per process and seed (about a second); later calls return the cached

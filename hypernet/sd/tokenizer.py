@@ -12,9 +12,12 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from .components import CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 PathLike = Union[str, Path]
@@ -35,7 +38,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 
-def tokenizer_from_bpe_file(path: PathLike, pad_token: str = "<|endoftext|>"):
+def tokenizer_from_bpe_file(path: PathLike, pad_token: str = "<|endoftext|>") -> "CLIPTokenizer":
     """A CLIPTokenizer built from CLIP's `bpe_simple_vocab_16e6.txt.gz` (vocab and merges
     are derived from the merge list exactly as CLIP's reference tokenizer does)."""
     from transformers import CLIPTokenizer
@@ -64,7 +67,8 @@ def _bundled_bpe_file() -> Optional[Path]:
     return None
 
 
-def find_tokenizer(family: str, checkpoint: Optional[Path], tokenizer_dirs: Iterable[PathLike] = ()):
+def find_tokenizer(family: str, checkpoint: Optional[Path],
+                   tokenizer_dirs: Iterable[PathLike] = ()) -> "CLIPTokenizer":
     """The CLIP tokenizer for `family` from local files (see the module docstring's order)."""
     from transformers import CLIPTokenizer
 

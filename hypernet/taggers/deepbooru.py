@@ -4,7 +4,7 @@ The network is a bottleneck ResNet with folded batch norm: 179 convolutions name
 `n_Conv_0`...`n_Conv_178` (the names of the state dict A1111 distributes), stages of
 3/8/40/3/3 blocks (stage 3 downsamples twice), TF-style asymmetric padding for strided
 convs, a bias-free 1x1 head, global average pooling and a sigmoid. It is built here from
-a stage table rather than written out layer by layer (preprocess-spec.md §5)."""
+a stage table rather than written out layer by layer (docs/preprocessing.md)."""
 from __future__ import annotations
 
 import json
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..preprocess.options import DEEPBOORU_FILE_NAME
 from ..preprocess.crop import fill_plan, render_plan
+from ..preprocess.options import DEEPBOORU_FILE_NAME
 from .deepbooru_post import TagOptions, format_tags
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Files: `<name>.onnx` plus its tag table, `<name>.csv` beside it or `selected_tags.csv` in
 the same folder (header tag_id,name,category,count; category 9 = rating, 0 = general,
-4 = character). Semantics follow pysssss' WD14 node (preprocess-spec.md §6): longest side
+4 = character). Semantics follow pysssss' WD14 node (docs/preprocessing.md): longest side
 resized to the model's input size, centred on white, float 0..255 BGR NHWC; general tags
 by `threshold`, characters by `character_threshold` (strict >), characters first, in CSV
 order. onnxruntime is optional (the `wd14` extra) and imported only when tagging."""
@@ -12,7 +12,8 @@ import csv
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from types import ModuleType
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,7 +26,7 @@ WD14_HELP = ("Put a WD14 tagger's model.onnx and selected_tags.csv (e.g. from hu
              "<name>.csv if you keep several; this pack never downloads models.")
 
 
-def missing_model_message(name: str, folders) -> str:
+def missing_model_message(name: str, folders: Sequence[Path]) -> str:
     """The error users see when a WD14 model is absent."""
     where = ", ".join(str(f) for f in folders)
     return f"WD14 model {name!r} not found in {where}. {WD14_HELP}"
@@ -100,7 +101,7 @@ def prepare_wd14_input(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(square, dtype=np.float32)[:, :, ::-1].copy()
 
 
-def _import_onnxruntime():
+def _import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime
     except ImportError as exc:

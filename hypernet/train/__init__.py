@@ -1,8 +1,8 @@
-"""Hypernetwork training with A1111 parity.
+"""Training, with A1111 parity (docs/training.md).
 
-loop.py holds the one training loop, written against the small protocol in backend.py;
-backend_diffusers.py and backend_comfy.py adapt our headless models and ComfyUI's objects to
-it. data.py caches latents and text conditionings and orders batches in aspect buckets;
-schedule.py parses A1111's learning-rate/clip schedule strings; templates.py and prompts.py
-make the training prompts; checkpoint.py, csvlog.py and lossplot.py write what a run leaves
-behind; session.py runs one Train Hypernet node call from node-level objects."""
+dataset.py sizes the images into buckets and orders the batches; latents.py encodes images and
+prompts once; run.py is the loop (a TrainingRun whose methods are its steps), configured by
+config.py and using losses.py, optimizer.py and schedule.py; backend.py is the small protocol the
+loop runs against, with backend_diffusers.py (headless models) and backend_comfy.py (ComfyUI's);
+templates.py and prompts.py make the prompts; checkpoint.py, csvlog.py and lossplot.py write what a
+run leaves behind; session.py runs one training from the objects a graph passes around."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 import torch
 
@@ -47,7 +47,7 @@ class TrainingBackend(Protocol):
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels [B,H,W,3] 0..1 -> scaled latent mean and std (std None if unknown)."""
 
-    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+    def encode_texts(self, prompts: list[str]) -> Union[torch.Tensor, list[torch.Tensor]]:
         """Prompts -> conditioning [B,T,D] (or a list of [T,D] when lengths differ)."""
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -84,13 +84,13 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
     variables rather than arguments, such as the headless model's active patches)."""
     from torch.utils.checkpoint import checkpoint
 
-    def wrap(block: torch.nn.Module):
+    def wrap(block: torch.nn.Module) -> Callable[..., Any]:
         original = block.forward
 
-        def forward(*args, **kwargs):
+        def forward(*args: Any, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return original(*args, **kwargs)
-            def run(*inner_args, **inner_kwargs):
+            def run(*inner_args: Any, **inner_kwargs: Any) -> Any:
                 with (around() if around is not None else contextlib.nullcontext()):
                     return original(*inner_args, **inner_kwargs)
 

@@ -17,17 +17,18 @@ as `load_model` (the host's load_model_for_training)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
 from ..errors import InputError
+from ..network import Hypernetwork
 from ..patch import model_attention_widths
 from ..training_patch import patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 
 
-def _class_names(obj) -> set[str]:
+def _class_names(obj: object) -> set[str]:
     return {cls.__name__ for cls in type(obj).__mro__}
 
 
@@ -57,7 +58,8 @@ def _replace_inference_tensors(module: torch.nn.Module) -> int:
 class ComfyBackend:
     """Trains through a clone of a ComfyUI ModelPatcher; the caller's model is never patched."""
 
-    def __init__(self, model, clip, vae, device: Optional[torch.device] = None,
+    def __init__(self, model: Any, clip: Any, vae: Any,  # ComfyUI's ModelPatcher, CLIP and VAE
+                 device: Optional[torch.device] = None,
                  load_model: Optional[Callable[[object], None]] = None):
         for attribute in ("clone", "set_model_attn1_patch", "set_model_attn2_patch", "model"):
             if not hasattr(model, attribute):
@@ -68,7 +70,7 @@ class ComfyBackend:
         self.device = torch.device(device if device is not None else getattr(model, "load_device", "cpu"))
 
     # ------------------------------------------------------------------ model facts
-    def _model_sampling(self):
+    def _model_sampling(self) -> Any:  # ComfyUI's ModelSampling (EPS, V_PREDICTION, ...)
         getter = getattr(self.base_model, "get_model_object", None)
         if callable(getter):
             try:
@@ -100,7 +102,7 @@ class ComfyBackend:
             raise InputError("model", "cannot find the model's attention widths; set the sizes in the spec")
         return widths
 
-    def _diffusion_model(self):
+    def _diffusion_model(self) -> torch.nn.Module:
         return self.model.model.diffusion_model
 
     def checkpoint_name(self) -> Optional[str]:
@@ -108,7 +110,7 @@ class ComfyBackend:
         return None
 
     # ------------------------------------------------------------------ training
-    def attach(self, hypernetwork) -> None:
+    def attach(self, hypernetwork: Hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

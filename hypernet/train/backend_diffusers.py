@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 
+from ..network import Hypernetwork
 from ..sd.attention import ActivePatches, active_patches
 from ..training_patch import patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
+
+if TYPE_CHECKING:
+    from ..sd.headless import HeadlessCLIP, HeadlessModel, HeadlessVAE
 
 
 class DiffusersBackend:
     """Trains through a clone of a HeadlessModel; the caller's model is never patched."""
 
-    def __init__(self, model, clip, vae, device: Optional[torch.device] = None):
+    def __init__(self, model: "HeadlessModel", clip: "HeadlessCLIP", vae: "HeadlessVAE",
+                 device: Optional[torch.device] = None):
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.memo = None
         self.offloaded: list[tuple[torch.nn.Module, torch.device]] = []
@@ -30,7 +35,7 @@ class DiffusersBackend:
     def checkpoint_name(self) -> Optional[str]:
         return self.components.name or None
 
-    def attach(self, hypernetwork) -> None:
+    def attach(self, hypernetwork: Hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 
 from ..file_format import HypernetFileError, read_torch_file, save_hypernetwork, shorthash, write_torch_file
 from ..files import atomic_path
+from ..network import Hypernetwork
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def write_optimizer_state(hypernetwork_path: PathLike, optimizer: torch.optim.Op
     return target
 
 
-def save_checkpoint(hypernetwork, path: Path, optimizer: torch.optim.Optimizer,
+def save_checkpoint(hypernetwork: Hypernetwork, path: Path, optimizer: torch.optim.Optimizer,
                     extra: Optional[dict] = None) -> Path:
     """Write `hypernetwork` to `path` and its optimizer/RNG state to `path.optim`.
 
@@ -66,7 +67,7 @@ def save_checkpoint(hypernetwork, path: Path, optimizer: torch.optim.Optimizer,
     return path
 
 
-def load_resume_state(hypernetwork) -> Optional[dict]:
+def load_resume_state(hypernetwork: Hypernetwork) -> Optional[dict]:
     """The `.optim` payload saved beside the file `hypernetwork` came from, if it matches it."""
     filename = getattr(hypernetwork, "filename", None)
     if not filename or not Path(filename).is_file() or Path(filename).suffix.lower() != ".pt":

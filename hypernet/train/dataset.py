@@ -66,19 +66,28 @@ def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
             raise InputError("images", f"item {index}: expected one image [1,H,W,3], got {tuple(image.shape)}")
         height, width = int(image.shape[1]), int(image.shape[2])
         size = bucket_size(width, height, resolution, multiple) if aspect_buckets else (resolution, resolution)
-        resize = ((lambda pil, mode: ImageOps.fit(pil, size, mode)) if aspect_buckets
-                  else (lambda pil, mode: pil.resize(size, mode)))
-        pixels = pil_to_image_tensor(resize(image_tensor_to_pil(image[..., :3]), Image.Resampling.BICUBIC))
-        alpha = None
         mask = masks[index] if masks else None
         if mask is not None:
             mask = mask.reshape(-1, *mask.shape[-2:])[0].detach().float().cpu()
             if tuple(mask.shape) != (height, width):
-                raise InputError("masks", f"item {index}: size {tuple(mask.shape)} differs from its image {(height, width)}")
-            alpha_image = Image.fromarray(((1.0 - mask.clamp(0, 1)).numpy() * 255).round().astype(np.uint8), "L")
-            alpha = pil_to_mask_tensor(resize(alpha_image, Image.Resampling.BILINEAR))
+                raise InputError("masks", f"item {index}: size {tuple(mask.shape)} differs from its image "
+                                          f"{(height, width)}")
+        pixels = pil_to_image_tensor(_resized(image_tensor_to_pil(image[..., :3]), size, aspect_buckets,
+                                              Image.Resampling.BICUBIC))
+        alpha = None if mask is None else pil_to_mask_tensor(_resized(_alpha_image(mask), size, aspect_buckets,
+                                                                      Image.Resampling.BILINEAR))
         examples.append(TrainingExample(pixels, str(captions[index]), alpha))
     return examples
+
+
+def _resized(picture: Image.Image, size: tuple[int, int], cover: bool, mode: Image.Resampling) -> Image.Image:
+    """Scaled to cover `size` and centre-cropped (aspect buckets), or stretched to it (A1111)."""
+    return ImageOps.fit(picture, size, mode) if cover else picture.resize(size, mode)
+
+
+def _alpha_image(mask: torch.Tensor) -> Image.Image:
+    """A ComfyUI MASK (1 = transparent) as an 8-bit alpha picture."""
+    return Image.fromarray(((1.0 - mask.clamp(0, 1)).numpy() * 255).round().astype(np.uint8), "L")
 
 
 class BatchPlan:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +92,8 @@ class LatentCache:
 class TextCache:
     """Text conditionings [T,D] per distinct prompt, encoded in batches, LRU-bounded."""
 
-    def __init__(self, encode_texts: Callable[[list[str]], torch.Tensor], device: torch.device,
-                 capacity: int = 4096):
+    def __init__(self, encode_texts: Callable[[list[str]], Union[torch.Tensor, list[torch.Tensor]]],
+                 device: torch.device, capacity: int = 4096):
         self.encode_texts, self.device, self.capacity = encode_texts, device, capacity
         self.entries: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         self.encoded = 0

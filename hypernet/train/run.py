@@ -30,8 +30,9 @@ import torch
 from ..errors import InputError
 from ..files import safe_join
 from ..images import save_png
+from ..network import Hypernetwork
 from ..sd.sampling import sample
-from .backend import TrainingBackend
+from .backend import NoiseSchedule, TrainingBackend
 from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
 from .csvlog import LossCSV
@@ -54,7 +55,7 @@ class _SamplingView:
 
     latent_scale_factor = 1.0
 
-    def __init__(self, backend: TrainingBackend, schedule):
+    def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule):
         self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
         self.load_device, self.apply_model = backend.device, backend.predict
 
@@ -66,7 +67,7 @@ class TrainingRun:
     and the RNG stream continue exactly where that run stopped. Every check that needs no
     model runs in the constructor, so a bad value fails before anything is encoded."""
 
-    def __init__(self, backend: TrainingBackend, hypernetwork, examples: Sequence[TrainingExample],
+    def __init__(self, backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                  config: TrainConfig, hooks: Optional[TrainHooks] = None):
         self.backend, self.network, self.examples, self.config = backend, hypernetwork, examples, config
         self.hooks = hooks or TrainHooks()
@@ -84,7 +85,8 @@ class TrainingRun:
         self.autocast_dtype = PRECISIONS[config.precision]
         self.log_dir = Path(config.log_dir) if config.log_dir is not None else None
         self.result = TrainResult(hypernetwork, first_step=self.start_step + 1)
-        self.last_good: Optional[Path] = Path(hypernetwork.filename) if getattr(hypernetwork, "filename", None) else None
+        filename = getattr(hypernetwork, "filename", None)
+        self.last_good: Optional[Path] = Path(filename) if filename else None
         self.skipped_fp16_steps = 0
 
     # ------------------------------------------------------------------ the loop
@@ -329,7 +331,7 @@ class TrainingRun:
             f"Try a lower learning rate, precision fp32, or gradient clipping.", step, self.last_good)
 
 
-def train_hypernetwork(backend: TrainingBackend, hypernetwork, examples: Sequence[TrainingExample],
+def train_hypernetwork(backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                        config: TrainConfig, hooks: Optional[TrainHooks] = None) -> TrainResult:
     """Train `hypernetwork` in place from its `step` up to `config.steps` (see TrainingRun)."""
     return TrainingRun(backend, hypernetwork, examples, config, hooks).run()
@@ -343,7 +345,7 @@ def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager[None]:
     """Autocast to `dtype` (fp32 master weights stay fp32), or nothing for fp32."""
     if dtype is None:
         return contextlib.nullcontext()

@@ -1,20 +1,26 @@
-"""One training run from the objects a graph passes around (MODEL, CLIP, VAE, IMAGE lists): pick the backend, make or continue the
+"""One training run from the objects a graph passes around (MODEL, CLIP, VAE, IMAGE lists):
+pick the backend, make or continue the
 network, prepare the data, train, and draw the loss curve."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 
-from ..files import safe_join
 from ..errors import InputError
-from .dataset import prepare_examples
+from ..files import safe_join
 from ..images import save_png
 from .config import TrainConfig, TrainHooks, TrainResult
-from .run import train_hypernetwork
+from .dataset import prepare_examples
 from .lossplot import loss_curve_image
+from .run import train_hypernetwork
+
+if TYPE_CHECKING:
+    from ..network import Hypernetwork
+    from ..spec import HypernetSpec
+    from .backend import TrainingBackend
 
 
 @dataclass
@@ -24,8 +30,9 @@ class TrainOutputs:
     loss_curve_path: Optional[Path] = None
 
 
-def make_backend(model, clip, vae, device: Optional[torch.device] = None,
-                 load_model: Optional[Callable[[object], None]] = None):
+def make_backend(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
+                 device: Optional[torch.device] = None,
+                 load_model: Optional[Callable[[object], None]] = None) -> "TrainingBackend":
     """The headless backend for our HeadlessModel, the ComfyUI one for anything else."""
     from ..sd.headless import HeadlessModel
 
@@ -38,7 +45,8 @@ def make_backend(model, clip, vae, device: Optional[torch.device] = None,
     return ComfyBackend(model, clip, vae, device=device, load_model=load_model)
 
 
-def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int = 0):
+def starting_network(backend: "TrainingBackend", name: str, spec: Optional["HypernetSpec"] = None,
+                     hypernetwork: Optional["Hypernetwork"] = None, seed: int = 0) -> "Hypernetwork":
     """A copy of `hypernetwork` to continue (the input is never modified), or a new one from `spec`."""
     from ..network import Hypernetwork
 
@@ -53,9 +61,13 @@ def starting_network(backend, name: str, spec=None, hypernetwork=None, seed: int
     return Hypernetwork.build(spec, sizes=sizes, seed=init_seed, name=name)
 
 
-def run_training(model, clip, vae, images: Sequence[torch.Tensor], captions: Sequence[str], config: TrainConfig,
-                 resolution: int, aspect_buckets: bool = True, masks=None, spec=None, hypernetwork=None,
-                 hooks: Optional[TrainHooks] = None, device=None, load_model=None) -> TrainOutputs:
+def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
+                 images: Sequence[torch.Tensor], captions: Sequence[str], config: TrainConfig,
+                 resolution: int, aspect_buckets: bool = True,
+                 masks: Optional[Sequence[Optional[torch.Tensor]]] = None, spec: Optional["HypernetSpec"] = None,
+                 hypernetwork: Optional["Hypernetwork"] = None, hooks: Optional[TrainHooks] = None,
+                 device: Optional[torch.device] = None,
+                 load_model: Optional[Callable[[object], None]] = None) -> TrainOutputs:
     """Train and return the result with its loss curve. Call outside inference mode."""
     backend = make_backend(model, clip, vae, device, load_model)
     network = starting_network(backend, config.name, spec, hypernetwork, config.seed)

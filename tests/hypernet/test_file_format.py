@@ -1,4 +1,4 @@
-"""File format: A1111 `.pt` layout grid, legacy variants, refusals, safetensors, .optim (spec §1, §8.1)."""
+"""File format: A1111 `.pt` layout grid, legacy variants, refusals, safetensors, .optim (docs/file-format.md)."""
 import os
 import pickle
 from collections import OrderedDict
@@ -10,7 +10,6 @@ from hypernet_studio.hypernet import file_format
 from hypernet_studio.hypernet.file_format import HypernetFileError, load_hypernetwork, save_hypernetwork
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec, file_size_bytes, legacy_dropout_structure
-
 
 A1111_ORDER = ["step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
                "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
@@ -99,7 +98,8 @@ def test_metadata_round_trips(tmp_path):
     hn = Hypernetwork.build(HypernetSpec(sizes=[8]), seed=0, name="cat")
     hn.step, hn.sd_checkpoint, hn.sd_checkpoint_name, hn.optional_info = 499, "0123456789", "v1-5", "hello"
     for suffix in (".pt", ".safetensors"):
-        loaded = load_hypernetwork(save_hypernetwork(hn, tmp_path / f"cat{suffix}", extra_metadata={"trainer": {"lr": 1e-5}}))
+        written = save_hypernetwork(hn, tmp_path / f"cat{suffix}", extra_metadata={"trainer": {"lr": 1e-5}})
+        loaded = load_hypernetwork(written)
         assert (loaded.name, loaded.step, loaded.sd_checkpoint, loaded.sd_checkpoint_name, loaded.optional_info) == \
             ("cat", 499, "0123456789", "v1-5", "hello")
         assert loaded.extra_metadata == {"trainer": {"lr": 1e-5}}
@@ -109,7 +109,8 @@ def test_metadata_round_trips(tmp_path):
 def _legacy_state(d=4, **meta):
     torch.manual_seed(0)
     pair = [OrderedDict([("linear1.weight", torch.randn(2 * d, d)), ("linear1.bias", torch.randn(2 * d)),
-                         ("linear2.weight", torch.randn(d, 2 * d)), ("linear2.bias", torch.randn(d))]) for _ in range(2)]
+                         ("linear2.weight", torch.randn(d, 2 * d)), ("linear2.bias", torch.randn(d))])
+             for _ in range(2)]
     return {d: pair, **meta}  # a list, not a tuple, and no metadata at all
 
 

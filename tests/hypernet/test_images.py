@@ -3,9 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from hypernet_studio.hypernet.images import (image_tensor_to_pil, mask_tensor_to_pil,
-                                                         pil_to_image_tensor, pil_to_mask_tensor,
-                                                         split_image_batches)
+from hypernet_studio.hypernet.images import (
+    image_tensor_to_pil,
+    mask_tensor_to_pil,
+    pil_to_image_tensor,
+    pil_to_mask_tensor,
+    split_image_batches,
+)
 
 
 def test_image_round_trip_rounds_and_clamps():

@@ -54,13 +54,14 @@ def _assert_same_math(actual, expected, ulps=16):
 
 def _reference(state, spec, x, m):
     """y = x + f(x)*m, walking layers with indices counted as the spec prescribes."""
-    structure, n, idx, h = spec.layer_structure, len(spec.layer_structure), 0, x
+    n, idx, h = len(spec.layer_structure), 0, x
     for i in range(n - 1):
         h = h @ state[f"linear.{idx}.weight"].T + state[f"linear.{idx}.bias"]
         idx += 1
         if spec.activation != "linear" and not (i == n - 2 and not spec.activate_output):
             h = {"relu": torch.relu, "tanh": torch.tanh,
-                 "mish": torch.nn.functional.mish,  # the formula x*tanh(softplus(x)) differs from the kernel by ~1e-6 itself
+                 # mish as torch's kernel: the formula x*tanh(softplus(x)) itself differs from it by ~1e-6
+                 "mish": torch.nn.functional.mish,
                  "swish": lambda t: t * torch.clamp(t + 3, 0, 6) / 6}[spec.activation](h)
             idx += 1
         if spec.layer_norm:

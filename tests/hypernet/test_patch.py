@@ -8,7 +8,6 @@ from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.patch import HypernetPatch, apply_hypernetwork, check_widths, model_attention_widths
 from hypernet_studio.hypernet.spec import HypernetSpec
 
-
 DIM, CONTEXT = 8, 12
 
 

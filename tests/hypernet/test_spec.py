@@ -1,4 +1,4 @@
-"""HypernetSpec parsing, validation and size arithmetic (numbers from the A1111 format spec §1)."""
+"""HypernetSpec parsing, validation and size arithmetic (numbers from docs/file-format.md)."""
 import pytest
 import torch
 

@@ -9,9 +9,14 @@ import torch
 from PIL import Image
 
 from hypernet_studio.nodes import dataset as dataset_nodes
-from hypernet_studio.nodes.dataset import (AutoCropNode, DeepbooruTagNode, FlipImagesNode, LoadImagesNode,
-                                           SaveDatasetNode, WD14TagNode)
-
+from hypernet_studio.nodes.dataset import (
+    AutoCropNode,
+    DeepbooruTagNode,
+    FlipImagesNode,
+    LoadImagesNode,
+    SaveDatasetNode,
+    WD14TagNode,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_IDS = ["HN_LoadImages", "HN_AutoCrop", "HN_Flip", "HN_DeepbooruTag", "HN_WD14Tag", "HN_SaveDataset"]
@@ -22,7 +27,7 @@ def _defaults(cls):
     spec = cls.INPUT_TYPES()
     values = {}
     for section in ("required", "optional"):
-        for name, (kind, options) in spec.get(section, {}).items():
+        for name, (_, options) in spec.get(section, {}).items():
             if "default" in options and not options.get("forceInput"):
                 values[name] = [options["default"]]
     return values

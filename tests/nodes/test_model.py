@@ -9,7 +9,6 @@ from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.nodes import model as nodes
 
-
 SPEC_DEFAULTS = dict(target_family="SD1", custom_sizes="768, 320, 640, 1280", layer_structure="1, 2, 1",
                      activation="linear", weight_init="Normal", layer_norm=False, use_dropout=False,
                      dropout_structure="0, 0, 0", activate_output=False, init_seed=0)
@@ -21,7 +20,7 @@ def test_node_contract():
         assert cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
         assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in cls.RETURN_NAMES)
         for section in cls.INPUT_TYPES().values():
-            for name, (kind, options) in section.items():
+            for name, (_, options) in section.items():
                 assert options.get("tooltip"), (node_id, name)
     widgets = nodes.HypernetSpecNode.INPUT_TYPES()["required"]
     assert [k for k in widgets] == list(SPEC_DEFAULTS)
@@ -37,12 +36,13 @@ def test_spec_node_reports_size_and_builds_spec():
     spec = out["result"][0]
     assert isinstance(spec, HypernetSpec) and spec.sizes == [768, 320, 640, 1280] and spec.init_seed == 0
     assert "21,939,840 parameters" in out["ui"]["text"][0] and "83.69 MiB" in out["ui"]["text"][0]
-    auto = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "auto (from model)", "init_seed": -1})
+    make_spec = nodes.HypernetSpecNode().make_spec
+    auto = make_spec(**{**SPEC_DEFAULTS, "target_family": "auto (from model)", "init_seed": -1})
     assert auto["result"][0].sizes is None and auto["result"][0].init_seed is None
     assert "from the model" in auto["ui"]["text"][0]
-    custom = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "custom", "custom_sizes": "32, 48"})
+    custom = make_spec(**{**SPEC_DEFAULTS, "target_family": "custom", "custom_sizes": "32, 48"})
     assert custom["result"][0].sizes == [32, 48]
-    sd2 = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "SD2", "layer_structure": "1, 2, 2, 1"})
+    sd2 = make_spec(**{**SPEC_DEFAULTS, "target_family": "SD2", "layer_structure": "1, 2, 2, 1"})
     assert sd2["result"][0].sizes[0] == 1024
 
 
@@ -50,7 +50,8 @@ def test_spec_node_dropout_follows_a1111_ui():
     make = lambda **kw: nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, **kw})["result"][0]  # noqa: E731
     assert make(dropout_structure="0, 0.5, 0").dropout_structure == [0, 0, 0]  # ignored without use_dropout
     assert make(use_dropout=True, dropout_structure="0, 0.05, 0.15").dropout_structure == [0, 0.05, 0.15]
-    assert make(use_dropout=True, dropout_structure="", layer_structure="1, 2, 2, 1").dropout_structure == [0, 0.3, 0, 0]
+    legacy = make(use_dropout=True, dropout_structure="", layer_structure="1, 2, 2, 1")
+    assert legacy.dropout_structure == [0, 0.3, 0, 0]
     with pytest.raises(ValueError, match=r"HN_HypernetSpec, input 'layer_structure': must start and end with 1"):
         make(layer_structure="2, 1")
     with pytest.raises(ValueError, match=r"HN_HypernetSpec, input 'dropout_structure': .*needs 3 entries"):
@@ -78,7 +79,8 @@ def test_load_node_lists_and_loads(headless_dirs):
     torch.save({"w": torch.zeros(1)}, folder / "bad.pt")
     with pytest.raises(ValueError, match=r"HN_LoadHypernet, input 'hypernetwork_name': .*bad.pt: not a hypernetwork"):
         nodes.LoadHypernetNode().load("bad.pt")
-    with pytest.raises(ValueError, match=r"HN_LoadHypernet, input 'hypernetwork_name': .*missing.pt.*not found; looked in"):
+    missing = r"HN_LoadHypernet, input 'hypernetwork_name': .*missing.pt.*not found; looked in"
+    with pytest.raises(ValueError, match=missing):
         nodes.LoadHypernetNode().load("missing.pt")
 
 
@@ -118,10 +120,10 @@ def test_txt2img_hypernet_workflow_runs_headless(headless_dirs):
     """workflows/txt2img_hypernet.json on the tiny model, with a seeded random hypernet file."""
     from pathlib import Path
 
-    from hypernet_studio.runtime.examples import make_random_hypernetwork
     from hypernet_studio.hypernet.sd.headless import HeadlessModel
     from hypernet_studio.hypernet.sd.tiny import build_tiny_components
     from hypernet_studio.runtime.api import run_workflow_file
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
 
     widths = HeadlessModel(build_tiny_components()).attention_widths()
     make_random_hypernetwork(headless_dirs / "models" / "hypernetworks" / "tiny_example.pt", sizes=widths, seed=0)

@@ -7,9 +7,9 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
+from hypernet_studio.nodes.train import TrainHypernetNode
 from hypernet_studio.runtime import host as headless_host
 from hypernet_studio.runtime.host import HEADLESS
-from hypernet_studio.nodes.train import TrainHypernetNode
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _run(images=None, captions=None, **kwargs):
 def test_input_contract():
     types = TrainHypernetNode.INPUT_TYPES()
     for group in ("required", "optional"):
-        for name, (kind, options) in types[group].items():
+        for name, (_, options) in types[group].items():
             assert options.get("tooltip"), name
             if "default" in options and "min" in options:
                 assert options["min"] <= options["default"] <= options["max"], name

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.runtime.api import run_workflow_file
 from hypernet_studio.runtime.executor import Executor
+from hypernet_studio.runtime.host import HEADLESS
 from hypernet_studio.runtime.validation import PromptValidationError
 from hypernet_studio.runtime.workflow import WorkflowError
 

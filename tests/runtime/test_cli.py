@@ -1,16 +1,16 @@
 """The `hypernet-studio` CLI: exit codes 0/1/2/130 and the messages that go with them."""
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hypernet_studio.hypernet.files import atomic_write_bytes
 from hypernet_studio.nodes.host import HOST
+from hypernet_studio.runtime import cli
 from hypernet_studio.runtime import host as headless_host
 from hypernet_studio.runtime.host import HEADLESS
-from hypernet_studio.runtime import cli
 
 
 class SaveText:

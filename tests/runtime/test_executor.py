@@ -1,10 +1,8 @@
 """Executor semantics: ancestors-only, order, lists, caching, hidden inputs, events, interrupt."""
 import pytest
 
-from hypernet_studio.runtime.host import HEADLESS
-from hypernet_studio.runtime.executor import (DependencyCycleError, Executor, NodeExecutionError,
-                                              execution_order)
-from hypernet_studio.runtime.host import InterruptedByUser
+from hypernet_studio.runtime.executor import DependencyCycleError, Executor, NodeExecutionError, execution_order
+from hypernet_studio.runtime.host import HEADLESS, InterruptedByUser
 
 
 def _names(calls):

@@ -3,7 +3,6 @@ import io
 import json
 
 import numpy
-
 import pytest
 import torch
 from PIL import Image

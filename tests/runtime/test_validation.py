@@ -61,7 +61,8 @@ def test_type_unions_and_wildcards():
 
 
 def test_union_input_accepts_a_member_type(registry):
-    prompt = {"1": {"class_type": "MakeModel", "inputs": {}}, "2": {"class_type": "UseImage", "inputs": {"image": ["1", 0]}}}
+    prompt = {"1": {"class_type": "MakeModel", "inputs": {}},
+              "2": {"class_type": "UseImage", "inputs": {"image": ["1", 0]}}}
     assert _only_issue(prompt, registry).type == "return_type_mismatch"
     registry["MakeModel"] = type("MakeMask", (registry["MakeModel"],), {"RETURN_TYPES": ("MASK",)})
     assert validate_prompt(prompt, registry).ok

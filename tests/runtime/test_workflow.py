@@ -4,8 +4,7 @@ import json
 import pytest
 
 from hypernet_studio.runtime.executor import Executor
-from hypernet_studio.runtime.workflow import (WorkflowError, apply_overrides, load_workflow, parse_override,
-                                              ui_to_api)
+from hypernet_studio.runtime.workflow import WorkflowError, apply_overrides, load_workflow, parse_override, ui_to_api
 
 
 def test_control_after_generate_upload_and_converted_widgets(registry, load_fixture):

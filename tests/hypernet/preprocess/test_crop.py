@@ -1,12 +1,20 @@
-"""Crop geometry against the formulas of preprocess-spec.md §1-§4, on synthetic images."""
+"""Crop geometry against the formulas of docs/preprocessing.md, on synthetic images."""
 import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.hypernet.preprocess.crop import (CropSettings, auto_sized_plan, center_plan, crop_dataset,
-                                                      fill_plan, focal_plan, render_plan, split_plans)
+from hypernet_studio.hypernet.preprocess.crop import (
+    CropSettings,
+    auto_sized_plan,
+    center_plan,
+    crop_dataset,
+    fill_plan,
+    focal_plan,
+    render_plan,
+    split_plans,
+)
 from hypernet_studio.hypernet.preprocess.focal import FocalWeights
 
 EDGES_ONLY = FocalWeights(face=0.0, entropy=0.0, edges=0.5)

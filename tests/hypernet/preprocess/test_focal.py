@@ -8,8 +8,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from hypernet_studio.hypernet.preprocess import faces, focal
 from hypernet_studio.hypernet.preprocess.crop import CropSettings, focal_plan
 from hypernet_studio.hypernet.preprocess.faces import FaceDetector
-from hypernet_studio.hypernet.preprocess.focal import (FocalWeights, a1111_two_bin_score, combine_points,
-                                                       shannon_entropies, window_starts)
+from hypernet_studio.hypernet.preprocess.focal import (
+    FocalWeights,
+    a1111_two_bin_score,
+    combine_points,
+    shannon_entropies,
+    window_starts,
+)
 
 
 def _drawn_face_scene(width=1200, height=400, face_x=900):

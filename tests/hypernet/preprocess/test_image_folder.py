@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hypernet_studio.hypernet.preprocess.image_folder import (decode_image, folder_fingerprint, kohya_repeats,
-                                                         load_image_folder, natural_key, parse_color)
+from hypernet_studio.hypernet.preprocess.image_folder import (
+    decode_image,
+    folder_fingerprint,
+    kohya_repeats,
+    load_image_folder,
+    natural_key,
+    parse_color,
+)
 
 
 def _save(path, array, mode=None, **params):

@@ -305,7 +305,8 @@ def _keys(*names):
 
 def test_family_detection_on_synthetic_key_sets():
     unet_key = "model.diffusion_model.input_blocks.0.0.weight"
-    assert checkpoints.detect_family(_keys(unet_key, "cond_stage_model.transformer.text_model.final_layer_norm.weight")) \
+    sd1_text_key = "cond_stage_model.transformer.text_model.final_layer_norm.weight"
+    assert checkpoints.detect_family(_keys(unet_key, sd1_text_key)) \
         == "sd1"
     assert checkpoints.detect_family(_keys(unet_key, "cond_stage_model.model.transformer.resblocks.0.ln_1.weight")) \
         == "sd2"

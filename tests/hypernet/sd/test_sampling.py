@@ -99,7 +99,10 @@ def test_lms_coefficients_integrate_polynomials_exactly():
     # A cubic through the last four points is integrated exactly by the multistep weights.
     cubic = lambda s: s ** 3 - 2 * s + 1
     values = [cubic(sigmas[i - j]) for j in range(order)]
-    exact = (sigmas[i + 1] ** 4 / 4 - sigmas[i + 1] ** 2 + sigmas[i + 1]) - (sigmas[i] ** 4 / 4 - sigmas[i] ** 2 + sigmas[i])
+    def antiderivative(s):
+        return s ** 4 / 4 - s ** 2 + s
+
+    exact = antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i])
     assert math.isclose(sum(c * v for c, v in zip(coefficients, values)), exact, rel_tol=1e-9)
 
 

@@ -8,13 +8,17 @@ import torch
 from PIL import Image
 
 from hypernet_studio.hypernet.taggers import deepbooru
-from hypernet_studio.hypernet.taggers.deepbooru import (DeepDanbooruNet, load_deepbooru, random_state_dict,
-                                                        read_deepbooru_file)
+from hypernet_studio.hypernet.taggers.deepbooru import (
+    DeepDanbooruNet,
+    load_deepbooru,
+    random_state_dict,
+    read_deepbooru_file,
+)
 from hypernet_studio.hypernet.taggers.deepbooru_post import TagOptions
 
 
 def _spec_convolutions(num_tags):
-    """(in, out, kernel, stride, bias) for n_Conv_0..178, written from preprocess-spec.md §5:
+    """(in, out, kernel, stride, bias) for n_Conv_0..178, written from docs/preprocessing.md:
     stem 7x7/2; stages 3/8/40/3/3 bottlenecks (1x1, 3x3, 1x1) with a 1x1 projection numbered
     first at each stage entry; stage 3 downsamples again at block 21, whose projection
     (n_Conv_100) follows its main path; head 1x1 without bias."""
@@ -36,7 +40,7 @@ def _spec_convolutions(num_tags):
 
 
 def _spec_forward(state, images_nhwc):
-    """resnet_custom_v3's forward written from preprocess-spec.md §5, convs taken in index order:
+    """resnet_custom_v3's forward written from docs/preprocessing.md, convs taken in index order:
     stem 7x7/2 padded [2,3,2,3] + ReLU, 3x3/2 max-pool padded right/bottom with -inf; per block
     1x1 -> ReLU -> 3x3 (strided ones pad [0,1,0,1], others 1) -> ReLU -> 1x1, add, ReLU; head
     1x1 without bias, global average pool, sigmoid."""

@@ -1,4 +1,4 @@
-"""Deepbooru tag post-processing on injected probabilities (A1111's rules, preprocess-spec.md §5)."""
+"""Deepbooru tag post-processing on injected probabilities (A1111's rules, docs/preprocessing.md)."""
 import pytest
 
 from hypernet_studio.hypernet.taggers.deepbooru_post import TagOptions, format_tags, select_tags

@@ -18,7 +18,8 @@ from .fakes import FakeBackend, FakeUNet
 class FakeComfyUNet(FakeUNet):
     """Same weights and math as FakeUNet, patches taken from transformer_options like ComfyUI."""
 
-    def forward(self, x, timesteps=None, context=None, transformer_options={}, **kwargs):
+    def forward(self, x, timesteps=None, context=None, transformer_options=None, **kwargs):
+        transformer_options = transformer_options or {}
         patches = transformer_options.get("patches", {})
         return super().forward(x, timesteps, context, patches.get("attn1_patch", []), patches.get("attn2_patch", []))
 

@@ -6,8 +6,8 @@ import contextlib
 
 import torch
 
-from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.patch import HypernetPatch
+from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend import NoiseSchedule, frozen
 
 CHANNELS, CONTEXT = 8, 12

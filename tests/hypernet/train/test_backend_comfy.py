@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from hypernet_studio.hypernet.errors import InputError
-
 from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
 from hypernet_studio.hypernet.train.run import train_hypernetwork

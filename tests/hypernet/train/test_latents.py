@@ -27,7 +27,8 @@ def test_latent_modes():
     assert torch.equal(deterministic.latents([0], 3), mean)
     fresh = LatentCache(examples, encode, "random", 0, torch.device("cpu"))
     assert not torch.equal(fresh.latents([0], 1), fresh.latents([0], 2))
-    assert torch.equal(fresh.latents([0], 1), LatentCache(examples, encode, "random", 0, torch.device("cpu")).latents([0], 1))
+    again = LatentCache(examples, encode, "random", 0, torch.device("cpu"))
+    assert torch.equal(fresh.latents([0], 1), again.latents([0], 1))
 
 
 def test_text_cache_encodes_each_prompt_once_and_pads_like_a1111():

@@ -1,4 +1,4 @@
-"""Template sets and prompt rendering with seeded tag shuffle/dropout (hypernet-spec §4)."""
+"""Template sets and prompt rendering with seeded tag shuffle/dropout (docs/training.md)."""
 import random
 
 import pytest

@@ -1,19 +1,19 @@
 """The training loop against a stand-in backend: loss math, accumulation, resume, NaN guard,
-interrupt, file naming and CSV (hypernet-spec §4, §8.6-8.7)."""
+interrupt, file naming and CSV (docs/training.md)."""
 import csv
 import hashlib
 
 import pytest
 import torch
 
+from hypernet_studio.hypernet.errors import InputError
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.hypernet.train.dataset import BatchPlan, prepare_examples
-from hypernet_studio.hypernet.errors import InputError
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks, TrainingDiverged
-from hypernet_studio.hypernet.train.run import train_hypernetwork
+from hypernet_studio.hypernet.train.dataset import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.rng import generator
+from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fakes import CHANNELS, CONTEXT, FakeBackend, tiny_dataset
 

@@ -1,4 +1,4 @@
-"""A1111 schedule strings (hypernet-spec §4 'LR schedule', §8.6)."""
+"""A1111 schedule strings (docs/training.md, Schedules)."""
 import pytest
 
 from hypernet_studio.hypernet.train.schedule import ScheduleError, parse_schedule
