@@ -7,9 +7,12 @@ with torch.load(weights_only=True): a pickle that needs any class is refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import pickle
+import re
+import struct
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -18,6 +21,7 @@ import torch
 
 from .files import UnsafePathError, atomic_path, next_free_path, safe_join
 from .network import Hypernetwork
+from .safe_load import UnreadableFile, load_safetensors, load_torch_weights
 from .spec import WEIGHT_INITS, HypernetSpec, legacy_dropout_structure
 
 logger = logging.getLogger(__name__)
@@ -57,27 +61,9 @@ def shorthash(path: PathLike) -> str:
 def read_torch_file(path: Path, what: str) -> Any:
     """torch.load with weights_only=True, turning every refusal into a clear HypernetFileError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise HypernetFileError(
-            f"{path}: refused to load {what}: it is not a plain tensor file (unsafe pickle or not a "
-            f"hypernetwork; only weights_only loading is allowed). Details: {_unpickler_reason(exc)}"
-        ) from exc
-    except Exception as exc:  # torch's weights_only unpickler raises many types on foreign data
-        raise HypernetFileError(f"{path}: cannot read {what}: not a torch file or not safe to load "
-                                f"({type(exc).__name__}: {exc})") from exc
-
-
-def _unpickler_reason(exc: BaseException) -> str:
-    """The weights_only unpickler's own reason, without torch's advice to retry with
-    weights_only=False (that would run the file's code)."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    for index, line in enumerate(lines):
-        if "WeightsUnpickler error:" in line:
-            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
-            following = [text for text in lines[index + 1:] if text]
-            return reason or (following[0] if following else "unsupported content")
-    return lines[0] if lines and "weights_only" not in lines[0] else "unsupported content"
+        return load_torch_weights(path, what)
+    except UnreadableFile as exc:
+        raise HypernetFileError(str(exc)) from None
 
 
 def _width_key(key: Any) -> Optional[int]:
@@ -184,14 +170,10 @@ def _dropout_as_a1111_builds_it(dropout_structure: Any, layer_structure: Any, so
 
 def _read_safetensors(path: Path) -> dict:
     """An A1111-layout dict rebuilt from our safetensors scheme."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise HypernetFileError(f"{path}: cannot read safetensors file: {exc}") from exc
+        tensors, header = load_safetensors(path, "a hypernetwork")
+    except UnreadableFile as exc:
+        raise HypernetFileError(str(exc)) from None
     if header.get("format") != SAFETENSORS_FORMAT:
         raise HypernetFileError(f"{path}: not a hypernetwork (safetensors header lacks format={SAFETENSORS_FORMAT!r})")
     try:
@@ -229,9 +211,34 @@ def load_hypernetwork(path: PathLike) -> Hypernetwork:
 
 
 # ---------------------------------------------------------------------------- writing
+# The archive entries a stock A1111 accepts (docs/file-format.md); torch writes two more.
+A1111_ARCHIVE_ENTRY = re.compile(r"^[^/]+/(data\.pkl|data/\d+|version|byteorder|\.data/serialization_id)$")
+_STORAGE_ALIGNMENT = 64  # torch aligns tensor data so that files can be memory-mapped
+
+
 def write_torch_file(payload: Any, path: PathLike) -> None:
-    """torch.save `payload` to `path` (the caller makes the write atomic)."""
-    torch.save(payload, path)
+    """torch.save `payload` to `path` as an archive a stock A1111 opens (the caller makes the
+    write atomic): the entries its safe loader refuses are left out, tensor data stays aligned."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    Path(path).write_bytes(_a1111_archive(buffer.getvalue()))
+
+
+def _a1111_archive(archive: bytes) -> bytes:
+    """`archive` rewritten with only the entries A1111 allows, each data record aligned as torch
+    aligns it (padding in the local header's extra field, as torch itself does)."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            if not A1111_ARCHIVE_ENTRY.match(info.filename):
+                continue
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            data_start = out.tell() + 30 + len(info.filename.encode()) + 4
+            padding = -data_start % _STORAGE_ALIGNMENT
+            entry.extra = struct.pack("<HH", 0x4246, padding) + b"Z" * padding
+            target.writestr(entry, source.read(info))
+    return out.getvalue()
 
 
 def _check_extra_metadata(extra: Mapping) -> dict:

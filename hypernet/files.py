@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -38,12 +38,12 @@ def safe_join(base: PathLike, name: str) -> Path:
 def atomic_path(final: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success it replaces `final` atomically.
 
-    On any exception the temporary file is removed and `final` is left untouched."""
+    The temporary file is created with mode 0666 less the user's umask (0644 under umask 022), as
+    a plain `open()` would, so the result is readable where the user's other files are. On any
+    exception the temporary file is removed and `final` is left untouched."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temporary_file(final)
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -51,6 +51,17 @@ def atomic_path(final: PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _new_temporary_file(final: Path) -> Path:
+    """An empty, newly created file beside `final` (never an existing one)."""
+    while True:
+        candidate = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(final: PathLike, data: bytes) -> Path:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Union
 
 import torch
 
+from ..safe_load import UnreadableFile, load_safetensors, load_torch_weights
 from .components import CheckpointError, SDComponents, scaled_linear_alphas_cumprod
 from .tiny import TINY_MODEL_NAME, build_tiny_components
 from .tokenizer import find_tokenizer
@@ -52,22 +53,21 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a single-file checkpoint; pickles are read with weights_only=True."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    if suffix in PICKLE_SUFFIXES:
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as error:  # the unpickler's messages do not name the file
-            raise CheckpointError(f"{path.name}: cannot be read as a weights-only torch file ({error})") from error
-        while isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
-            data = data["state_dict"]
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(data).__name__}")
-        return {key: value for key, value in data.items() if torch.is_tensor(value)}
-    raise CheckpointError(f"{path.name}: unsupported checkpoint extension {suffix!r} "
-                          f"(use {sorted(SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES)} or a diffusers folder)")
+    try:
+        if suffix in SAFETENSORS_SUFFIXES:
+            return load_safetensors(path, "a checkpoint")[0]
+        if suffix in PICKLE_SUFFIXES:
+            data = load_torch_weights(path, "a checkpoint")
+        else:
+            raise CheckpointError(f"{path.name}: unsupported checkpoint extension {suffix!r} "
+                                  f"(use {sorted(SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES)} or a diffusers folder)")
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc)) from None
+    while isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name}: expected a dict of tensors, found {type(data).__name__}")
+    return {key: value for key, value in data.items() if torch.is_tensor(value)}
 
 
 # --------------------------------------------------------------------------- detection

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..preprocess.crop import fill_plan, render_plan
 from ..preprocess.options import DEEPBOORU_FILE_NAME
+from ..safe_load import load_safetensors, load_torch_weights
 from .deepbooru_post import TagOptions, format_tags
 
 logger = logging.getLogger(__name__)
@@ -125,18 +126,10 @@ def read_deepbooru_file(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]
     or a `.safetensors` file (tags as a JSON list in metadata "tags")."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+        tensors, metadata = load_safetensors(path, "a Deepbooru model")
         tags = json.loads(metadata.get("tags", "[]"))
     else:
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle/zip errors come in many types
-            raise ValueError(f"Deepbooru model {path} could not be read safely ({exc})") from exc
+        loaded = load_torch_weights(path, "a Deepbooru model")
         if not isinstance(loaded, dict):
             raise ValueError(f"Deepbooru model {path} is not a state dict")
         tags = list(loaded.pop("tags", []))

@@ -156,8 +156,8 @@ def write_ldm_vae(w, prefix="first_stage_model."):
 VOCAB = len(bytes_to_unicode()) * 2 + 2
 
 
-def write_clip_text(w, prefix="cond_stage_model.transformer.text_model."):
-    w(prefix + "embeddings.token_embedding.weight", VOCAB, TEXT_H)
+def write_clip_text(w, prefix="cond_stage_model.transformer.text_model.", vocab=VOCAB):
+    w(prefix + "embeddings.token_embedding.weight", vocab, TEXT_H)
     w(prefix + "embeddings.position_embedding.weight", 77, TEXT_H)
     w.sd[prefix + "embeddings.position_ids"] = torch.arange(77)[None]
     for i in range(TEXT_LAYERS):
@@ -255,6 +255,26 @@ def test_sd1_single_file_loads_with_the_original_weights(sd1_file):
                         sampler_name="euler", scheduler="normal")
         image = vae_object.decode(latent)
     assert image.shape == (1, 32, 32, 3) and torch.isfinite(image).all()
+
+
+def test_a_checkpoint_with_clips_vocabulary_needs_no_tokenizer_files(tmp_path):
+    """A user's SD1 file in an otherwise empty models folder: the bundled CLIP vocabulary is used."""
+    from safetensors.torch import save_file
+
+    w = Writer(2)
+    write_ldm_unet(w, context=TEXT_H)
+    write_ldm_vae(w)
+    write_clip_text(w, vocab=49408)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "tokenizers").mkdir()
+    save_file(w.sd, str(tmp_path / "checkpoints" / "mine.safetensors"))
+    components = checkpoints.load_components(tmp_path / "checkpoints" / "mine.safetensors",
+                                             tokenizer_dirs=[tmp_path / "tokenizers"])
+    _, clip, _ = headless_objects(components)
+    tokens = clip.tokenize("a photo of a cat")
+    assert tokens["input_ids"][0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+    with torch.inference_mode():
+        assert clip.encode_from_tokens(tokens).shape == (1, 77, TEXT_H)
 
 
 def test_ckpt_loads_weights_only_and_matches_safetensors(sd1_file):
