@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -34,8 +33,9 @@ def safe_reason(exc: BaseException) -> str:
     sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
     kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
     reason = " ".join(kept[:2]).strip()
-    if isinstance(exc, pickle.UnpicklingError) and reason.startswith("invalid load key"):
-        return "not a torch file (its first bytes are neither a zip archive nor a pickle)"
+    if reason.startswith(("invalid load key", "Unsupported operand")):
+        # Both quote a byte of the file: say what it means instead.
+        return "not a torch file (neither a zip archive nor a pickle of plain data)"
     return reason or type(exc).__name__
 
 
@@ -47,7 +47,7 @@ def load_torch_weights(path: PathLike, what: str = "weights") -> Any:
     except pickle.UnpicklingError as exc:
         raise UnreadableFile(f"{path}: refused to read {what}: it holds more than plain tensors and data, and "
                              f"files are only read without running code ({safe_reason(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+    except Exception as exc:  # torch's weights_only unpickler raises many types on foreign data
         raise UnreadableFile(f"{path}: cannot read {what}: not a complete torch file ({safe_reason(exc)})") from None
 
 
