@@ -6,11 +6,14 @@ and costs nothing; the entry point only installs this host when ComfyUI is prese
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .host import MODEL_EXTENSIONS, OUR_MODEL_FOLDERS
+from .host import ALLOWED_DIRS_ENV, MODEL_EXTENSIONS, OUR_MODEL_FOLDERS, TRAINING_FOLDER
+
+logger = logging.getLogger(__name__)
 
 
 def _comfy(module: str):
@@ -53,11 +56,22 @@ class ComfyHost:
         raise FileNotFoundError(f"{kind} file {name!r} not found; looked in: {folders}")
 
     def register_model_folders(self) -> None:
-        """Register this pack's own model folders with ComfyUI (kept if the user set them already)."""
+        """Register this pack's own model folders with ComfyUI (kept if the user set them already),
+        and the training step files as a further hypernetworks folder (after models/hypernetworks,
+        which stays where new files are saved)."""
         folder_paths = _comfy("folder_paths")
         for kind in OUR_MODEL_FOLDERS:
             default = os.path.join(folder_paths.models_dir, kind)
             folder_paths.folder_names_and_paths.setdefault(kind, ([default], MODEL_EXTENSIONS[kind]))
+        training = os.path.join(folder_paths.get_output_directory(), TRAINING_FOLDER)
+        folder_paths.add_model_folder_path("hypernetworks", training)
+
+    def read_roots(self) -> Optional[list[Path]]:
+        allowed = [Path(p) for p in os.environ.get(ALLOWED_DIRS_ENV, "").split(os.pathsep) if p.strip()]
+        return [self.input_directory(), self.output_directory(), *allowed]
+
+    def examples_hint(self) -> str:
+        return "Put your images under ComfyUI's input folder and name that folder here."
 
     def torch_device(self) -> Any:
         return _comfy("comfy.model_management").get_torch_device()
@@ -87,6 +101,9 @@ class ComfyHost:
         server = self._server()
         if server is not None:
             server.send_progress_text(text, node_id)
+
+    def wrote(self, path: Path) -> None:
+        logger.info("wrote %s", path)
 
     def current_node_id(self) -> Optional[str]:
         try:

@@ -7,8 +7,6 @@ The work happens in hypernet/preprocess and hypernet/taggers, imported when a no
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from ..hypernet.errors import InputError
 from ..hypernet.preprocess.options import (
@@ -22,8 +20,8 @@ from ..hypernet.preprocess.options import (
     SAVE_NAMINGS,
 )
 from .host import HOST
-from .model_files import model_choices, model_file, yunet_file
-from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text
+from .paths import model_choices, model_file, readable_folder, yunet_file
+from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
 
 CATEGORY = "hypernetwork/dataset"
 IMAGES_IN = socket("IMAGE", "Image list (items may differ in size); batches are split into items.")
@@ -53,12 +51,6 @@ def _progress(total: int):
     """A progress callback (absolute count) backed by the host's progress bar."""
     bar = HOST.progress_bar(total)
     return lambda done: bar.update_absolute(done, total)
-
-
-def _resolve_folder(folder: str) -> Path:
-    """A folder given absolute, or relative to the input directory."""
-    path = Path(os.path.expanduser(folder.strip()))
-    return path if path.is_absolute() else HOST.input_directory() / path
 
 
 def _to_pil(items: list) -> list:
@@ -105,10 +97,11 @@ class LoadImagesNode(Node):
     @classmethod
     def IS_CHANGED(cls, folder, recursive=False, kohya_repeats=False, **_):
         """Re-run when any file the load reads changes (names, sizes, times)."""
-        from ..hypernet.preprocess.image_folder import folder_fingerprint
+        return _folder_fingerprint(folder, recursive, kohya_repeats)
 
-        fingerprint = folder_fingerprint(_resolve_folder(folder), recursive, kohya_repeats)
-        return float("nan") if fingerprint is None else fingerprint
+    @classmethod
+    def VALIDATE_INPUTS(cls, folder, background):
+        return validation(lambda: _existing_folder(folder), lambda: _check_colour(background))
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels):
         from ..hypernet.preprocess.image_folder import parse_color
@@ -116,12 +109,66 @@ class LoadImagesNode(Node):
 
         colour = _as_input("background", parse_color, background)
         out = _as_input("folder", lambda: load_folder_lists(
-            _resolve_folder(folder), recursive=recursive, offset=offset, limit=limit,
+            readable_folder(folder), recursive=recursive, offset=offset, limit=limit,
             caption_extension=caption_extension, use_kohya_repeats=kohya_repeats, background=colour,
             max_megapixels=max_megapixels))
         summary = f"loaded {len(out.images)} image(s) from {out.folder}"
         return {"ui": {"text": [summary, *out.warnings]},
                 "result": (out.images, out.masks, out.captions, out.stems, len(out.images))}
+
+
+def _existing_folder(folder) -> None:
+    """The folder a workflow names is readable under the host's policy, and exists."""
+    if folder is None:
+        return
+    path = readable_folder(folder)
+    if not path.is_dir():
+        raise InputError("folder", f"{path} does not exist. {HOST.examples_hint()}".strip())
+
+
+def _folder_fingerprint(folder: str, recursive: bool, kohya_repeats: bool):
+    """A hash of what the load reads (NaN, i.e. "always run", when the folder is unusable)."""
+    from ..hypernet.preprocess.image_folder import folder_fingerprint
+
+    try:
+        fingerprint = folder_fingerprint(readable_folder(folder), recursive, kohya_repeats)
+    except InputError:
+        fingerprint = None
+    return float("nan") if fingerprint is None else fingerprint
+
+
+def _check_colour(background) -> None:
+    from ..hypernet.preprocess.image_folder import parse_color
+
+    if background is not None:
+        _as_input("background", parse_color, background)
+
+
+def _output_folder(folder):
+    """A folder under the output folder ('..' and absolute paths refused)."""
+    from ..hypernet.files import safe_join
+
+    return None if folder is None else _as_input("folder", safe_join, HOST.output_directory(), folder)
+
+
+def _check_choice(input_name: str, value, choices) -> None:
+    """A combo that VALIDATE_INPUTS names is not checked by ComfyUI: check it here."""
+    if value is not None and value not in choices:
+        raise InputError(input_name, f"{value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_model_file(kind: str, name, explain, override="") -> None:
+    """The model file exists in its folder; a safetensors file's header is readable."""
+    from ..hypernet.safe_load import UnreadableFile, check_safetensors_header
+
+    if name is None and not override:
+        return
+    path = model_file(kind, name or "", explain, override or "")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            check_safetensors_header(path, f"a {kind} model")
+        except UnreadableFile as exc:
+            raise InputError("model_path" if override else "model", str(exc)) from None
 
 
 def _as_input(input_name: str, function, *args):
@@ -173,6 +220,12 @@ class AutoCropNode(Node):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": dict(AUTO_CROP_INPUTS), "optional": dict(OPTIONAL_LISTS)}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, face_detector, face_model):
+        detector, face_model = single_values({"d": face_detector})["d"], single_values({"m": face_model})["m"]
+        return validation(lambda: _check_choice("face_detector", detector, FACE_DETECTORS),
+                          lambda: detector is None or yunet_file(face_model or "", detector))
 
     def crop(self, images, captions=None, masks=None, stems=None, **widgets):
         from ..hypernet.preprocess import pipeline
@@ -258,25 +311,37 @@ class DeepbooruTagNode(Node):
             "model_path": text("", "Full path of a Deepbooru .pt/.safetensors file (overrides 'model')."),
         }}
 
-    def tag(self, images, captions=None, model_path=None, **widgets):
-        from ..hypernet.taggers import deepbooru
-        from ..hypernet.taggers.deepbooru_post import TagOptions
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, model_path=None):
+        from ..hypernet.taggers.deepbooru import missing_model_message
 
+        w = single_values({"model": model, "model_path": model_path})
+        return validation(lambda: _check_model_file("deepbooru", w["model"], missing_model_message,
+                                                    w["model_path"]))
+
+    def tag(self, images, captions=None, model_path=None, **widgets):
         w = single_values(widgets)
         items, captions, _, _ = _aligned(images, captions)
         override = (single_values({"p": model_path})["p"] or "").strip()
-        path = model_file("deepbooru", w["model"], deepbooru.missing_model_message, override)
-        options = TagOptions(threshold=w["threshold"], sort_alpha=w["sort_by"] == "alphabetical",
-                             use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
-                             include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
-        model = _as_input("model_path" if override else "model", deepbooru.load_deepbooru, path, HOST.torch_device())
-        try:
-            tags = deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
-                                        w["input_size"])
-        finally:
-            if not w["keep_on_device"]:
-                model.offload()
-        return _tag_result(captions, tags, w)
+        return _tag_result(captions, _deepbooru_tags(items, w, override), w)
+
+
+def _deepbooru_tags(items: list, w: dict, override: str) -> list[str]:
+    """Tag every item with the Deepbooru model the widgets name (kept between runs)."""
+    from ..hypernet.taggers import deepbooru
+    from ..hypernet.taggers.deepbooru_post import TagOptions
+
+    path = model_file("deepbooru", w["model"], deepbooru.missing_model_message, override)
+    options = TagOptions(threshold=w["threshold"], sort_alpha=w["sort_by"] == "alphabetical",
+                         use_spaces=w["use_spaces"], escape=w["escape_brackets"], filter_tags=w["filter_tags"],
+                         include_ranks=w["include_ranks"], drop_ratings=w["drop_ratings"])
+    model = _as_input("model_path" if override else "model", deepbooru.load_deepbooru, path, HOST.torch_device())
+    try:
+        return deepbooru.tag_images(model, _to_pil(items), options, w["batch_size"], _progress(len(items)),
+                                    w["input_size"])
+    finally:
+        if not w["keep_on_device"]:
+            model.offload()
 
 
 WD14_SETTINGS = {
@@ -303,6 +368,13 @@ class WD14TagNode(Node):
         model = combo(model_choices("wd14_tagger", "model.onnx"), "WD14 .onnx in models/wd14_tagger.")
         required = {"images": IMAGES_IN, "model": model, **WD14_SETTINGS, **TAG_CAPTION_INPUTS}
         return {"required": required, "optional": {"captions": OPTIONAL_LISTS["captions"]}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        from ..hypernet.taggers.wd14 import missing_model_message
+
+        return validation(lambda: _check_model_file("wd14_tagger", single_values({"m": model})["m"],
+                                                    missing_model_message))
 
     def tag(self, images, captions=None, **widgets):
         from ..hypernet.taggers import wd14
@@ -337,16 +409,21 @@ class SaveDatasetNode(Node):
             "save_alpha": boolean(True, "Store masks as PNG alpha (the trainer can use it as loss weight)."),
         }, "optional": dict(OPTIONAL_LISTS)}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, folder):
+        return validation(lambda: _output_folder(single_values({"f": folder})["f"]))
+
     def save(self, images, folder, naming, save_alpha, captions=None, masks=None, stems=None):
-        from ..hypernet.files import safe_join
         from ..hypernet.preprocess.saving import save_dataset
 
         w = single_values({"folder": folder, "naming": naming, "save_alpha": save_alpha})
         items, caption_items, mask_items, stem_items = _aligned(images, captions, masks, stems)
-        target = _as_input("folder", safe_join, HOST.output_directory(), w["folder"])
+        target = _output_folder(w["folder"])
         saved = save_dataset(target, items, caption_items if captions is not None else None,
                              stem_items if stems is not None else None, mask_items if w["save_alpha"] else None,
                              w["naming"], _progress(len(items)))
+        for path in [*saved.images, *saved.captions]:
+            HOST.wrote(path)
         lines = [f"wrote {len(saved.images)} images and {len(saved.captions)} captions to {saved.folder}"]
         if saved.leftovers:
             lines.append(f"warning: {len(saved.leftovers)} other .png/.txt file(s) in that folder were not written by "

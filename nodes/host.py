@@ -21,6 +21,12 @@ MODEL_EXTENSIONS: dict[str, set[str]] = {
     "facedetect": {".onnx"},
 }
 OUR_MODEL_FOLDERS = ("deepbooru", "wd14_tagger", "facedetect")
+# Where Train Hypernet keeps a run's step files, previews and CSV, under the output folder. Load
+# Hypernet lists the step files too (as hypernetworks), so a run can be resumed from them.
+TRAINING_FOLDER = "hypernet_training"
+# Inside ComfyUI, folders a workflow names are read only under the input and output folders and
+# these (os.pathsep-separated), which the server's owner sets: any client may send a workflow.
+ALLOWED_DIRS_ENV = "HYPERNET_STUDIO_ALLOWED_DIRS"
 
 
 class ProgressBar(Protocol):
@@ -49,6 +55,13 @@ class Host(Protocol):
     def resolve_model(self, kind: str, name: str) -> Path:
         """The full path of model `name`; FileNotFoundError naming the folders searched."""
 
+    def read_roots(self) -> Optional[list[Path]]:
+        """The folders a workflow may read from by name, or None for anywhere (headless: the
+        user runs it on their own machine)."""
+
+    def examples_hint(self) -> str:
+        """What to do when an example input is missing (a sentence, or "")."""
+
     def torch_device(self) -> Any: ...
 
     def load_model_for_training(self, model: Any) -> None:
@@ -68,6 +81,9 @@ class Host(Protocol):
         """A custom event for the frontend (a live chart, say)."""
 
     def send_progress_text(self, text: str, node_id: Optional[str]) -> None: ...
+
+    def wrote(self, path: Path) -> None:
+        """Report a file a node wrote (headless: a `wrote PATH` line)."""
 
     def current_node_id(self) -> Optional[str]:
         """The id of the node being executed, if the host knows it."""

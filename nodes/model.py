@@ -7,7 +7,7 @@ from ..hypernet import spec as hn_spec
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError
 from .host import HOST
-from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text
+from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text, validation
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,20 @@ def _family_sizes(target_family: str, custom_sizes: str):
         raise InputError("custom_sizes", exc.message) from None
 
 
+def check_spec_text(target_family, custom_sizes, layer_structure, use_dropout, dropout_structure) -> None:
+    """What the spec's text inputs say is usable (linked inputs, None, are checked when they arrive)."""
+    if target_family is not None and target_family not in FAMILIES:
+        raise InputError("target_family", f"{target_family!r} is not one of {', '.join(FAMILIES)}")
+    if target_family is not None and custom_sizes is not None:
+        _family_sizes(target_family, custom_sizes)
+    if layer_structure is None:
+        return
+    structure = hn_spec.parse_layer_structure(layer_structure)
+    if use_dropout and dropout_structure is not None and dropout_structure.strip():
+        hn_spec.validate_dropout_structure(hn_spec.parse_float_list(dropout_structure, "dropout_structure"),
+                                           structure)
+
+
 class HypernetSpecNode(Node):
     """Describe a new hypernetwork: layer structure, activation, layer norm, dropout, init and
     the attention widths it covers. Shows the parameter count and file size. Defaults are A1111's."""
@@ -76,6 +90,11 @@ class HypernetSpecNode(Node):
                                                        "as in A1111).", "linear")
         return {"required": {**SPEC_INPUTS, "activation": activation}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, target_family, custom_sizes, layer_structure, use_dropout, dropout_structure):
+        return validation(lambda: check_spec_text(target_family, custom_sizes, layer_structure, use_dropout,
+                                                  dropout_structure))
+
     def make_spec(self, **widgets):
         spec = build_spec(**widgets)
         sizes = spec.sizes if spec.sizes is not None else hn_spec.FAMILY_SIZES["SD1"]
@@ -83,6 +102,16 @@ class HypernetSpecNode(Node):
         if spec.sizes is None:
             described = "widths from the model at training time; on SD1: " + described
         return {"ui": {"text": [described]}, "result": (spec,)}
+
+
+def hypernetwork_file(name: str):
+    """The file Load Hypernet reads; the error names the folders searched and what to do."""
+    try:
+        return HOST.resolve_model("hypernetworks", name)
+    except FileNotFoundError:
+        folders = ", ".join(str(f) for f in HOST.model_folders("hypernetworks"))
+        raise InputError("hypernetwork_name", f"{name!r} not found; looked in {folders}. Put an A1111 .pt (or this "
+                                              "pack's .safetensors) there, or train one with Train Hypernet") from None
 
 
 class LoadHypernetNode(Node):
@@ -99,6 +128,10 @@ class LoadHypernetNode(Node):
                              "models/hypernetworks (.pt from A1111/ComfyUI or our .safetensors).")}}
 
     @classmethod
+    def VALIDATE_INPUTS(cls, hypernetwork_name):
+        return validation(lambda: hypernetwork_name is None or hypernetwork_file(hypernetwork_name))
+
+    @classmethod
     def IS_CHANGED(cls, hypernetwork_name):
         """Reload when the file changes on disk (e.g. a training run overwrote it)."""
         try:
@@ -111,9 +144,19 @@ class LoadHypernetNode(Node):
         from ..hypernet.file_format import HypernetFileError, load_hypernetwork
 
         try:
-            return (load_hypernetwork(HOST.resolve_model("hypernetworks", hypernetwork_name)),)
-        except (FileNotFoundError, HypernetFileError) as exc:
+            return (load_hypernetwork(hypernetwork_file(hypernetwork_name)),)
+        except HypernetFileError as exc:
             raise InputError("hypernetwork_name", str(exc)) from None
+
+
+def save_path(filename: str, format: str, overwrite: bool):
+    """Where Save Hypernet writes: inside the hypernetworks folder, never over a file unless asked."""
+    from ..hypernet.file_format import save_target
+
+    try:
+        return save_target(HOST.model_folders("hypernetworks")[0], filename, format, overwrite)
+    except UnsafePathError as exc:
+        raise InputError("filename", str(exc)) from None
 
 
 class SaveHypernetNode(Node):
@@ -137,15 +180,16 @@ class SaveHypernetNode(Node):
             "overwrite": boolean(False, "Replace an existing file of the same name instead of adding a counter."),
         }}
 
-    def save(self, hypernetwork, filename, format, overwrite):
-        from ..hypernet.file_format import save_hypernetwork, save_target
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename):
+        return validation(lambda: filename is None or save_path(filename, "pt", True))
 
-        try:
-            target = save_target(HOST.model_folders("hypernetworks")[0], filename, format, overwrite)
-        except UnsafePathError as exc:
-            raise InputError("filename", str(exc)) from None
+    def save(self, hypernetwork, filename, format, overwrite):
+        from ..hypernet.file_format import save_hypernetwork
+
+        target = save_path(filename, format, overwrite)
         path = save_hypernetwork(hypernetwork, target, format=format, remember_filename=False)
-        logger.info("saved hypernetwork %r to %s", hypernetwork.name, path)
+        HOST.wrote(path)
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 
 

@@ -2,12 +2,14 @@
 The work is in hypernet/train; widget defaults come from TrainConfig."""
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..hypernet.files import safe_join
+from ..hypernet.errors import InputError
 from ..hypernet.train.config import (
     CLIP_MODES,
     LATENT_SAMPLING_MODES,
@@ -17,13 +19,18 @@ from ..hypernet.train.config import (
     TrainHooks,
     validate_name,
 )
+from ..hypernet.train.run_files import RunFolders
+from ..hypernet.train.schedule import parse_schedule
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
-from .host import HOST
-from .widgets import Node, boolean, combo, decimal, integer, mappings, socket, text
+from .host import HOST, TRAINING_FOLDER
+from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
+
+logger = logging.getLogger(__name__)
 
 EVENT = "hypernet.train_step"
 EVENT_INTERVAL_S = 0.25
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+SCHEDULE_CHECK_STEPS = 10_000_000  # the steps input's maximum: a schedule's syntax is checked against it
 _default = TrainConfig.default
 
 TRAIN_INPUTS = {
@@ -79,6 +86,13 @@ TRAIN_INPUTS = {
     "offload_encoders": boolean(_default("offload_encoders"), "Move VAE and CLIP off the training device once "
                                                               "everything is cached."),
 }
+# Widgets added after the first release are optional, so that saved workflows (UI and API format)
+# keep every old value in its place and get these at their defaults.
+NEW_WIDGETS = {
+    "overwrite": boolean(_default("overwrite"), "Replace the files of an earlier run of this name. Off: a name "
+                                                "that has results gets the next number (NAME_00001), as Save "
+                                                "Hypernet does; continuing a run from its own step file is kept."),
+}
 OPTIONAL_INPUTS = {
     "hypernet_spec": socket("HYPERNET_SPEC", "Architecture for a new network."),
     "hypernetwork": socket("HYPERNETWORK", "A network to continue (its .optim beside the file resumes exactly)."),
@@ -105,22 +119,46 @@ class NodeHooks(TrainHooks):
     def is_interrupt(self, exc: BaseException) -> bool:
         return HOST.is_interrupt(exc)
 
+    def on_file_written(self, path: Path) -> None:
+        HOST.wrote(path)
+
+    def on_stopped_early(self, step: int, saved: list[Path]) -> None:
+        files = ", ".join(str(p) for p in saved) or "nothing (no step had finished)"
+        report = f"interrupted at step {step}; saved {files}"
+        logger.info(report)
+        HOST.send_progress_text(report, self.node_id)
+
 
 def train_config(widgets: dict[str, Any]) -> TrainConfig:
-    """TrainConfig from the widget values, with the node's folders."""
-    name = validate_name(widgets["name"])
-    return TrainConfig.from_values(
-        widgets, name=name, templates=template_lines(widgets["prompt_template"], widgets["custom_template"]),
-        log_dir=safe_join(HOST.output_directory(), f"hypernet_training/{name}"),
-        final_path=safe_join(HOST.model_folders("hypernetworks")[0], f"{name}.pt"))
+    """TrainConfig from the widget values (the run's folders are chosen when it starts)."""
+    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]),
+                                   templates=template_lines(widgets["prompt_template"], widgets["custom_template"]))
+
+
+def run_folders(overwrite: bool) -> RunFolders:
+    """Final files in the hypernetworks folder; step files, previews and CSV under the output folder."""
+    return RunFolders(HOST.model_folders("hypernetworks")[0], HOST.output_directory() / TRAINING_FOLDER, overwrite)
+
+
+def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template) -> None:
+    """What VALIDATE_INPUTS can check without a model: names, schedules, templates."""
+    if name is not None:
+        validate_name(name)
+    if learning_rate is not None:
+        parse_schedule(learning_rate, SCHEDULE_CHECK_STEPS, 0, "learning_rate")
+    if clip_grad_mode is not None and clip_grad_mode not in CLIP_MODES:
+        raise InputError("clip_grad_mode", f"{clip_grad_mode!r} is not one of {', '.join(CLIP_MODES)}")
+    if clip_grad_mode not in (None, "disabled") and clip_grad_value is not None:
+        parse_schedule(clip_grad_value, SCHEDULE_CHECK_STEPS, 0, "clip_grad_value")
+    if prompt_template is not None and (prompt_template != CUSTOM or custom_template is not None):
+        template_lines(prompt_template, custom_template or "")
 
 
 class TrainHypernetNode(Node):
-    """Train a hypernetwork the way A1111 does (schedule strings, templates, tag shuffle, alpha
-    loss weight, buckets), faster and resumable: latents and prompts are encoded once, every
-    save holds optimizer and RNG state, NaN stops the run, and an interrupt saves first.
-    The result goes to models/hypernetworks/NAME.pt; saves, previews and the loss CSV to
-    output/hypernet_training/NAME/."""
+    """Train a hypernetwork the way A1111 does (schedule strings, templates, tag shuffle, alpha loss
+    weight, buckets), faster and resumable: latents and prompts are encoded once, every save holds
+    optimizer and RNG state, NaN stops the run, and an interrupt saves first. The result goes to
+    models/hypernetworks/NAME.pt; saves, previews and the loss CSV to output/hypernet_training/NAME/."""
 
     NODE_ID, DISPLAY_NAME, CATEGORY, FUNCTION = "HN_TrainHypernet", "Train Hypernet", "hypernetwork/train", "train"
     INPUT_IS_LIST = True
@@ -132,23 +170,27 @@ class TrainHypernetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": dict(TRAIN_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": {"unique_id": "UNIQUE_ID"}}
+        return {"required": dict(TRAIN_INPUTS), "optional": {**OPTIONAL_INPUTS, **NEW_WIDGETS},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template):
+        values = single_values({key: value for key, value in locals().items() if key != "cls"})
+        return validation(lambda: check_text_inputs(**values))
 
     def train(self, model, clip, vae, images, captions, hypernet_spec=None, hypernetwork=None, masks=None,
               unique_id=None, **widgets):
-        from ..hypernet.train.session import run_training
+        from ..hypernet.train.session import TrainingData, run_training
 
         w = {key: value[0] for key, value in widgets.items()}
         node_id = unique_id[0] if unique_id else None
         items = [image[i:i + 1].clone() for image in images for i in range(image.shape[0])]
+        data = TrainingData(items, list(captions), [m.clone() for m in masks] if masks else None)
         with torch.inference_mode(False), torch.enable_grad():
             config = train_config(w)
-            outputs = run_training(model[0], clip[0], vae[0], items, list(captions), config, w["resolution"],
-                                   w["aspect_buckets"], masks=[m.clone() for m in masks] if masks else None,
-                                   spec=hypernet_spec[0] if hypernet_spec else None,
-                                   hypernetwork=hypernetwork[0] if hypernetwork else None,
-                                   hooks=NodeHooks(config.steps, node_id), device=HOST.torch_device(),
-                                   load_model=HOST.load_model_for_training)
+            outputs = run_training(model[0], clip[0], vae[0], data, config, hypernet_spec[0] if hypernet_spec else None,
+                                   hypernetwork[0] if hypernetwork else None, NodeHooks(config.steps, node_id),
+                                   HOST.torch_device(), HOST.load_model_for_training, run_folders(config.overwrite))
         if outputs.result.interrupted:
             HOST.throw_if_interrupted()
         return _node_output(config, outputs)
@@ -159,8 +201,8 @@ def _node_output(config: TrainConfig, outputs) -> dict:
     result = outputs.result
     last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
     shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
-    return {"ui": {"text": [f"{config.name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"],
-                   "images": [_ui_image(p) for p in shown]},
+    text = f"{outputs.run_name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"
+    return {"ui": {"text": [text, *outputs.notes], "images": [_ui_image(p) for p in shown]},
             "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path))}
 
 

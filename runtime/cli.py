@@ -5,6 +5,7 @@ JSON, workflow validation, --set), 130 interrupted (Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -132,7 +133,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ..hypernet.files import atomic_write_text
-    from .workflow import WorkflowError, unknown_widget_nodes
+    from .workflow import WorkflowError, unknown_nodes
 
     registry = _registry()
     try:
@@ -140,10 +141,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    unknown = unknown_widget_nodes(ui_workflow or {}, registry)
+    unknown = (unknown_nodes(ui_workflow, registry) if ui_workflow is not None else
+               [(node_id, node["class_type"]) for node_id, node in prompt.items()
+                if node["class_type"] not in registry])
     if unknown:
-        print(f"error: {args.workflow}: cannot convert the widget values of unknown node types "
-              "(install the pack that provides them, or check the name):", file=sys.stderr)
+        print(f"error: {args.workflow}: unknown node types (install the pack that provides them, or check the "
+              "name):", file=sys.stderr)
         for node_id, class_type in unknown:
             print(f"  node {node_id} ({class_type})", file=sys.stderr)
         return EXIT_INVALID
@@ -221,8 +224,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
         for entry in node["inputs"]:
             detail = ""
             if "options" in entry:
-                shown = entry["options"][:5]
-                detail = f" one of {shown}{' ...' if len(entry['options']) > 5 else ''}"
+                detail = f" one of {entry['options']}"
             if "default" in entry:
                 detail += f" default={entry['default']!r}"
             if "min" in entry or "max" in entry:
@@ -235,9 +237,8 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .executor import Executor, NodeExecutionError
+    from .executor import Executor
     from .host import HEADLESS
-    from .validation import PromptValidationError
     from .workflow import WorkflowError
 
     if args.device == "cuda" and not _cuda_available():
@@ -252,29 +253,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-
     reporter = _NodeReporter(prompt, quiet=args.quiet)
     executor = Executor(registry, event_callback=reporter, show_progress=not args.quiet and sys.stderr.isatty())
     extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
-    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(HEADLESS))
-    try:
-        result = executor.run(prompt, extra_pnginfo=extra_pnginfo)
-    except PromptValidationError as exc:
-        _print_issues(args.workflow, exc.issues)
-        return EXIT_INVALID
-    except NodeExecutionError as exc:
-        print(f"error: node {exc.node_id} ({exc.class_type}) failed: {type(exc.original).__name__}: "
-              f"{exc.original}", file=sys.stderr)
-        return EXIT_EXECUTION
-    except BaseException as exc:  # noqa: BLE001 - interrupts only, everything else re-raised
-        if HEADLESS.is_interrupt(exc):
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
+    with _previews_removed_afterwards(HEADLESS.temp_directory()):
+        result, code = _execute(executor, prompt, extra_pnginfo, args.workflow)
+    if result is None:
+        return code
     for path in result.files:
-        print(f"wrote {path}")
+        if path not in reporter.written and HEADLESS.temp_directory() not in path.parents:
+            print(f"wrote {path}")
     for node_id, node_ui in result.ui.items():  # e.g. Save Hypernet's path, Hypernet Spec's size
         if not getattr(registry[prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
             continue  # e.g. a tagger's per-image tags: too many lines for a terminal
@@ -284,6 +272,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
               f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
     return EXIT_OK
+
+
+def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
+    """(result, EXIT_OK) or (None, the exit code), with the error printed; Ctrl-C stops cleanly."""
+    from .executor import NodeExecutionError
+    from .host import HEADLESS
+    from .validation import PromptValidationError
+
+    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(HEADLESS))
+    try:
+        return executor.run(prompt, extra_pnginfo=extra_pnginfo), EXIT_OK
+    except PromptValidationError as exc:
+        _print_issues(workflow, exc.issues)
+        return None, EXIT_INVALID
+    except NodeExecutionError as exc:
+        message = str(exc.original).removeprefix(f"node {exc.node_id} ({exc.class_type}), ")
+        print(f"error: node {exc.node_id} ({exc.class_type}) failed: {type(exc.original).__name__}: {message}",
+              file=sys.stderr)
+        return None, EXIT_EXECUTION
+    except BaseException as exc:  # noqa: BLE001 - interrupts only, everything else re-raised
+        if HEADLESS.is_interrupt(exc):
+            print("interrupted", file=sys.stderr)
+            return None, EXIT_INTERRUPTED
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+@contextlib.contextmanager
+def _previews_removed_afterwards(temp_dir: Path):
+    """Preview images are for looking at while a graph runs: the files a run adds to the temp
+    folder go when it ends (ComfyUI empties its temp folder at start and exit)."""
+    before = set(temp_dir.rglob("*")) if temp_dir.is_dir() else set()
+    try:
+        yield
+    finally:
+        if temp_dir.is_dir():
+            for path in sorted(set(temp_dir.rglob("*")) - before, reverse=True):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                elif not any(path.iterdir()):
+                    path.rmdir()
 
 
 def _cuda_available() -> bool:
@@ -303,7 +333,7 @@ def _interrupt_handler(headless):
 
 
 class _NodeReporter:
-    """Prints one line per node as the executor's events arrive."""
+    """Prints one line per node as the executor's events arrive, and what the nodes report."""
 
     def __init__(self, prompt: dict, quiet: bool = False):
         self.prompt = prompt
@@ -312,11 +342,17 @@ class _NodeReporter:
         self.node_started = self.started
         self.current: Optional[str] = None
         self.count = 0
+        self.written: set[Path] = set()
 
     def __call__(self, event: str, data: dict) -> None:
-        if self.quiet:
+        if event == "wrote":
+            self.written.add(Path(data["path"]))
+            print(f"wrote {data['path']}", flush=True)
+        elif event == "progress_text":  # e.g. an interrupted trainer saying what it saved
+            print(f"    {data.get('text')}", file=sys.stderr, flush=True)
+        elif self.quiet:
             return
-        if event == "execution_cached" and data.get("nodes"):
+        elif event == "execution_cached" and data.get("nodes"):
             print(f"cached: {', '.join(self.name(n) for n in data['nodes'])}", file=sys.stderr)
         elif event == "executing":
             self._finish_current()
@@ -324,8 +360,6 @@ class _NodeReporter:
                 self.count += 1
                 self.current, self.node_started = data["node"], time.perf_counter()
                 print(f"[{self.count}] {self.name(self.current)} ...", file=sys.stderr, flush=True)
-        elif event == "progress_text":
-            print(f"    {data.get('text')}", file=sys.stderr)
 
     def _finish_current(self) -> None:
         if self.current is not None:

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..nodes.host import MODEL_EXTENSIONS
-
-_FOLDER_SETTINGS = ("input_dir", "output_dir", "temp_dir", "models_dir")
+from ..nodes.host import MODEL_EXTENSIONS, TRAINING_FOLDER
 
 
 class InterruptedByUser(Exception):
@@ -79,7 +77,16 @@ class HeadlessHost:
         return self._folder("temp")
 
     def model_folders(self, kind: str) -> list[Path]:
-        return [self._folder("models") / kind]
+        folders = [self._folder("models") / kind]
+        if kind == "hypernetworks":  # a run's step files, to resume from (as inside ComfyUI)
+            folders.append(self._folder("output") / TRAINING_FOLDER)
+        return folders
+
+    def read_roots(self) -> Optional[list[Path]]:
+        return None
+
+    def examples_hint(self) -> str:
+        return "Run `hypernet-studio examples` to write the inputs the shipped workflows read."
 
     def list_models(self, kind: str) -> list[str]:
         extensions = MODEL_EXTENSIONS.get(kind)
@@ -134,6 +141,9 @@ class HeadlessHost:
 
     def send_progress_text(self, text: str, node_id: Optional[str]) -> None:
         self.send_event("progress_text", {"node": node_id, "text": text})
+
+    def wrote(self, path: Path) -> None:
+        self.send_event("wrote", {"node": self.running_node_id, "path": str(path)})
 
     def current_node_id(self) -> Optional[str]:
         return self.running_node_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -14,6 +15,8 @@ from .nodeinfo import InputInfo, is_output_node, node_inputs, return_types, type
 from .workflow import is_link, unwrap_value
 
 _COERCE = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+# How the library's InputError (and our nodes' VALIDATE_INPUTS) start a message about one input.
+_INPUT_PREFIX = re.compile(r"^input '([^']+)': ")
 
 
 @dataclass
@@ -202,6 +205,8 @@ class _NodeCheck:
         else:
             arguments = {name: (None if is_link(inputs[name]) else unwrap_value(inputs[name]))
                          for name in declared if name in inputs and name in self.custom_checked}
+        if getattr(self.cls, "INPUT_IS_LIST", False):
+            arguments = {name: [value] for name, value in arguments.items()}  # as ComfyUI passes them
         if self.wants_input_types:
             arguments["input_types"] = self.linked_types
         try:
@@ -210,7 +215,9 @@ class _NodeCheck:
             verdict = f"{type(exc).__name__}: {exc}"
         if verdict is not True:
             message = "VALIDATE_INPUTS rejected the inputs" if verdict in (False, None) else str(verdict)
-            self.issue("custom_validation_failed", message, None)
+            named = _INPUT_PREFIX.match(message)
+            name = named.group(1) if named and named.group(1) in declared else None
+            self.issue("custom_validation_failed", message[named.end():] if name else message, name)
 
 
 def _validate_node(node_id: str, node: dict, cls: type, prompt: dict, registry: Mapping[str, type]
@@ -239,6 +246,8 @@ def _check_constant(info: InputInfo, value: Any, skip_range: bool) -> tuple[Opti
                                       f"got the constant {_short(value)!r}"), value
     if info.type in ("INT", "FLOAT") and isinstance(value, bool):
         return ("invalid_input_type", f"expects {info.type} but got the boolean {value!r}"), value
+    if info.type == "INT" and isinstance(value, float) and not value.is_integer():
+        return ("invalid_input_type", f"expects a whole number (INT) but got {value!r}"), value
     try:
         if info.type == "BOOLEAN" and isinstance(value, str):
             lowered = value.strip().lower()

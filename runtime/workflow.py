@@ -280,14 +280,14 @@ def ui_to_api(workflow: dict, registry: Mapping[str, type]) -> dict:
     return _Converter(workflow, registry).convert()
 
 
-def unknown_widget_nodes(workflow: dict, registry: Mapping[str, type]) -> list[tuple[str, str]]:
-    """(id, type) of active UI nodes whose class is unknown but that hold widget values:
-    without INPUT_TYPES those values cannot be named, so a conversion would lose them."""
+def unknown_nodes(workflow: dict, registry: Mapping[str, type]) -> list[tuple[str, str]]:
+    """(id, type) of active UI nodes whose class is unknown: their inputs cannot be named (or even
+    told apart from widgets) without INPUT_TYPES, so a conversion would be wrong or lossy."""
     found = []
     for node in workflow.get("nodes") or []:
         if not isinstance(node, dict) or node.get("type") in VIRTUAL_TYPES or node.get("type") in registry:
             continue
-        if node.get("mode", MODE_ALWAYS) in (MODE_NEVER, MODE_BYPASS) or not node.get("widgets_values"):
+        if node.get("mode", MODE_ALWAYS) in (MODE_NEVER, MODE_BYPASS):
             continue
         found.append((str(node.get("id")), str(node.get("type"))))
     return found

@@ -50,8 +50,17 @@ class TrainConfig:
     preview_cfg: float = 7.0  # previews: euler, "normal" schedule, negative prompt below
     csv_every: int = 100
     offload_encoders: bool = True
+    resolution: int = 512
+    aspect_buckets: bool = True
+    overwrite: bool = False
     log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
     final_path: Optional[Path] = None  # where the finished network goes; None = not saved
+    run_name: Optional[str] = None  # the name files are written under (default: name), see run_files.py
+
+    @property
+    def file_stem(self) -> str:
+        """NAME in NAME-STEP.pt and images/NAME-STEP.png."""
+        return self.run_name or self.name
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -109,6 +118,12 @@ class TrainHooks:
 
     def on_preview(self, step: int, image: torch.Tensor) -> None:
         """Called with every preview image [1,H,W,3]."""
+
+    def on_file_written(self, path: Path) -> None:
+        """Called after each file the run writes (.pt, .optim, preview PNG)."""
+
+    def on_stopped_early(self, step: int, saved: list[Path]) -> None:
+        """Called when the user stopped the run: the step reached and the files just saved."""
 
 
 def validate_name(name: str) -> str:

@@ -33,7 +33,7 @@ from ..images import save_png
 from ..network import Hypernetwork
 from ..sd.sampling import sample
 from .backend import NoiseSchedule, TrainingBackend
-from .checkpoint import load_resume_state, restore_optimizer, save_checkpoint
+from .checkpoint import load_resume_state, optimizer_state_path, restore_optimizer, save_checkpoint
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
 from .csvlog import LossCSV
 from .dataset import BatchPlan, TrainingExample
@@ -266,13 +266,16 @@ class TrainingRun:
                 self.lr_schedule.held_value_at(self.start_step)
             raise self._diverged("the weights", self.network.step, learn_rate)
         extra = {"seed": self.seed, "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
-        return save_checkpoint(self.network, path, self.optimizer, extra)
+        written = save_checkpoint(self.network, path, self.optimizer, extra)
+        self.hooks.on_file_written(written)
+        self.hooks.on_file_written(optimizer_state_path(written))
+        return written
 
     def save_periodic(self) -> None:
         """`log_dir/NAME-STEP.pt` (+ .optim): a file to resume from or to try."""
         if self.log_dir is None:
             return
-        path = self.save(safe_join(self.log_dir, f"{self.name}-{self.network.step}.pt"))
+        path = self.save(safe_join(self.log_dir, f"{self.config.file_stem}-{self.network.step}.pt"))
         self.result.saved_paths.append(path)
         self.last_good = path
 
@@ -295,8 +298,9 @@ class TrainingRun:
             self.network.train()
         self.result.previews.append(image)
         if self.log_dir is not None:
-            path = safe_join(self.log_dir, f"images/{self.name}-{self.network.step}.png")
+            path = safe_join(self.log_dir, f"images/{self.config.file_stem}-{self.network.step}.png")
             self.result.preview_paths.append(save_png(image, path))
+            self.hooks.on_file_written(path)
         self.hooks.on_preview(self.network.step, image)
 
     # ------------------------------------------------------------------ stopping
@@ -306,6 +310,8 @@ class TrainingRun:
             self._save_on_stop()
         else:
             self.save_final()
+        if self.result.csv_path is not None and self.result.csv_path.is_file():
+            self.hooks.on_file_written(self.result.csv_path)
         self.network.eval()
         self.network.requires_grad_(False)
 
@@ -316,12 +322,17 @@ class TrainingRun:
         self.result.interrupted = True
         if self.step > self.start_step:
             self._save_on_stop()
+        else:
+            self.hooks.on_stopped_early(self.step, [])
 
     def _save_on_stop(self) -> None:
         """A resumable step file (unless one was just written) and the final file."""
         if self.config.save_every <= 0 or self.step % self.config.save_every != 0:
             self.save_periodic()
         self.save_final()
+        step_file = f"{self.config.file_stem}-{self.step}.pt"
+        saved = [p for p in self.result.saved_paths[-1:] if p.name == step_file]
+        self.hooks.on_stopped_early(self.step, saved + [p for p in [self.result.final_path] if p is not None])
 
     def _diverged(self, what: str, step: int, learn_rate: float) -> TrainingDiverged:
         where = f"the last good file is {self.last_good}" if self.last_good else "no file was written"

@@ -3,7 +3,8 @@ pick the backend, make or continue the
 network, prepare the data, train, and draw the loss curve."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -16,6 +17,9 @@ from .config import TrainConfig, TrainHooks, TrainResult
 from .dataset import prepare_examples
 from .lossplot import loss_curve_image
 from .run import train_hypernetwork
+from .run_files import RunFolders, run_files
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..network import Hypernetwork
@@ -24,10 +28,21 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class TrainingData:
+    """The images and captions to train on (parallel lists from the dataset nodes), and their masks."""
+
+    images: Sequence[torch.Tensor]
+    captions: Sequence[str]
+    masks: Optional[Sequence[Optional[torch.Tensor]]] = None
+
+
+@dataclass
 class TrainOutputs:
     result: TrainResult
     loss_curve: torch.Tensor  # IMAGE [1,H,W,3]
     loss_curve_path: Optional[Path] = None
+    run_name: str = ""
+    notes: list[str] = field(default_factory=list)  # things the user should know (shown on the node)
 
 
 def make_backend(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
@@ -62,25 +77,44 @@ def starting_network(backend: "TrainingBackend", name: str, spec: Optional["Hype
 
 
 def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
-                 images: Sequence[torch.Tensor], captions: Sequence[str], config: TrainConfig,
-                 resolution: int, aspect_buckets: bool = True,
-                 masks: Optional[Sequence[Optional[torch.Tensor]]] = None, spec: Optional["HypernetSpec"] = None,
+                 data: TrainingData, config: TrainConfig, spec: Optional["HypernetSpec"] = None,
                  hypernetwork: Optional["Hypernetwork"] = None, hooks: Optional[TrainHooks] = None,
-                 device: Optional[torch.device] = None,
-                 load_model: Optional[Callable[[object], None]] = None) -> TrainOutputs:
-    """Train and return the result with its loss curve. Call outside inference mode."""
+                 device: Optional[torch.device] = None, load_model: Optional[Callable[[object], None]] = None,
+                 folders: Optional[RunFolders] = None) -> TrainOutputs:
+    """Train and return the result with its loss curve. Call outside inference mode.
+
+    With `folders`, the run writes under NAME, or under the next free NAME_00001... when NAME
+    holds results it would replace (see run_files.py)."""
+    notes = []
+    if spec is not None and hypernetwork is not None:
+        notes.append("both hypernet_spec and hypernetwork are connected: the hypernetwork is continued and the "
+                     "spec is ignored")
+        logger.warning(notes[-1])
     backend = make_backend(model, clip, vae, device, load_model)
     network = starting_network(backend, config.name, spec, hypernetwork, config.seed)
     network.name = config.name
+    if folders is not None:
+        config, note = _with_run_files(config, folders, network)
+        notes += [note] if note else []
     checkpoint = backend.checkpoint_name()
     if checkpoint and checkpoint != network.sd_checkpoint_name:
         # As A1111, the file records the checkpoint it was trained on; a hash of another one would mislead.
         network.sd_checkpoint_name, network.sd_checkpoint = checkpoint, None
-    examples = prepare_examples(images, captions, masks, resolution, aspect_buckets)
+    examples = prepare_examples(data.images, data.captions, data.masks, config.resolution, config.aspect_buckets)
     result = train_hypernetwork(backend, network, examples, config, hooks)
     curve = loss_curve_image(result.losses, first_step=result.first_step, title=f"{config.name} loss")
     curve_path = None
     if config.log_dir is not None:
         curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
-    return TrainOutputs(result, curve, curve_path)
+        (hooks or TrainHooks()).on_file_written(curve_path)
+    return TrainOutputs(result, curve, curve_path, config.file_stem, notes)
 
+
+def _with_run_files(config: TrainConfig, folders: RunFolders, network: "Hypernetwork") -> tuple[TrainConfig, str]:
+    """The config with the run's files, and a note when earlier results made it take a new name."""
+    files = run_files(folders, config.name, int(network.step), getattr(network, "filename", None))
+    note = ""
+    if files.name != config.name:
+        note = (f"'{config.name}' already has results this run would replace, so it writes under '{files.name}' "
+                "(turn overwrite on to replace them)")
+    return replace(config, final_path=files.final_path, log_dir=files.log_dir, run_name=files.name), note

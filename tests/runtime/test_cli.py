@@ -260,6 +260,25 @@ def test_convert_refuses_to_drop_widget_values_of_unknown_nodes(cli_env, capsys,
     assert not target.exists()
 
 
+def test_convert_refuses_unknown_nodes_without_widget_values(cli_env, capsys, load_fixture):
+    workflow = load_fixture("ui_routing.json")
+    node = next(n for n in workflow["nodes"] if n["type"] == "Add" and n.get("mode", 0) == 0)
+    node["type"], node["widgets_values"] = "NodeFromAnotherPack", []
+    target = cli_env / "api.json"
+    assert cli.main(["convert", str(_write(cli_env, workflow, "other.json")), "-o", str(target)]) == 2
+    assert f"node {node['id']} (NodeFromAnotherPack)" in capsys.readouterr().err
+    api = _write(cli_env, {"1": {"class_type": "Mystery", "inputs": {}}}, "api_in.json")
+    assert cli.main(["convert", str(api)]) == 2
+    assert "node 1 (Mystery)" in capsys.readouterr().err and not target.exists()
+
+
+def test_nodes_lists_every_option(capsys):
+    assert cli.main(["nodes"]) == 0
+    listing = capsys.readouterr().out
+    assert "..." not in listing and "…" not in listing
+    assert "'stretch'" in listing, "Auto Crop's sixth method is listed"
+
+
 def test_run_prints_text_outputs_of_output_nodes(headless_dirs, capsys):
     from hypernet_studio.runtime.examples import make_random_hypernetwork
 

@@ -165,5 +165,7 @@ def test_model_file_missing_from_an_empty_folder_is_a_validation_error(headless_
               "2": {"class_type": "HN_SaveHypernet", "inputs": {"hypernetwork": ["1", 0], "filename": "x",
                                                                "format": "pt", "overwrite": False}}}
     issue = _only_issue(prompt, registry)
-    assert (issue.type, issue.node_id, issue.input_name) == ("value_not_in_list", "1", "hypernetwork_name")
-    assert "'gone.pt'" in issue.message and "empty" in issue.message
+    # Load Hypernet checks the file itself (VALIDATE_INPUTS), so the message says where it looked.
+    assert (issue.type, issue.node_id, issue.input_name) == ("custom_validation_failed", "1", "hypernetwork_name")
+    assert "'gone.pt' not found; looked in" in issue.message and str(headless_dirs / "models") in issue.message
+    assert "Train Hypernet" in issue.message

@@ -103,13 +103,13 @@ def test_the_context_module_runs_once_per_unet_call_and_matches_per_layer_math(t
 
 
 def test_the_saved_file_names_the_checkpoint_it_was_trained_on(tiny, tmp_path):
-    from hypernet_studio.hypernet.train.session import run_training
+    from hypernet_studio.hypernet.train.session import TrainingData, run_training
 
     model, clip, vae = tiny
     images, captions = tiny_dataset(2, size=64)
     config = TrainConfig(name="tiny", steps=1, templates=["a [filewords]"], csv_every=0, save_every=0, preview_every=0,
-                         final_path=tmp_path / "tiny.pt")
-    run_training(model, clip, vae, images, captions, config, resolution=64, spec=HypernetSpec(sizes=None))
+                         final_path=tmp_path / "tiny.pt", resolution=64)
+    run_training(model, clip, vae, TrainingData(images, captions), config, spec=HypernetSpec(sizes=None))
     state = torch.load(tmp_path / "tiny.pt", weights_only=True)
     assert state["sd_checkpoint_name"] == model.components.name == "tiny-sd (built-in)"
     assert state["step"] == 1

@@ -58,3 +58,31 @@ def test_moving_average_matches_a_direct_computation():
     values = [3.0, 1.0, 4.0, 1.0, 5.0]
     expected = [np.mean(values[max(0, i - 1):i + 1]) for i in range(5)]
     assert np.allclose(moving_average(values, 2), expected)
+
+
+def test_rows_are_appended_not_rewritten(tmp_path, monkeypatch):
+    """A long run writes each row once: the file is opened for appending, never rewritten."""
+    from hypernet_studio.hypernet.train import csvlog
+
+    rewrites = []
+    monkeypatch.setattr(csvlog, "atomic_write_text", lambda *args: rewrites.append(args))
+    path = tmp_path / "loss.csv"
+    log = LossCSV(path, every=1, steps_per_epoch=10)
+    sizes = []
+    for step in range(1, 201):
+        log.record(step, 0.5, 1e-5)
+        sizes.append(path.stat().st_size)
+    assert not rewrites
+    assert all(0 < b - a < 40 for a, b in zip(sizes, sizes[1:])), "each step adds one short line"
+    assert [int(r["step"]) for r in _rows(path)] == list(range(1, 201))
+
+
+def test_a_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "loss.csv"
+    log = LossCSV(path, every=1, steps_per_epoch=10)
+    for step in range(1, 4):
+        log.record(step, 1.0, 0.1)
+    path.write_text(path.read_text() + "4,0,3,0.99")  # the crash happened mid-row
+    resumed = LossCSV(path, every=1, steps_per_epoch=10, resume_step=3)
+    resumed.record(4, 2.0, 0.1)
+    assert [(r["step"], r["loss"]) for r in _rows(path)][-2:] == [("3", "1.0000000"), ("4", "2.0000000")]
