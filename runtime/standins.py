@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, atomic_path, safe_join
 from ..hypernet.preprocess.options import IMAGE_EXTENSIONS
 from ..hypernet.sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -43,6 +44,7 @@ def _checkpoint_names() -> list[str]:
 
 
 def _resolve_checkpoint(name: str) -> str:
+    """The checkpoint's path (or the built-in tiny model's name); InputError naming the folders."""
     if name == TINY_MODEL_NAME:
         return name
     for kind in ("checkpoints", "diffusers"):
@@ -50,8 +52,21 @@ def _resolve_checkpoint(name: str) -> str:
             return str(HOST.resolve_model(kind, name))
         except FileNotFoundError:
             continue
-    folders = ", ".join(str(p) for p in HOST.model_folders("checkpoints"))
-    raise FileNotFoundError(f"CheckpointLoaderSimple: ckpt_name {name!r} not found; looked in: {folders}")
+    folders = ", ".join(str(p) for kind in ("checkpoints", "diffusers") for p in HOST.model_folders(kind))
+    raise InputError("ckpt_name", f"{name!r} not found; looked in {folders}. Put the checkpoint (.safetensors, "
+                                  f".ckpt, or a diffusers folder) there, or pick {TINY_MODEL_NAME!r}")
+
+
+def _check_checkpoint(name: str) -> None:
+    """The checkpoint exists, and a safetensors file's header is readable (cheap, before any work)."""
+    from ..hypernet.safe_load import UnreadableFile, check_safetensors_header
+
+    path = Path(_resolve_checkpoint(name))
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        try:
+            check_safetensors_header(path, "a checkpoint")
+        except UnreadableFile as exc:
+            raise InputError("ckpt_name", str(exc)) from None
 
 
 def _conditioning_tensor(conditioning, node: str, input_name: str) -> torch.Tensor:
@@ -141,14 +156,25 @@ class CheckpointLoaderSimple:
     CATEGORY = "loaders"
     DESCRIPTION = __doc__
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, ckpt_name):
+        try:
+            _check_checkpoint(ckpt_name)
+        except InputError as exc:
+            return str(exc)
+        return True
+
     def load_checkpoint(self, ckpt_name):
-        from ..hypernet.sd.checkpoints import load_components
+        from ..hypernet.sd.checkpoints import CheckpointError, load_components
         from ..hypernet.sd.headless import headless_objects
 
         device = HOST.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None
-        components = load_components(_resolve_checkpoint(ckpt_name), device=device, dtype=dtype,
-                                     tokenizer_dirs=HOST.model_folders("tokenizers"))
+        try:
+            components = load_components(_resolve_checkpoint(ckpt_name), device=device, dtype=dtype,
+                                         tokenizer_dirs=HOST.model_folders("tokenizers"))
+        except CheckpointError as exc:
+            raise InputError("ckpt_name", str(exc)) from None
         return headless_objects(components)
 
 

@@ -62,6 +62,8 @@ def parse_schedule(text: str, max_steps: int, start_step: int = 0, what: str = "
             if len(parts) > 2:
                 raise ValueError(f"too many ':' in {pair.strip()!r}")
             value = float(parts[0])
+            if not value > 0 or value == float("inf"):
+                raise ValueError(f"{parts[0].strip()!r} is not a positive number")
             if len(parts) == 1 or int(parts[1]) == -1:
                 segments.append((value, max_steps))
                 break

@@ -1,5 +1,7 @@
 """The Train Hypernet node, headless on the tiny model, run the way the executor runs it
 (under torch.inference_mode, every input a list)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -82,12 +84,42 @@ def test_continuing_a_saved_network_resumes_from_its_step(headless_dirs, events)
     assert output["result"][0].step == 3 and saved.step == 2
 
 
-def test_an_interrupt_saves_then_raises(headless_dirs, events):
+def test_an_interrupt_saves_then_raises_and_says_what_it_saved(headless_dirs, events):
     HEADLESS.interrupt.set()
     with pytest.raises(headless_host.InterruptedByUser):
         _run(save_every=0, inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
-    assert load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "tinynet.pt").step == 1
-    assert (headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-1.pt.optim").is_file()
+    final = headless_dirs / "models" / "hypernetworks" / "tinynet.pt"
+    step_file = headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-1.pt"
+    assert load_hypernetwork(final).step == 1 and step_file.with_suffix(".pt.optim").is_file()
+    reports = [data["text"] for name, data in events if name == "progress_text"]
+    assert reports == [f"interrupted at step 1; saved {step_file}, {final}"]
+    written = [data["path"] for name, data in events if name == "wrote"]
+    assert str(step_file) in written and str(final) in written and f"{final}.optim" in written
+
+
+def test_a_rerun_never_replaces_the_earlier_results(headless_dirs, events):
+    spec = {"hypernet_spec": [HypernetSpec(sizes=None)]}
+    _run(steps=2, save_every=2, preview_every=0, inputs=spec)
+    log = headless_dirs / "output" / "hypernet_training"
+    first = {p: p.read_bytes() for p in [*log.rglob("*.*"), headless_dirs / "models" / "hypernetworks" / "tinynet.pt"]}
+    again, _ = _run(steps=2, save_every=2, preview_every=0, inputs=spec)
+    assert again["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet_00001.pt")
+    assert any("writes under 'tinynet_00001'" in line for line in again["ui"]["text"])
+    assert (log / "tinynet_00001" / "tinynet_00001-2.pt").is_file()
+    assert all(path.read_bytes() == data for path, data in first.items()), "the first run's files are untouched"
+    replaced, _ = _run(steps=2, save_every=2, preview_every=0, inputs=spec, overwrite=True)
+    assert replaced["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
+
+
+def test_resuming_from_the_last_step_file_continues_the_same_run(headless_dirs, events):
+    _run(steps=2, save_every=2, preview_every=0, inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+    log = headless_dirs / "output" / "hypernet_training" / "tinynet"
+    resumed, _ = _run(steps=4, save_every=2, preview_every=0,
+                      inputs={"hypernetwork": [load_hypernetwork(log / "tinynet-2.pt")]})
+    assert resumed["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
+    assert sorted(p.name for p in log.glob("*.pt")) == ["tinynet-2.pt", "tinynet-4.pt"]
+    rows = (log / "hypernetwork_loss.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
 
 
 def test_errors_name_the_node_and_input(headless_dirs, events, as_node_7):
@@ -118,8 +150,6 @@ def test_shipped_workflow_trains_and_samples_headless(headless_dirs, events):
 
     from hypernet_studio.runtime.api import run_workflow_file
 
-    from ..conftest import REPO_ROOT
-
     folder = headless_dirs / "input" / "train_example"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -129,7 +159,7 @@ def test_shipped_workflow_trains_and_samples_headless(headless_dirs, events):
         Image.fromarray(pixels).save(folder / f"img{index}.png")
         (folder / f"img{index}.txt").write_text(f"{colour}, {shape}")
     started = time.perf_counter()
-    result = run_workflow_file(REPO_ROOT / "workflows" / "train_hypernet.json")
+    result = run_workflow_file(Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet.json")
     elapsed = time.perf_counter() - started
     trained = load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "example-hypernet.pt")
     assert trained.step == 40
@@ -138,3 +168,10 @@ def test_shipped_workflow_trains_and_samples_headless(headless_dirs, events):
     log = headless_dirs / "output" / "hypernet_training" / "example-hypernet"
     assert sorted(p.name for p in log.glob("*.pt")) == ["example-hypernet-20.pt", "example-hypernet-40.pt"]
     assert elapsed < 120, elapsed
+    # workflows/resume_training.json continues that run from its last step file up to step 60.
+    resumed = run_workflow_file(Path(__file__).resolve().parents[2] / "workflows" / "resume_training.json")
+    assert load_hypernetwork(headless_dirs / "models" / "hypernetworks" / "example-hypernet.pt").step == 60
+    assert sorted(p.name for p in log.glob("*.pt")) == [f"example-hypernet-{s}.pt" for s in (20, 40, 60)]
+    rows = (log / "hypernetwork_loss.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(5, 61, 5)), "the CSV continues, no row twice"
+    assert any(p.name.startswith("hypernet_resumed_sample") for p in resumed.files)

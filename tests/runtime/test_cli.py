@@ -312,3 +312,24 @@ def test_run_prints_no_text_of_intermediate_nodes(cli_env, registry, capsys):
               "2": {"class_type": "SaveText", "inputs": {"value": ["1", 0], "prefix": "out"}}}
     assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env), "--quiet"]) == 0
     assert "chatter" not in capsys.readouterr().out
+
+
+def test_run_says_every_file_it_wrote_and_leaves_no_previews(tmp_path, capsys):
+    from hypernet_studio.runtime.examples import write_examples
+
+    write_examples(tmp_path)
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet.json"
+    overrides = ["--set", "4.steps=4", "--set", "4.save_every=2", "--set", "4.preview_every=4",
+                 "--set", "4.csv_every=2", "--set", "9.steps=1"]
+    assert cli.main(["run", str(workflow), "--base-dir", str(tmp_path), "--quiet", *overrides]) == 0
+    wrote = {Path(line[len("wrote "):]) for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")}
+    log = tmp_path / "output" / "hypernet_training" / "example-hypernet"
+    final = tmp_path / "models" / "hypernetworks" / "example-hypernet.pt"
+    expected = {log / "example-hypernet-2.pt", log / "example-hypernet-2.pt.optim", log / "example-hypernet-4.pt",
+                log / "example-hypernet-4.pt.optim", final, Path(f"{final}.optim"), log / "hypernetwork_loss.csv",
+                log / "loss_curve.png", log / "images" / "example-hypernet-4.png"}
+    assert expected <= wrote, expected - wrote
+    assert any(p.name.startswith("hypernet_trained_sample") for p in wrote)
+    assert all(p.is_file() for p in wrote)
+    temp = tmp_path / "temp"
+    assert not temp.exists() or not any(temp.rglob("*.png")), "previews are removed when the run ends"

@@ -1,0 +1,81 @@
+"""Every input that can be checked without running is refused by `validate` and `run` (exit 2)
+before a checkpoint loads or an image is read, with the node and the input named."""
+import json
+from pathlib import Path
+
+import pytest
+
+from hypernet_studio.runtime import cli
+from hypernet_studio.runtime.examples import write_examples
+
+TRAIN = Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet.json"
+
+
+@pytest.fixture
+def studio(tmp_path, monkeypatch):
+    """A base folder with the example inputs, and loaders that record every call."""
+    from hypernet_studio.hypernet.preprocess import pipeline
+    from hypernet_studio.hypernet.sd import checkpoints
+
+    write_examples(tmp_path)
+    calls = []
+    monkeypatch.setattr(checkpoints, "load_components", lambda *a, **k: calls.append(("checkpoint", a)))
+    monkeypatch.setattr(pipeline, "load_folder_lists", lambda *a, **k: calls.append(("images", a)))
+    return tmp_path, calls
+
+
+CASES = [
+    (["4.learning_rate=abc"], "node 4 (HN_TrainHypernet), input 'learning_rate'"),
+    (["4.learning_rate=-1"], "node 4 (HN_TrainHypernet), input 'learning_rate'"),
+    (["4.learning_rate=0.001:10, -0.5"], "not a positive number"),
+    (["4.name=../../evil"], "node 4 (HN_TrainHypernet), input 'name'"),
+    (["4.clip_grad_value=x"], "node 4 (HN_TrainHypernet), input 'clip_grad_value'"),
+    (["4.prompt_template=custom", "4.custom_template="], "input 'custom_template'"),
+    (["4.steps=2.5"], "node 4 (HN_TrainHypernet), input 'steps'"),
+    (["3.layer_structure=2, 1"], "node 3 (HN_HypernetSpec), input 'layer_structure'"),
+    (["3.use_dropout=true", "3.dropout_structure=0, 0.1"], "node 3 (HN_HypernetSpec), input 'dropout_structure'"),
+    (["3.target_family=custom", "3.custom_sizes=12.5"], "node 3 (HN_HypernetSpec), input 'custom_sizes'"),
+    (["2.folder=no_such_folder"], "hypernet-studio examples"),
+    (["2.background=not-a-colour"], "node 2 (HN_LoadImages), input 'background'"),
+    (["1.ckpt_name=missing.safetensors"], "node 1 (CheckpointLoaderSimple), input 'ckpt_name'"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", CASES, ids=[c[0][0] for c in CASES])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_inputs_exit_2_before_any_work(studio, capsys, command, overrides, expected):
+    base, calls = studio
+    arguments = [command, str(TRAIN), "--base-dir", str(base)]
+    for override in overrides:
+        arguments += ["--set", override]
+    assert cli.main(arguments) == 2
+    assert expected in capsys.readouterr().err
+    assert calls == [], "nothing was loaded"
+
+
+def test_a_malformed_safetensors_checkpoint_is_refused_at_validation(studio, capsys):
+    base, calls = studio
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "models" / "checkpoints" / "broken.safetensors").write_bytes(b"\xff" * 64)
+    assert cli.main(["validate", str(TRAIN), "--base-dir", str(base), "--set", "1.ckpt_name=broken.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "input 'ckpt_name'" in err and "broken.safetensors" in err and "not a valid safetensors" in err
+    assert calls == []
+
+
+def test_save_hypernet_refuses_a_name_outside_its_folder(studio, capsys):
+    base, _ = studio
+    prompt = {"1": {"class_type": "HN_LoadHypernet", "inputs": {"hypernetwork_name": "tiny_example.pt"}},
+              "2": {"class_type": "HN_SaveHypernet", "inputs": {"hypernetwork": ["1", 0], "filename": "../../evil",
+                                                               "format": "pt", "overwrite": False}}}
+    path = base / "save.json"
+    path.write_text(json.dumps(prompt))
+    assert cli.main(["validate", str(path), "--base-dir", str(base)]) == 2
+    assert "node 2 (HN_SaveHypernet), input 'filename'" in capsys.readouterr().err
+    assert not (base.parent / "evil.pt").exists()
+
+
+def test_the_shipped_workflow_itself_validates(studio, capsys):
+    base, calls = studio
+    assert cli.main(["validate", str(TRAIN), "--base-dir", str(base)]) == 0
+    assert calls == []
