@@ -10,15 +10,21 @@ from typing import Any
 import torch
 
 from ..hypernet.errors import InputError
+from ..hypernet.train import previews
 from ..hypernet.train.config import (
     CLIP_MODES,
     LATENT_SAMPLING_MODES,
+    LOG_TARGETS,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
     OPTIMIZERS,
     PRECISIONS,
     TrainConfig,
     TrainHooks,
     validate_name,
 )
+from ..hypernet.train.logs import check_log_target
+from ..hypernet.train.optimizer import parse_optimizer_args, plain_rate
 from ..hypernet.train.run_files import RunFolders
 from ..hypernet.train.schedule import parse_schedule
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
@@ -92,12 +98,51 @@ NEW_WIDGETS = {
     "overwrite": boolean(_default("overwrite"), "Replace the files of an earlier run of this name. Off: a name "
                                                 "that has results gets the next number (NAME_00001), as Save "
                                                 "Hypernet does; continuing a run from its own step file is kept."),
+    "lr_scheduler": combo(LR_SCHEDULERS, "a1111: the learning_rate schedule string. Others (learning_rate = the "
+                                         "peak rate): constant/linear/cosine with a warmup, or cosine with restarts.",
+                          _default("lr_scheduler")),
+    "warmup_steps": integer(_default("warmup_steps"), 0, 10_000_000, "Steps the rate rises linearly from 0 "
+                                                                     "(schedulers other than a1111)."),
+    "restart_cycle_steps": integer(_default("restart_cycle_steps"), 0, 10_000_000, "cosine_with_restarts: "
+                                   "steps of the first cycle; 0 = the whole run after the warmup."),
+    "restart_cycle_mult": integer(_default("restart_cycle_mult"), 1, 100, "cosine_with_restarts: each cycle is "
+                                                                          "this many times longer than the last."),
+    "min_learning_rate": decimal(_default("min_learning_rate"), 0.0, 1.0, "cosine_with_restarts: the rate at "
+                                                                          "the bottom of each cycle.", 1e-7),
+    "weight_decay": decimal(_default("weight_decay"), -1.0, 10.0, "Optimizer weight decay; -1 = the optimizer's "
+                                                                  "own default (AdamW 0.01, as A1111).", 0.001),
+    "optimizer_args": text(_default("optimizer_args"), "More optimizer options, e.g. 'betas=0.9,0.99 eps=1e-8' "
+                                                       "(names as in torch.optim; empty = torch's defaults)."),
+    "loss_type": combo(LOSS_TYPES, "mse (A1111), l1, huber or smooth_l1.", _default("loss_type")),
+    "min_snr_gamma": decimal(_default("min_snr_gamma"), 0.0, 100.0, "Min-SNR-gamma loss weighting (5 is "
+                                                                    "common); 0 = off (A1111).", 0.5),
+    "noise_offset": decimal(_default("noise_offset"), 0.0, 1.0, "Offset noise (0.05-0.1 helps very dark or "
+                                                                "bright pictures); 0 = off (A1111).", 0.01),
+    "validation_split": decimal(_default("validation_split"), 0.0, 0.9, "Fraction of the images held out for the "
+                                                                        "validation loss (chosen from the seed).",
+                                0.05),
+    "validation_every": integer(_default("validation_every"), 1, 1_000_000, "Compute the validation loss every "
+                                                                            "N steps (and at the end)."),
+    "preview_seeds": text(_default("preview_seeds"), "Several preview seeds, e.g. '1, 2, 3': with one "
+                                                     "preview_prompt per line the previews are a prompt x seed "
+                                                     "grid. Empty = preview_seed."),
+    "log_to": combo(LOG_TARGETS, "Also log to TensorBoard (needs the tensorboard extra) under the run's folder.",
+                    _default("log_to")),
 }
 OPTIONAL_INPUTS = {
     "hypernet_spec": socket("HYPERNET_SPEC", "Architecture for a new network."),
     "hypernetwork": socket("HYPERNETWORK", "A network to continue (its .optim beside the file resumes exactly)."),
     "masks": socket("MASK", "Masks parallel to the images, for use_alpha_weight."),
+    "validation_images": socket("IMAGE", "A held-out set for the validation loss (instead of validation_split)."),
+    "validation_captions": socket("STRING", "Captions of the validation images.", forceInput=True),
 }
+
+
+OUTPUTS = (("hypernetwork", "HYPERNETWORK", "The trained network."),
+           ("loss_curve", "IMAGE", "Loss, validation loss and learning rate per step."),
+           ("previews", "IMAGE", "Preview grids (prompts x seeds)."),
+           ("saved_path", "STRING", "Path of the saved .pt."),
+           ("validation_loss", "FLOAT", "The last validation loss (NaN without validation)."))
 
 
 class NodeHooks(TrainHooks):
@@ -119,6 +164,9 @@ class NodeHooks(TrainHooks):
     def is_interrupt(self, exc: BaseException) -> bool:
         return HOST.is_interrupt(exc)
 
+    def on_validation(self, step: int, val_loss: float) -> None:
+        HOST.send_event(EVENT, {"node": self.node_id, "step": step, "val_loss": val_loss})
+
     def on_file_written(self, path: Path) -> None:
         HOST.wrote(path)
 
@@ -135,19 +183,36 @@ def train_config(widgets: dict[str, Any]) -> TrainConfig:
                                    templates=template_lines(widgets["prompt_template"], widgets["custom_template"]))
 
 
+def check_choice(input_name: str, value, choices) -> None:
+    """A combo that VALIDATE_INPUTS names is not checked by ComfyUI: check it here."""
+    if value is not None and value not in choices:
+        raise InputError(input_name, f"{value!r} is not one of {', '.join(choices)}")
+
+
 def run_folders(overwrite: bool) -> RunFolders:
     """Final files in the hypernetworks folder; step files, previews and CSV under the output folder."""
     return RunFolders(HOST.model_folders("hypernetworks")[0], HOST.output_directory() / TRAINING_FOLDER, overwrite)
 
 
-def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template) -> None:
-    """What VALIDATE_INPUTS can check without a model: names, schedules, templates."""
+def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
+                      lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None) -> None:
+    """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options."""
     if name is not None:
         validate_name(name)
-    if learning_rate is not None:
+    if lr_scheduler not in (None, "a1111"):
+        check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
+        if learning_rate is not None:
+            plain_rate(learning_rate)
+    elif learning_rate is not None:
         parse_schedule(learning_rate, SCHEDULE_CHECK_STEPS, 0, "learning_rate")
-    if clip_grad_mode is not None and clip_grad_mode not in CLIP_MODES:
-        raise InputError("clip_grad_mode", f"{clip_grad_mode!r} is not one of {', '.join(CLIP_MODES)}")
+    if optimizer_args is not None and optimizer in OPTIMIZERS:
+        parse_optimizer_args(optimizer_args, optimizer)
+    if preview_seeds is not None:
+        previews.preview_seeds(TrainConfig(name="check", preview_seeds=preview_seeds))
+    if log_to is not None:
+        check_choice("log_to", log_to, LOG_TARGETS)
+        check_log_target(log_to)
+    check_choice("clip_grad_mode", clip_grad_mode, CLIP_MODES)
     if clip_grad_mode not in (None, "disabled") and clip_grad_value is not None:
         parse_schedule(clip_grad_value, SCHEDULE_CHECK_STEPS, 0, "clip_grad_value")
     if prompt_template is not None and (prompt_template != CUSTOM or custom_template is not None):
@@ -162,10 +227,8 @@ class TrainHypernetNode(Node):
 
     NODE_ID, DISPLAY_NAME, CATEGORY, FUNCTION = "HN_TrainHypernet", "Train Hypernet", "hypernetwork/train", "train"
     INPUT_IS_LIST = True
-    RETURN_TYPES = ("HYPERNETWORK", "IMAGE", "IMAGE", "STRING")
-    RETURN_NAMES = ("hypernetwork", "loss_curve", "previews", "saved_path")
-    OUTPUT_TOOLTIPS = ("The trained network.", "Loss per step.", "Preview images.", "Path of the saved .pt.")
-    OUTPUT_IS_LIST = (False, False, True, False)
+    RETURN_NAMES, RETURN_TYPES, OUTPUT_TOOLTIPS = (tuple(column) for column in zip(*OUTPUTS))
+    OUTPUT_IS_LIST = (False, False, True, False, False)
     OUTPUT_NODE = True
 
     @classmethod
@@ -174,18 +237,19 @@ class TrainHypernetNode(Node):
                 "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template):
+    def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
+                        optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None):
         values = single_values({key: value for key, value in locals().items() if key != "cls"})
         return validation(lambda: check_text_inputs(**values))
 
     def train(self, model, clip, vae, images, captions, hypernet_spec=None, hypernetwork=None, masks=None,
-              unique_id=None, **widgets):
+              validation_images=None, validation_captions=None, unique_id=None, **widgets):
         from ..hypernet.train.session import TrainingData, run_training
 
         w = {key: value[0] for key, value in widgets.items()}
         node_id = unique_id[0] if unique_id else None
-        items = [image[i:i + 1].clone() for image in images for i in range(image.shape[0])]
-        data = TrainingData(items, list(captions), [m.clone() for m in masks] if masks else None)
+        data = TrainingData(_items(images), list(captions), [m.clone() for m in masks] if masks else None,
+                            _items(validation_images or []), list(validation_captions or []))
         with torch.inference_mode(False), torch.enable_grad():
             config = train_config(w)
             outputs = run_training(model[0], clip[0], vae[0], data, config, hypernet_spec[0] if hypernet_spec else None,
@@ -196,14 +260,25 @@ class TrainHypernetNode(Node):
         return _node_output(config, outputs)
 
 
+def _items(images: list) -> list:
+    """IMAGE batches split into single pictures (copies: the node never changes its inputs)."""
+    return [image[i:i + 1].clone() for image in images for i in range(image.shape[0])]
+
+
 def _node_output(config: TrainConfig, outputs) -> dict:
     """The node's text, the pictures shown on it, and its outputs."""
     result = outputs.result
     last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
     shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
-    text = f"{outputs.run_name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"
-    return {"ui": {"text": [text, *outputs.notes], "images": [_ui_image(p) for p in shown]},
-            "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path))}
+    lines = [f"{outputs.run_name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"]
+    if result.validation_losses:
+        best = min(result.validation_losses)
+        where = f" ({result.best_path})" if result.best_path else ""
+        lines.append(f"validation loss {result.validation_losses[-1]:.5f}; best {best:.5f} at step "
+                     f"{result.best_step}{where}")
+    val_loss = result.validation_losses[-1] if result.validation_losses else float("nan")
+    return {"ui": {"text": [*lines, *outputs.notes], "images": [_ui_image(p) for p in shown]},
+            "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path), val_loss)}
 
 
 def _ui_image(path) -> dict:

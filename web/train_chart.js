@@ -1,5 +1,6 @@
-// Live loss chart on the Train Hypernet node, fed by the "hypernet.train_step" event
-// ({node, step, loss, lr}) that the trainer sends through PromptServer.send_sync.
+// Live loss chart on the Train Hypernet node, fed by the "hypernet.train_step" event that the
+// trainer sends through PromptServer.send_sync: {node, step, loss, lr} after training steps and
+// {node, step, val_loss} after each validation.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { LossHistory, drawChart } from "./hypernet_chart_core.js";
@@ -26,7 +27,8 @@ function redraw(node) {
   const height = Math.max(Math.floor(canvas.clientHeight || 160), 50);
   if (canvas.width !== width) canvas.width = width;
   if (canvas.height !== height) canvas.height = height;
-  drawChart(canvas.getContext("2d"), historyFor(node.id).points(), width, height);
+  const history = historyFor(node.id);
+  drawChart(canvas.getContext("2d"), history.points(), width, height, history.validation);
 }
 
 function addChartWidget(node) {

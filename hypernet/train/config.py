@@ -18,6 +18,9 @@ OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "
 CLIP_MODES = ("disabled", "value", "norm")
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 LATENT_SAMPLING_MODES = ("once", "deterministic", "random")
+LR_SCHEDULERS = ("a1111", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts")
+LOSS_TYPES = ("mse", "l1", "huber", "smooth_l1")
+LOG_TARGETS = ("none", "tensorboard")
 _NAME = re.compile(r"^[\w][\w .\-]*$")
 
 
@@ -53,6 +56,24 @@ class TrainConfig:
     resolution: int = 512
     aspect_buckets: bool = True
     overwrite: bool = False
+    # Beyond A1111 (every default keeps A1111's behaviour): the learning-rate scheduler,
+    lr_scheduler: str = "a1111"
+    warmup_steps: int = 0
+    restart_cycle_steps: int = 0  # cosine_with_restarts: steps of the first cycle, 0 = the whole run
+    restart_cycle_mult: int = 1
+    min_learning_rate: float = 0.0
+    # optimizer options (weight_decay < 0: the optimizer's own default, AdamW's 0.01 as in A1111),
+    weight_decay: float = -1.0
+    optimizer_args: str = ""
+    # the loss,
+    loss_type: str = "mse"
+    min_snr_gamma: float = 0.0
+    noise_offset: float = 0.0
+    # validation, several preview prompts x seeds, and logs.
+    validation_split: float = 0.0
+    validation_every: int = 100
+    preview_seeds: str = ""  # empty: preview_seed
+    log_to: str = "none"
     log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
     final_path: Optional[Path] = None  # where the finished network goes; None = not saved
     run_name: Optional[str] = None  # the name files are written under (default: name), see run_files.py
@@ -88,6 +109,10 @@ class TrainResult:
     previews: list[torch.Tensor] = field(default_factory=list)
     preview_paths: list[Path] = field(default_factory=list)
     csv_path: Optional[Path] = None
+    validation_steps: list[int] = field(default_factory=list)
+    validation_losses: list[float] = field(default_factory=list)
+    best_path: Optional[Path] = None  # NAME-best.pt: the lowest validation loss so far
+    best_step: Optional[int] = None
     interrupted: bool = False
     resumed_optimizer: bool = False
     seconds: float = 0.0
@@ -110,6 +135,9 @@ class TrainHooks:
 
     def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
         """Called after every optimizer step (may raise the host's interrupt)."""
+
+    def on_validation(self, step: int, val_loss: float) -> None:
+        """Called after each validation with the mean loss over the held-out images."""
 
     def is_interrupt(self, exc: BaseException) -> bool:
         """True for the host's interrupt exception. ComfyUI raises it from inside any model
@@ -138,9 +166,15 @@ def validate_name(name: str) -> str:
 def check_choices(config: TrainConfig) -> None:
     """The combo-like fields hold known values (InputError naming the field otherwise)."""
     for name, allowed in (("clip_grad_mode", CLIP_MODES), ("precision", tuple(PRECISIONS)),
-                          ("latent_sampling", LATENT_SAMPLING_MODES)):
+                          ("latent_sampling", LATENT_SAMPLING_MODES), ("lr_scheduler", LR_SCHEDULERS),
+                          ("loss_type", LOSS_TYPES), ("log_to", LOG_TARGETS)):
         value = getattr(config, name)
         if value not in allowed:
             raise InputError(name, f"{value!r} is not one of {', '.join(allowed)}")
     if not 0.0 <= float(config.tag_dropout) < 1.0:
         raise InputError("tag_dropout", f"must be in [0, 1), got {config.tag_dropout}")
+    if not 0.0 <= float(config.validation_split) < 1.0:
+        raise InputError("validation_split", f"must be in [0, 1), got {config.validation_split}")
+    for name in ("min_snr_gamma", "noise_offset"):
+        if float(getattr(config, name)) < 0:
+            raise InputError(name, f"must be 0 (off) or more, got {getattr(config, name)}")

@@ -1,11 +1,20 @@
 """The diffusion training objective: noise a clean latent at a timestep and score the UNet's
-prediction (docs/training.md states A1111's rules this follows)."""
+prediction (docs/training.md states A1111's rules this follows, and the options beyond them).
+
+A1111: the mean squared error between prediction and target (eps, or v for v-prediction
+models), weighted per pixel by the alpha weight when asked. Options: the L1, Huber and
+smooth-L1 losses (torch's, delta/beta 1), min-SNR-gamma weighting per sample (Hang et al. 2023:
+min(SNR, gamma) / SNR for eps, / (SNR + 1) for v, with SNR = abar / (1 - abar)), and offset
+noise (a per-channel constant added to the noise, Guttenberg 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
+
+from .config import LOSS_TYPES
 
 
 @dataclass
@@ -26,7 +35,47 @@ def noised_batch(x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
     return NoisedBatch(x_t, timesteps, target)
 
 
-def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    """MSE over all elements (every sample in a batch has the same size), alpha-weighted if asked."""
-    error = (prediction.float() - target.float()) ** 2
-    return (error * weight).mean() if weight is not None else error.mean()
+def draw_noise(shape: torch.Size, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
+    """eps ~ N(0, I), plus `noise_offset` times one N(0, 1) value per sample and channel when on
+    (drawn after eps from the same generator, so the default draws are A1111's)."""
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset > 0:
+        noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+    return noise
+
+
+def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,
+                    prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v)."""
+    a_t = alphas_cumprod[timesteps].float()
+    snr = a_t / (1 - a_t)
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+def elementwise_loss(prediction: torch.Tensor, target: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
+    """The loss of every element (no reduction)."""
+    prediction, target = prediction.float(), target.float()
+    if loss_type == "mse":
+        return (prediction - target) ** 2
+    if loss_type == "l1":
+        return (prediction - target).abs()
+    if loss_type == "huber":
+        return F.huber_loss(prediction, target, reduction="none", delta=1.0)
+    if loss_type == "smooth_l1":
+        return F.smooth_l1_loss(prediction, target, reduction="none", beta=1.0)
+    raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                   loss_type: str = "mse", sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The batch's loss: elementwise, times the alpha weight if any, averaged over each sample and
+    weighted per sample (min-SNR) if asked, then averaged over the batch. Every sample of a batch
+    has the same size, so without sample weights this is the mean over all elements."""
+    error = elementwise_loss(prediction, target, loss_type)
+    if weight is not None:
+        error = error * weight
+    if sample_weights is None:
+        return error.mean()
+    per_sample = error.reshape(error.shape[0], -1).mean(dim=1)
+    return (per_sample * sample_weights.to(per_sample.device)).mean()

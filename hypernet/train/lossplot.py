@@ -1,13 +1,15 @@
-"""The loss curve as an IMAGE (Pillow, no matplotlib): raw losses and a moving average."""
+"""The loss curve as a picture (matplotlib, Agg): the loss per step and its moving average, the
+validation loss when there is one, and the learning rate on a second axis, with axis titles
+and a legend, so that overfitting (training loss falling while validation loss rises) shows."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-BACKGROUND, AXIS, RAW, SMOOTH, TEXT = (255, 255, 255), (90, 90, 90), (170, 200, 235), (20, 90, 200), (30, 30, 30)
+LEGEND = {"raw": "training loss (each step)", "smooth": "training loss (moving average)",
+          "validation": "validation loss", "lr": "learning rate"}
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
@@ -21,37 +23,49 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def loss_curve_image(losses: Sequence[float], first_step: int = 1, width: int = 800,
-                     height: int = 480, title: str = "loss") -> torch.Tensor:
-    """Plot `losses` (one per step, starting at `first_step`) into a float IMAGE [1,H,W,3]."""
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 70, width - 20, 30, height - 40
-    draw.rectangle([left, top, right, bottom], outline=AXIS)
-    finite = [v for v in losses if np.isfinite(v)]
-    if not finite:
-        draw.text((left + 10, top + 10), f"{title}: no steps yet", fill=TEXT)
-    else:
-        low, high = min(finite), max(finite)
-        span = (high - low) or max(abs(high), 1e-12)
-        count = len(losses)
+def loss_plot_figure(losses: Sequence[float], first_step: int = 1, learning_rates: Sequence[float] = (),
+                     validation_steps: Sequence[int] = (), validation_losses: Sequence[float] = (),
+                     title: str = "loss", size: tuple[int, int] = (800, 480)) -> "object":
+    """A matplotlib Figure of the run's curves (drawn on the Agg canvas, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-        def point(index: int, value: float) -> tuple[float, float]:
-            x = left + (right - left) * (index / max(1, count - 1))
-            y = bottom - (bottom - top) * ((value - low) / span)
-            return x, y
+    figure = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    steps = np.arange(first_step, first_step + len(losses))
+    handles = []
+    if len(losses):
+        handles += axes.plot(steps, losses, color="#9dbbe0", linewidth=0.8, label=LEGEND["raw"])
+        handles += axes.plot(steps, moving_average(losses, max(1, len(losses) // 20)), color="#1f5fbf",
+                             linewidth=1.8, label=LEGEND["smooth"])
+    if len(validation_losses):
+        handles += axes.plot(validation_steps, validation_losses, color="#d9480f", marker="o", markersize=3,
+                             linewidth=1.5, label=LEGEND["validation"])
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(True, alpha=0.3)
+    if len(learning_rates):
+        rate_axes = axes.twinx()
+        handles += rate_axes.plot(steps[:len(learning_rates)], learning_rates, color="#2b8a3e", linestyle="--",
+                                  linewidth=1.0, label=LEGEND["lr"])
+        rate_axes.set_ylabel("learning rate")
+        rate_axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    last = f"last {losses[-1]:.5f}" if len(losses) else "no steps yet"
+    axes.set_title(f"{title} ({last})")
+    if handles:
+        axes.legend(handles=handles, loc="upper right", fontsize=8)
+    figure.tight_layout()
+    return figure
 
-        raw = [point(i, v) for i, v in enumerate(losses) if np.isfinite(v)]
-        smooth = [point(i, v) for i, v in enumerate(moving_average(losses, max(1, count // 20)))
-                  if np.isfinite(v)]
-        if len(raw) > 1:
-            draw.line(raw, fill=RAW, width=1)
-            draw.line(smooth, fill=SMOOTH, width=2)
-        else:
-            draw.ellipse([raw[0][0] - 2, raw[0][1] - 2, raw[0][0] + 2, raw[0][1] + 2], fill=SMOOTH)
-        draw.text((4, top - 4), f"{high:.4g}", fill=TEXT)
-        draw.text((4, bottom - 8), f"{low:.4g}", fill=TEXT)
-        draw.text((left, bottom + 8), f"step {first_step}", fill=TEXT)
-        draw.text((right - 80, bottom + 8), f"step {first_step + count - 1}", fill=TEXT)
-        draw.text((left + 10, 8), f"{title} (last {finite[-1]:.5f})", fill=TEXT)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
+
+def loss_curve_image(losses: Sequence[float], first_step: int = 1, learning_rates: Sequence[float] = (),
+                     validation_steps: Sequence[int] = (), validation_losses: Sequence[float] = (),
+                     title: str = "loss", width: int = 800, height: int = 480,
+                     figure: Optional[object] = None) -> torch.Tensor:
+    """The curves as a float IMAGE [1,H,W,3] (ComfyUI's picture type)."""
+    figure = figure or loss_plot_figure(losses, first_step, learning_rates, validation_steps, validation_losses,
+                                        title, (width, height))
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    return torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0).unsqueeze(0)

@@ -4,7 +4,8 @@
                       optimizer and gradient scaler, the patched model
     micro_step(n)     draw noise and timesteps for micro-batch n, predict, back-propagate
     optimizer_step()  the micro-batches of one step, the NaN guard, clipping, the update
-    after_step()      record the loss, write the CSV row, save, preview
+    after_step()      record the loss and learning rate, validate, log, save, preview
+    validate()        the mean loss over the held-out images (validation.py), NAME-best.pt
     stop()            the final save (and on interrupt a resumable step file)
 
 A1111's rules (docs/training.md): per optimizer step set the scheduled learning rate; for
@@ -31,33 +32,29 @@ from ..errors import InputError
 from ..files import safe_join
 from ..images import save_png
 from ..network import Hypernetwork
-from ..sd.sampling import sample
-from .backend import NoiseSchedule, TrainingBackend
-from .checkpoint import load_resume_state, optimizer_state_path, restore_optimizer, save_checkpoint
+from .backend import TrainingBackend
+from .checkpoint import (
+    load_resume_state,
+    optimizer_state_path,
+    read_optimizer_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
-from .csvlog import LossCSV
 from .dataset import BatchPlan, TrainingExample
 from .latents import LatentCache, TextCache
-from .losses import diffusion_loss, noised_batch
-from .optimizer import make_optimizer
+from .logs import RunLogs, check_log_target
+from .losses import diffusion_loss, draw_noise, min_snr_weights, noised_batch
+from .optimizer import base_rate, check_scheduler, learning_rate, make_optimizer, optimizer_options
+from .previews import PreviewGrid, preview_prompts, preview_seeds
 from .prompts import PromptSource
 from .rng import derive_seed, generator
 from .schedule import parse_schedule
+from .validation import ValidationSettings, Validator, best_so_far, split_examples
 
 logger = logging.getLogger(__name__)
 
 MAX_SKIPPED_FP16_STEPS = 20
-
-
-class _SamplingView:
-    """What sd/sampling.sample() needs from a model, over a training backend whose latents are
-    already scaled (so the scale factor is 1)."""
-
-    latent_scale_factor = 1.0
-
-    def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule):
-        self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
-        self.load_device, self.apply_model = backend.device, backend.predict
 
 
 class TrainingRun:
@@ -68,8 +65,10 @@ class TrainingRun:
     model runs in the constructor, so a bad value fails before anything is encoded."""
 
     def __init__(self, backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
-                 config: TrainConfig, hooks: Optional[TrainHooks] = None):
+                 config: TrainConfig, hooks: Optional[TrainHooks] = None,
+                 validation_examples: Sequence[TrainingExample] = ()):
         self.backend, self.network, self.examples, self.config = backend, hypernetwork, examples, config
+        self.validation_examples = list(validation_examples)
         self.hooks = hooks or TrainHooks()
         self.name = validate_name(config.name)
         self.device = backend.device
@@ -78,7 +77,11 @@ class TrainingRun:
             raise InputError("steps", f"the hypernetwork is already trained for {self.start_step} steps; "
                                       f"set steps above {self.start_step} to continue")
         check_choices(config)
-        self.lr_schedule = parse_schedule(config.learning_rate, config.steps, self.start_step, "learning_rate")
+        check_scheduler(config)
+        check_log_target(config.log_to)
+        preview_seeds(config)
+        self.first_rate = base_rate(config, self.start_step)
+        self.options = optimizer_options(config)
         # Parsed from step 0: clipping holds its last value after its schedule ends, also when resuming past it.
         self.clip_schedule = (parse_schedule(config.clip_grad_value, config.steps, 0, "clip_grad_value")
                               if config.clip_grad_mode != "disabled" else None)
@@ -109,13 +112,12 @@ class TrainingRun:
         return self.result
 
     def _steps(self) -> None:
-        while self.step < self.config.steps:
-            learn_rate = self.lr_schedule.value_at(self.step)
-            if learn_rate is None:
-                break
+        while self.step < self.config.steps and not self.rate.finished(self.step):
+            learn_rate = self.rate.set_for_step(self.optimizer, self.step)
             loss = self.optimizer_step(learn_rate)
             if loss is None:
                 continue  # fp16 overflow: the scaler lowered its scale; the same step again
+            self.rate.after_step()
             self.after_step(loss, learn_rate)
             if self.hooks.should_stop():
                 self.result.interrupted = True
@@ -127,27 +129,24 @@ class TrainingRun:
         """Everything before the first step: resume state, data, caches, optimizer, patch."""
         self.resume = load_resume_state(self.network)
         self.seed = int(self.resume["seed"]) if self.resume and "seed" in self.resume else int(self.config.seed)
+        if not self.validation_examples and self.config.validation_split > 0:
+            # Chosen from the run's seed (the stored one when resuming), so the same images stay out.
+            self.examples, self.validation_examples = split_examples(self.examples, self.config.validation_split,
+                                                                     self.seed)
         self.plan = BatchPlan([e.size for e in self.examples], self.config.batch_size,
                               self.config.gradient_accumulation, self.seed)
         self.prompts = PromptSource([e.caption for e in self.examples], self.config.templates, self.name, self.seed,
                                     self.config.shuffle_tags, self.config.tag_dropout)
         self.schedule = self.backend.schedule()
         self.alphas = self.schedule.alphas_cumprod.to(device=self.device, dtype=torch.float32)
-        self.csv_log = self._open_csv()
+        self.logs = RunLogs(self.config, self.log_dir, self.plan.steps_per_epoch, self.start_step,
+                            bool(self.validation_examples))
+        self.result.csv_path = self.logs.csv_path
         self._cache_inputs()
         self._prepare_optimizer()
         self.backend.attach(self.network)
         self.use_dropout = any(isinstance(m, torch.nn.Dropout) for module in self.network.modules()
                                for m in module.modules())
-
-    def _open_csv(self) -> Optional[LossCSV]:
-        if self.log_dir is None:
-            return None
-        csv_log = LossCSV(safe_join(self.log_dir, "hypernetwork_loss.csv"), self.config.csv_every,
-                          self.plan.steps_per_epoch, self.start_step)
-        if self.config.csv_every > 0:
-            self.result.csv_path = csv_log.path
-        return csv_log
 
     def _cache_inputs(self) -> None:
         """Encode every image and every fixed prompt once (and the preview prompts)."""
@@ -157,10 +156,31 @@ class TrainingRun:
                                        self.device, config.use_alpha_weight)
             self.texts = TextCache(self.backend.encode_texts, self.device)
             self.texts.warm(self.prompts.distinct_fixed_prompts())
-            self.preview_conds = None
-            if config.preview_every > 0:
-                preview_text = config.preview_prompt or self.prompts.prompt(0, 0)
-                self.preview_conds = self.texts.batch([preview_text, config.preview_negative])
+            means = self.latents.means[0]
+            self.previews = (PreviewGrid(self.backend, self.schedule, self.texts, config,
+                                         preview_prompts(config, self.prompts.prompt(0, 0)), tuple(means.shape[1:]))
+                             if config.preview_every > 0 else None)
+            self.validator = self._validator() if self.validation_examples else None
+            self.best_loss = self._previous_best()
+
+    def _validator(self) -> Validator:
+        config = self.config
+        prompts = PromptSource([e.caption for e in self.validation_examples], config.templates, self.name, self.seed)
+        settings = ValidationSettings(config.loss_type, config.min_snr_gamma, config.noise_offset,
+                                      config.batch_size, config.use_alpha_weight)
+        return Validator(self.validation_examples, self.backend, self.schedule, prompts, self.texts, self.seed,
+                         settings)
+
+    def _previous_best(self) -> Optional[float]:
+        """A resumed run keeps the best validation loss its earlier steps reached (NAME-best.pt)."""
+        if self.log_dir is None or not self.start_step:
+            return None
+        path = self.log_dir / f"{self.config.file_stem}-best.pt"
+        best = read_optimizer_state(path) if path.is_file() else None
+        if best and best.get("val_loss") is not None and int(best.get("step") or 0) <= self.start_step:
+            self.result.best_step = int(best["step"])
+            return float(best["val_loss"])
+        return None
 
     def _prepare_optimizer(self) -> None:
         network = self.network
@@ -169,8 +189,13 @@ class TrainingRun:
         network.requires_grad_(True)
         self.parameters = list(network.parameters())
         self.optimizer = make_optimizer(self.config.optimizer, self.parameters,
-                                        self.lr_schedule.value_at(self.start_step))
+                                        self.first_rate, self.options)
         self.result.resumed_optimizer = restore_optimizer(self.optimizer, self.resume)
+        self.rate = learning_rate(self.config, self.optimizer, self.start_step)
+        if self.start_step:
+            saved = self.resume.get("lr_scheduler") if self.resume else None
+            self.rate.load_state_dict(saved if saved and saved.get("kind") == self.config.lr_scheduler else None,
+                                      self.start_step)
         if self.start_step:
             logger.info("%s: continuing from step %d, optimizer state %s", self.name, self.start_step,
                         "restored" if self.result.resumed_optimizer else "not found (starting fresh, as A1111 would)")
@@ -187,16 +212,21 @@ class TrainingRun:
         x0 = self.latents.latents(indices, number)
         draws = generator(self.seed, "noise", number)
         timesteps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=draws)
-        noise = torch.randn(x0.shape, generator=draws).to(self.device)
+        noise = draw_noise(x0.shape, draws, self.config.noise_offset).to(self.device)
         batch = noised_batch(x0, noise, timesteps.to(self.device), self.alphas, self.schedule.prediction_type)
         with self._dropout_rng(number):
             with _autocast(self.device, self.autocast_dtype):
                 prediction = self.backend.predict(batch.x_t, batch.timesteps, cond)
-            loss = diffusion_loss(prediction, batch.target, self.latents.loss_weights(indices)) / accumulation
+            loss = diffusion_loss(prediction, batch.target, self.latents.loss_weights(indices), self.config.loss_type,
+                                  self._sample_weights(batch.timesteps)) / accumulation
             if not torch.isfinite(loss):
                 raise self._diverged("the loss", self.step + 1, learn_rate)
             self.scaler.scale(loss).backward()
         return float(loss.detach())
+
+    def _sample_weights(self, timesteps: torch.Tensor) -> Optional[torch.Tensor]:
+        gamma = self.config.min_snr_gamma
+        return min_snr_weights(self.alphas, timesteps, gamma, self.schedule.prediction_type) if gamma > 0 else None
 
     @contextlib.contextmanager
     def _dropout_rng(self, number: int) -> Iterator[None]:
@@ -209,10 +239,8 @@ class TrainingRun:
             yield
 
     def optimizer_step(self, learn_rate: float) -> Optional[float]:
-        """One optimizer step at `learn_rate`; the step's loss, or None when an fp16 overflow
-        made the gradient scaler skip it (the caller runs the same step again)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = learn_rate
+        """One optimizer step (the rate is already set); the step's loss, or None when an fp16
+        overflow made the gradient scaler skip it (the caller runs the same step again)."""
         accumulation = self.plan.accumulation
         step_loss = sum(self.micro_step(self.step * accumulation + micro, learn_rate) for micro in range(accumulation))
         if self.scaler.is_enabled():
@@ -251,21 +279,42 @@ class TrainingRun:
         """Record the step, then write what is due: the CSV row, a step file, a preview."""
         self.result.losses.append(loss)
         self.result.learning_rates.append(learn_rate)
-        if self.csv_log is not None:
-            self.csv_log.record(self.step, loss, learn_rate)
+        due = self.validator is not None and (self.step % max(1, self.config.validation_every) == 0
+                                              or self.step == self.config.steps)
+        val_loss = self.validate() if due else None
+        self.logs.step(self.step, loss, learn_rate, val_loss)
         if self.config.save_every > 0 and self.step % self.config.save_every == 0:
             self.save_periodic()
-        if self.preview_conds is not None and self.step % self.config.preview_every == 0:
+        if self.previews is not None and self.step % self.config.preview_every == 0:
             self.preview()
 
-    def save(self, path: Path) -> Path:
-        """The network and its optimizer/RNG state; refuses (TrainingDiverged) non-finite weights."""
+    def validate(self) -> float:
+        """The validation loss now (eval mode, fixed draws); a new minimum writes NAME-best.pt."""
+        self.network.eval()
+        try:
+            value = self.validator.evaluate(self.backend.predict, lambda: _autocast(self.device, self.autocast_dtype))
+        finally:
+            self.network.train()
+        self.result.validation_steps.append(self.step)
+        self.result.validation_losses.append(value)
+        if best_so_far(self.best_loss, value):
+            self.best_loss, self.result.best_step = value, self.step
+            if self.log_dir is not None:
+                path = safe_join(self.log_dir, f"{self.config.file_stem}-best.pt")
+                self.result.best_path = self.save(path, {"val_loss": value})
+        self.hooks.on_validation(self.step, value)
+        return value
+
+    def save(self, path: Path, extra: Optional[dict] = None) -> Path:
+        """The network and its optimizer/RNG/scheduler state; refuses (TrainingDiverged) non-finite weights."""
         if not _all_finite(self.parameters):
             # A huge learning rate can overflow the weights while loss and gradients were still finite.
-            learn_rate = self.result.learning_rates[-1] if self.result.learning_rates else \
-                self.lr_schedule.held_value_at(self.start_step)
+            learn_rate = self.result.learning_rates[-1] if self.result.learning_rates else self.first_rate
             raise self._diverged("the weights", self.network.step, learn_rate)
-        extra = {"seed": self.seed, "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+        scheduler = self.rate.state_dict()
+        extra = {"seed": self.seed, "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                 "lr_scheduler": None if scheduler is None else {"kind": self.config.lr_scheduler, **scheduler},
+                 **(extra or {})}
         written = save_checkpoint(self.network, path, self.optimizer, extra)
         self.hooks.on_file_written(written)
         self.hooks.on_file_written(optimizer_state_path(written))
@@ -284,19 +333,14 @@ class TrainingRun:
             self.result.final_path = self.save(Path(self.config.final_path))
 
     def preview(self) -> None:
-        """Sample one picture with the current weights (eval mode: no dropout)."""
+        """The preview grid (prompts x seeds) with the current weights (eval mode: no dropout)."""
         self.network.eval()
         try:
-            means = self.latents.means[0]
-            with torch.no_grad(), _autocast(self.device, self.autocast_dtype):
-                latent = sample(_SamplingView(self.backend, self.schedule),
-                                torch.zeros(1, means.shape[1], *means.shape[-2:]), self.preview_conds[:1],
-                                self.preview_conds[1:], seed=self.config.preview_seed, steps=self.config.preview_steps,
-                                cfg=self.config.preview_cfg, sampler_name="euler", scheduler="normal")
-            image = self.backend.decode_latents(latent.float().to(self.device))
+            image = self.previews.render(lambda: _autocast(self.device, self.autocast_dtype))
         finally:
             self.network.train()
         self.result.previews.append(image)
+        self.logs.preview(self.network.step, image)
         if self.log_dir is not None:
             path = safe_join(self.log_dir, f"images/{self.config.file_stem}-{self.network.step}.png")
             self.result.preview_paths.append(save_png(image, path))
@@ -310,6 +354,7 @@ class TrainingRun:
             self._save_on_stop()
         else:
             self.save_final()
+        self.logs.close()
         if self.result.csv_path is not None and self.result.csv_path.is_file():
             self.hooks.on_file_written(self.result.csv_path)
         self.network.eval()
@@ -343,9 +388,10 @@ class TrainingRun:
 
 
 def train_hypernetwork(backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
-                       config: TrainConfig, hooks: Optional[TrainHooks] = None) -> TrainResult:
+                       config: TrainConfig, hooks: Optional[TrainHooks] = None,
+                       validation_examples: Sequence[TrainingExample] = ()) -> TrainResult:
     """Train `hypernetwork` in place from its `step` up to `config.steps` (see TrainingRun)."""
-    return TrainingRun(backend, hypernetwork, examples, config, hooks).run()
+    return TrainingRun(backend, hypernetwork, examples, config, hooks, validation_examples).run()
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:

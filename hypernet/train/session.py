@@ -34,6 +34,8 @@ class TrainingData:
     images: Sequence[torch.Tensor]
     captions: Sequence[str]
     masks: Optional[Sequence[Optional[torch.Tensor]]] = None
+    validation_images: Sequence[torch.Tensor] = ()  # a held-out set of its own (else a split, or none)
+    validation_captions: Sequence[str] = ()
 
 
 @dataclass
@@ -101,13 +103,28 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
         # As A1111, the file records the checkpoint it was trained on; a hash of another one would mislead.
         network.sd_checkpoint_name, network.sd_checkpoint = checkpoint, None
     examples = prepare_examples(data.images, data.captions, data.masks, config.resolution, config.aspect_buckets)
-    result = train_hypernetwork(backend, network, examples, config, hooks)
-    curve = loss_curve_image(result.losses, first_step=result.first_step, title=f"{config.name} loss")
+    held_out = []
+    if data.validation_images:
+        held_out = _validation_examples(data, config)
+        if config.validation_split > 0:
+            notes.append("validation images are connected, so validation_split is not used")
+    result = train_hypernetwork(backend, network, examples, config, hooks, held_out)
+    curve = loss_curve_image(result.losses, result.first_step, result.learning_rates, result.validation_steps,
+                             result.validation_losses, title=f"{config.name} loss")
     curve_path = None
     if config.log_dir is not None:
         curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
         (hooks or TrainHooks()).on_file_written(curve_path)
     return TrainOutputs(result, curve, curve_path, config.file_stem, notes)
+
+
+def _validation_examples(data: TrainingData, config: TrainConfig) -> list:
+    """The connected validation set at the training resolution (its own input names in errors)."""
+    try:
+        return prepare_examples(data.validation_images, data.validation_captions, None, config.resolution,
+                                config.aspect_buckets)
+    except InputError as exc:
+        raise InputError(f"validation_{exc.input_name}", exc.message) from None
 
 
 def _with_run_files(config: TrainConfig, folders: RunFolders, network: "Hypernetwork") -> tuple[TrainConfig, str]:

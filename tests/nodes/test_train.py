@@ -52,12 +52,12 @@ def test_input_contract():
             if "default" in options and "min" in options:
                 assert options["min"] <= options["default"] <= options["max"], name
     assert types["required"]["learning_rate"][1]["default"] == "0.00001"
-    assert len(TrainHypernetNode.RETURN_TYPES) == len(TrainHypernetNode.RETURN_NAMES) == 4
+    assert len(TrainHypernetNode.RETURN_TYPES) == len(TrainHypernetNode.RETURN_NAMES) == 5
 
 
 def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
     output, model = _run(inputs={"hypernet_spec": [HypernetSpec(sizes=None, weight_init="XavierNormal")]})
-    hypernetwork, curve, previews, path = output["result"]
+    hypernetwork, curve, previews, path, val_loss = output["result"]
     assert hypernetwork.step == 4 and hypernetwork.sizes == model.attention_widths()
     assert path == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
     assert load_hypernetwork(path).step == 4
@@ -175,3 +175,29 @@ def test_shipped_workflow_trains_and_samples_headless(headless_dirs, events):
     rows = (log / "hypernetwork_loss.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(5, 61, 5)), "the CSV continues, no row twice"
     assert any(p.name.startswith("hypernet_resumed_sample") for p in resumed.files)
+
+
+def test_the_validation_workflow_reports_validation_loss_and_a_preview_grid(headless_dirs):
+    import csv
+    import math
+
+    from PIL import Image
+
+    from hypernet_studio.runtime.api import run_workflow_file
+    from hypernet_studio.runtime.examples import write_examples
+
+    write_examples(headless_dirs)
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet_validation.json"
+    live = []
+    result = run_workflow_file(workflow, {"4.steps": 20}, event_callback=lambda name, data: live.append((name, data)))
+    log = headless_dirs / "output" / "hypernet_training" / "example-validated"
+    with (log / "hypernetwork_loss.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["step"] for r in rows if r["val_loss"]] == ["10", "20"]
+    val_loss = result.outputs["4"][4][0]
+    assert math.isfinite(val_loss) and abs(val_loss - float(rows[-1]["val_loss"])) < 1e-6
+    assert (log / "example-validated-best.pt").is_file()
+    assert Image.open(log / "images" / "example-validated-20.png").size == (128, 128), "2 prompts x 2 seeds"
+    assert any(line.startswith("validation loss") for line in result.ui["4"]["text"])
+    validations = [data for name, data in live if name == "hypernet.train_step" and "val_loss" in data]
+    assert [d["step"] for d in validations] == [10, 20], "the live chart gets each validation"

@@ -16,7 +16,7 @@ def test_chart_core_passes_node_tests():
     result = subprocess.run([node, "--test", str(REPO / "tests" / "web" / "chart_core.test.mjs")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 5" in result.stdout
+    assert "# pass 7" in result.stdout
 
 
 def test_glue_uses_comfyui_entry_points_and_our_names():

@@ -298,3 +298,32 @@ def test_a_host_interrupt_raised_inside_the_model_call_keeps_the_finished_steps(
     with pytest.raises(InterruptProcessingException):
         train_hypernetwork(InterruptedBackend(), _network(), _examples(4), _config(tmp_path / "other", steps=10))
     assert not (tmp_path / "other" / "models" / "net.pt").exists()
+
+
+def test_previews_are_prompt_by_seed_grids_with_fixed_seeds(tmp_path):
+    def run(prompt, seeds, steps=2):
+        config = _config(tmp_path, steps=steps, preview_every=2, preview_steps=2, preview_prompt=prompt,
+                         preview_seeds=seeds, learning_rate="0.0000001", overwrite=True)
+        return train_hypernetwork(FakeBackend(), _network(), _examples(2), config)
+
+    grid = run("a cat\n\na dog", "1, 2").previews[0]
+    assert grid.shape == (1, 32, 32, 3), "two prompts (rows) x two seeds (columns) of 16x16"
+    cell = run("a dog", "2").previews[0]
+    torch.testing.assert_close(grid[:, 16:, 16:], cell, rtol=0, atol=1e-6)
+    twice = run("a cat\na dog", "1 2", steps=4)
+    assert len(twice.previews) == 2 and twice.preview_paths[-1].name == "net-4.png"
+    assert not torch.equal(twice.previews[0][:, :16, :16], twice.previews[0][:, :16, 16:]), "seeds differ"
+
+
+def test_tensorboard_gets_loss_validation_rate_and_previews(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = _config(tmp_path, steps=4, log_to="tensorboard", validation_split=0.5, validation_every=2,
+                     preview_every=4, preview_steps=1)
+    train_hypernetwork(FakeBackend(), _network(), _examples(4), config)
+    events = EventAccumulator(str(tmp_path / "log" / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"loss/train", "loss/validation", "learning_rate"}
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("loss/validation")] == [2, 4]
+    assert events.Tags()["images"] == ["preview"]

@@ -1,0 +1,72 @@
+"""Preview grids during training: every preview prompt (one per line) with every preview seed,
+the same seeds each time, so grids from different steps compare side by side."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+
+from ..sd.sampling import sample
+from .backend import NoiseSchedule, TrainingBackend
+from .config import TrainConfig
+from .latents import TextCache
+
+
+class _SamplingView:
+    """What sd/sampling.sample() needs from a model, over a training backend whose latents are
+    already scaled (so the scale factor is 1)."""
+
+    latent_scale_factor = 1.0
+
+    def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule):
+        self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
+        self.load_device, self.apply_model = backend.device, backend.predict
+
+
+def preview_prompts(config: TrainConfig, fallback: str) -> list[str]:
+    """One prompt per non-empty line of `preview_prompt`; the first training prompt when empty."""
+    return [line.strip() for line in config.preview_prompt.splitlines() if line.strip()] or [fallback]
+
+
+def preview_seeds(config: TrainConfig) -> list[int]:
+    """The seeds of `preview_seeds` (separated by commas or spaces), else `preview_seed`."""
+    from ..errors import InputError
+
+    text = (config.preview_seeds or "").strip()
+    if not text:
+        return [int(config.preview_seed)]
+    try:
+        seeds = [int(part) for part in re.split(r"[,\s]+", text) if part]
+    except ValueError:
+        raise InputError("preview_seeds", f"{text!r}: give whole numbers separated by commas or spaces") from None
+    if not seeds or any(s < 0 or s > 0xFFFFFFFFFFFFFFFF for s in seeds):
+        raise InputError("preview_seeds", f"{text!r}: seeds go from 0 to 2**64 - 1")
+    return seeds
+
+
+class PreviewGrid:
+    """Renders the prompt x seed grid with the current weights: one row per prompt."""
+
+    def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule, texts: TextCache, config: TrainConfig,
+                 prompts: list[str], latent_shape: tuple[int, int, int]):
+        self.backend, self.schedule, self.config = backend, schedule, config
+        self.seeds = preview_seeds(config)
+        self.latent_shape = latent_shape
+        self.conds = [texts.batch([prompt, config.preview_negative]) for prompt in prompts]
+
+    def render(self, autocast: Callable[[], object]) -> torch.Tensor:
+        """The grid as one IMAGE [1, rows*H, cols*W, 3] (call in eval mode, without gradients)."""
+        rows = []
+        for cond in self.conds:
+            cells = [self._sample(cond, seed, autocast) for seed in self.seeds]
+            rows.append(torch.cat(cells, dim=2))
+        return torch.cat(rows, dim=1)
+
+    def _sample(self, cond: torch.Tensor, seed: int, autocast: Callable[[], object]) -> torch.Tensor:
+        config = self.config
+        with torch.no_grad(), autocast():
+            latent = sample(_SamplingView(self.backend, self.schedule), torch.zeros(1, *self.latent_shape),
+                            cond[:1], cond[1:], seed=seed, steps=config.preview_steps, cfg=config.preview_cfg,
+                            sampler_name="euler", scheduler="normal")
+        return self.backend.decode_latents(latent.float().to(self.backend.device)).float().cpu()
