@@ -19,7 +19,10 @@ def _load_pack() -> None:
         import hypernet_studio  # noqa: F401  (installed, e.g. `pip install -e .`)
         if Path(hypernet_studio.__file__).resolve().parent == REPO_ROOT:
             return
-        del sys.modules["hypernet_studio"]
+        # Another checkout is installed: forget it and its submodules, or `from .nodes import`
+        # below would reuse that checkout's modules.
+        for name in [name for name in sys.modules if name == "hypernet_studio" or name.startswith("hypernet_studio.")]:
+            del sys.modules[name]
     except ImportError:
         pass
     spec = importlib.util.spec_from_file_location(
