@@ -21,7 +21,7 @@ from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, atomic_path, safe_join
 from ..hypernet.preprocess.options import IMAGE_EXTENSIONS
 from ..hypernet.sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-from ..hypernet.sd.tiny import TINY_MODEL_NAME
+from ..hypernet.sd.tiny import TINY_MODEL_NAME, TINY_SDXL_MODEL_NAME
 from ..nodes.host import HOST
 
 MAX_RESOLUTION = 16384
@@ -44,8 +44,8 @@ def _checkpoint_names() -> list[str]:
 
 
 def _resolve_checkpoint(name: str) -> str:
-    """The checkpoint's path (or the built-in tiny model's name); InputError naming the folders."""
-    if name == TINY_MODEL_NAME:
+    """The checkpoint's path (or a built-in tiny model's name); InputError naming the folders."""
+    if name in (TINY_MODEL_NAME, TINY_SDXL_MODEL_NAME):
         return name
     for kind in ("checkpoints", "diffusers"):
         try:
@@ -75,6 +75,27 @@ def _conditioning_tensor(conditioning, node: str, input_name: str) -> torch.Tens
         return conditioning[0][0]
     except (TypeError, IndexError, KeyError):
         raise ValueError(f"{node}: input {input_name!r} is not a CONDITIONING list") from None
+
+
+def _sampler_conditioning(model, conditioning, latent: torch.Tensor, input_name: str):
+    """What sample() takes for the first CONDITIONING entry: its cond tensor, or for an SDXL model
+    a TextConditioning with the entry's pooled_output and six size values. Missing sizes get
+    ComfyUI's values: width/height from the latent (x8), crops 0, the target size = the size."""
+    cond = _conditioning_tensor(conditioning, "KSampler", input_name)
+    if not getattr(model, "uses_added_conditioning", False):
+        return cond
+    from ..hypernet.sd.components import TextConditioning
+    from ..hypernet.sd.sdxl import VAE_DOWNSCALE, size_time_ids
+
+    extras = conditioning[0][1] if len(conditioning[0]) > 1 and isinstance(conditioning[0][1], dict) else {}
+    if extras.get("pooled_output") is None:
+        raise ValueError(f"KSampler: input {input_name!r} has no pooled_output, which an SDXL model needs: encode "
+                         f"the prompt with this checkpoint's CLIP (CLIPTextEncode or CLIPTextEncodeSDXL)")
+    width = extras.get("width", latent.shape[-1] * VAE_DOWNSCALE)
+    height = extras.get("height", latent.shape[-2] * VAE_DOWNSCALE)
+    time_ids = size_time_ids(width, height, extras.get("crop_w", 0), extras.get("crop_h", 0),
+                             extras.get("target_width", width), extras.get("target_height", height))
+    return TextConditioning(cond, extras["pooled_output"], time_ids)
 
 
 def _annotated_input_path(name: str) -> Path:
@@ -146,7 +167,8 @@ class CheckpointLoaderSimple:
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": (_checkpoint_names(), {
             "tooltip": "The name of the checkpoint (model) to load. \"tiny-sd (built-in)\" has random "
-                       "weights: for pipelines and tests, not for pictures."})}}
+                       "weights: for pipelines and tests, not for pictures. \"tiny-sdxl (built-in)\" is its "
+                       "SDXL counterpart (about 1.4 GB of random weights)."})}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     OUTPUT_TOOLTIPS = ("The model used for denoising latents.",
@@ -223,6 +245,34 @@ class CLIPSetLastLayer:
         return (clip,)
 
 
+class CLIPTextEncodeSDXL:
+    """Encodes text for SDXL: text_g with OpenCLIP-G, text_l with CLIP-L, and the size values
+    (original size, crop's top-left, target size) the model is conditioned on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def size(default):
+            return ("INT", {"default": default, "min": 0, "max": MAX_RESOLUTION})  # ComfyUI gives no step
+
+        text = ("STRING", {"multiline": True, "dynamicPrompts": True})
+        return {"required": {"clip": ("CLIP",), "width": size(1024), "height": size(1024), "crop_w": size(0),
+                             "crop_h": size(0), "target_width": size(1024), "target_height": size(1024),
+                             "text_g": text, "text_l": text}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "execute"
+    CATEGORY = "advanced/conditioning"
+    DESCRIPTION = __doc__
+
+    def execute(self, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
+        if not hasattr(clip, "tokenize_pair"):
+            raise ValueError("CLIPTextEncodeSDXL: input 'clip' is not an SDXL checkpoint's CLIP (it has no "
+                             "OpenCLIP-G text encoder); use CLIPTextEncode")
+        cond, pooled = clip.encode_from_tokens(clip.tokenize_pair(text_g, text_l), return_pooled=True)
+        return ([[cond, {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w,
+                         "crop_h": crop_h, "target_width": target_width, "target_height": target_height}]],)
+
+
 # --------------------------------------------------------------------------- latents / sampling
 class EmptyLatentImage:
     """Creates a batch of empty (zero) latent images to be denoised by sampling."""
@@ -283,9 +333,9 @@ class KSampler:
         progress = HOST.progress_bar(steps)
         model.model_patches_to(model.load_device)
         model.model_patches_to(model.model_dtype())  # as ComfyUI does before sampling
-        samples = sample(model, latent_image["samples"],
-                         _conditioning_tensor(positive, "KSampler", "positive"),
-                         _conditioning_tensor(negative, "KSampler", "negative"),
+        latent = latent_image["samples"]
+        samples = sample(model, latent, _sampler_conditioning(model, positive, latent, "positive"),
+                         _sampler_conditioning(model, negative, latent, "negative"),
                          seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                          denoise=denoise, callback=lambda step, total: progress.update_absolute(step, total))
         out = dict(latent_image)
@@ -453,8 +503,9 @@ class PreviewImage(SaveImage):
 
 
 NODE_CLASS_MAPPINGS: dict = {cls.__name__: cls for cls in (
-    CheckpointLoaderSimple, CLIPTextEncode, CLIPSetLastLayer, EmptyLatentImage, KSampler,
+    CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, CLIPSetLastLayer, EmptyLatentImage, KSampler,
     VAEDecode, VAEEncode, LoadImage, PreviewImage, SaveImage)}
+# CLIPTextEncodeSDXL has no display name in ComfyUI either (its schema leaves it empty): it shows its ID.
 NODE_DISPLAY_NAME_MAPPINGS: dict = {
     "CheckpointLoaderSimple": "Load Checkpoint",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",

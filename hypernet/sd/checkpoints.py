@@ -5,12 +5,14 @@ Single files (`.safetensors`/`.sft`, or `.ckpt`/`.pt`/`.pth`/`.bin` read with
 `torch.load(weights_only=True)`, a top-level "state_dict" unwrapped):
 - the family is detected from the keys: SD1.x has a CLIP ViT-L text encoder under
   `cond_stage_model.transformer.`, SD2.x an OpenCLIP encoder under `cond_stage_model.model.`
-  (and a 1024-wide text context); SDXL (`conditioner.embedders.`, `label_emb`) and anything
+  (and a 1024-wide text context), SDXL base CLIP-L and OpenCLIP-G under `conditioner.embedders.`
+  and a `label_emb` taking the pooled output + 6 size embeddings (loaded by sdxl_checkpoint.py).
+  SDXL refiners, inpainting/instruct-pix2pix UNets, EDM/zero-terminal-SNR variants and anything
   else are refused with a message saying what was found;
 - configs are built in code from the tensor shapes (widths, depths, attention levels,
   linear vs conv projections), then the UNet and VAE weights are renamed with diffusers'
   LDM conversion helpers and the text encoder with the small mappings below;
-- prediction type (SD2 only; SD1 is always epsilon), in this order: the `model_type`
+- prediction type (SD1 and SDXL are epsilon unless told otherwise), in this order: the `model_type`
   argument ("epsilon"/"eps" or "v_prediction"/"v"); a `v_pred` marker key in the file; an
   LDM config `NAME.yaml` beside the file that sets `parameterization: "v"`; otherwise the
   heuristic ComfyUI applies to SD2: v-prediction when the std of
@@ -30,7 +32,8 @@ import torch
 
 from ..safe_load import UnreadableFile, load_safetensors, load_torch_weights
 from .components import CheckpointError, SDComponents, scaled_linear_alphas_cumprod
-from .tiny import TINY_MODEL_NAME, build_tiny_components
+from .sdxl import SIZE_EMBEDDING_DIM, SIZE_VALUES
+from .tiny import TINY_MODEL_NAME, TINY_SDXL_MODEL_NAME, build_tiny_components
 from .tokenizer import find_tokenizer
 
 if TYPE_CHECKING:
@@ -42,6 +45,10 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SD2_TEXT_PREFIX = "cond_stage_model.model."
+SDXL_TEXT_L_PREFIX = "conditioner.embedders.0.transformer."  # CLIP ViT-L, transformers' layout
+SDXL_TEXT_G_PREFIX = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG, open_clip's layout
+SDXL_REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."  # the refiner has OpenCLIP-G alone, first
+ADM_KEY = UNET_PREFIX + "label_emb.0.0.weight"
 LATENT_SCALE = 0.18215
 V_PREDICTION_PROBE = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
@@ -78,27 +85,79 @@ def _cross_attention_width(state_dict: dict) -> Optional[int]:
     return None
 
 
-def detect_family(state_dict: dict, name: str = "checkpoint") -> str:
-    """"sd1" or "sd2" for an LDM-layout state dict; CheckpointError for anything else."""
+def _not_a_checkpoint(keys: Iterable[str], name: str) -> CheckpointError:
+    """The error for a file with no UNet, saying what it looks like instead."""
+    keys = list(keys)
+    sample = ", ".join(sorted(keys)[:5]) or "no tensors"
+    if any(k.startswith(("lora_", "lora_unet_", "lora_te")) or ".lora_" in k for k in keys):
+        kind = "a LoRA"
+    elif any(k.startswith(("encoder.", "decoder.")) for k in keys):
+        kind = "a standalone VAE"
+    elif any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
+        kind = "a diffusers-layout UNet (load its diffusers folder instead)"
+    elif all(isinstance(k, str) and k.isdigit() for k in keys):
+        kind = "a hypernetwork"
+    else:
+        kind = "an unknown layout"
+    return CheckpointError(f"{name}: not a Stable Diffusion checkpoint: no '{UNET_PREFIX}*' keys; it looks like "
+                           f"{kind} (first keys: {sample})")
+
+
+def _looks_like_sdxl(state_dict: dict) -> bool:
+    """SGM-layout text encoders, or a UNet with SDXL's added (pooled + size) conditioning input."""
+    adm = state_dict.get(ADM_KEY)
+    adm_width = int(adm.shape[1]) if adm is not None and adm.ndim == 2 else 0
+    has_cond_stage = any(k.startswith("cond_stage_model.") for k in state_dict)
+    # SD2-unCLIP also has a label_emb (1536/2048 wide), but with SD2's cond_stage_model encoder.
+    return any(k.startswith("conditioner.embedders.") for k in state_dict) or (adm_width > 0 and not has_cond_stage)
+
+
+def _sdxl_refusal(state_dict: dict) -> Optional[str]:
+    """Why an SDXL-like checkpoint is not an SDXL *base* this loader runs, or None when it is."""
     keys = state_dict.keys()
-    has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
-    if any(k.startswith("conditioner.embedders.") for k in keys) or UNET_PREFIX + "label_emb.0.0.weight" in keys:
-        raise CheckpointError(f"{name}: this is an SDXL checkpoint (found 'conditioner.embedders' / 'label_emb' "
-                              f"keys); SDXL is not supported by the headless loader (SD1.x and SD2.x are)")
-    if not has_unet:
-        sample = ", ".join(sorted(keys)[:5]) or "no tensors"
-        if any(k.startswith(("lora_", "lora_unet_", "lora_te")) or ".lora_" in k for k in keys):
-            kind = "a LoRA"
-        elif any(k.startswith(("encoder.", "decoder.")) for k in keys):
-            kind = "a standalone VAE"
-        elif any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
-            kind = "a diffusers-layout UNet (load its diffusers folder instead)"
-        elif all(isinstance(k, str) and k.isdigit() for k in keys):
-            kind = "a hypernetwork"
-        else:
-            kind = "an unknown layout"
-        raise CheckpointError(f"{name}: not a Stable Diffusion checkpoint: no '{UNET_PREFIX}*' keys; it looks like "
-                              f"{kind} (first keys: {sample})")
+    if any(k.startswith(SDXL_REFINER_TEXT_PREFIX) for k in keys):
+        return ("an SDXL refiner (its OpenCLIP-G encoder is at 'conditioner.embedders.0.model.' and there is no "
+                "CLIP-L; its UNet is conditioned on an aesthetic score); only SDXL base checkpoints are supported")
+    markers = {"edm_mean": "Playground v2.5 (EDM sampling, its own latent format)",
+               "edm_vpred.sigma_max": "an EDM v-prediction SDXL model", "ztsnr": "a zero-terminal-SNR SDXL model"}
+    for marker, kind in markers.items():
+        if marker in keys:
+            return f"{kind} (found the '{marker}' key); only SDXL base-style (DDPM) checkpoints are supported"
+    missing = [prefix for prefix in (SDXL_TEXT_L_PREFIX, SDXL_TEXT_G_PREFIX)
+               if not any(k.startswith(prefix) for k in keys)]
+    if missing or ADM_KEY not in keys:
+        return (f"an SDXL-style checkpoint without {', '.join(repr(p + '*') for p in missing) or repr(ADM_KEY)}; "
+                f"an SDXL base file has CLIP-L, OpenCLIP-G and a UNet with pooled/size conditioning")
+    pooled = state_dict.get(SDXL_TEXT_G_PREFIX + "text_projection")
+    pooled_width = int(pooled.shape[1]) if pooled is not None and pooled.ndim == 2 else 0
+    adm_width = int(state_dict[ADM_KEY].shape[1])
+    # The refiner embeds 5 values: the size, the crop and an aesthetic score in place of the target size.
+    if adm_width == pooled_width + (SIZE_VALUES - 1) * SIZE_EMBEDDING_DIM:
+        return (f"an SDXL refiner-style UNet (its added conditioning is {adm_width} wide: pooled + 5 values with "
+                f"the aesthetic score); only SDXL base checkpoints are supported")
+    if adm_width != pooled_width + SIZE_VALUES * SIZE_EMBEDDING_DIM:
+        return (f"an SDXL-style UNet whose added conditioning is {adm_width} wide; SDXL base takes the pooled "
+                f"output ({pooled_width}) + {SIZE_VALUES} size values x {SIZE_EMBEDDING_DIM}")
+    conv_in = state_dict.get(UNET_PREFIX + "input_blocks.0.0.weight")
+    in_channels = int(conv_in.shape[1]) if conv_in is not None and conv_in.ndim == 4 else 4
+    if in_channels != 4:
+        kind = {9: "an SDXL inpainting model", 8: "an SDXL instruct-pix2pix model"}.get(in_channels, "an SDXL model")
+        return (f"{kind} (the UNet takes {in_channels} input channels); only 4-channel txt2img checkpoints "
+                f"are supported")
+    return None
+
+
+def detect_family(state_dict: dict, name: str = "checkpoint") -> str:
+    """"sd1", "sd2" or "sdxl" (SDXL base) for an LDM/SGM-layout state dict; CheckpointError for
+    anything else, saying what was found."""
+    keys = state_dict.keys()
+    if not any(k.startswith(UNET_PREFIX) for k in keys):
+        raise _not_a_checkpoint(keys, name)
+    if _looks_like_sdxl(state_dict):
+        refusal = _sdxl_refusal(state_dict)
+        if refusal:
+            raise CheckpointError(f"{name}: this is {refusal}")
+        return "sdxl"
     context = _cross_attention_width(state_dict)
     has_sd1_text = any(k.startswith(SD1_TEXT_PREFIX) for k in keys)
     has_sd2_text = any(k.startswith(SD2_TEXT_PREFIX + "transformer.resblocks.") for k in keys)
@@ -149,23 +208,39 @@ def _group_count(widths: Iterable[int]) -> int:
     return 1
 
 
-def unet_config_from_ldm(state_dict: dict, family: str) -> dict:
-    """A diffusers UNet2DConditionModel config read off an LDM UNet's tensor shapes."""
-    sd = {k[len(UNET_PREFIX):]: v for k, v in state_dict.items() if k.startswith(UNET_PREFIX)}
-    in_channels = int(sd["input_blocks.0.0.weight"].shape[1])
-    levels: list[dict] = [{"channels": None, "resnets": 0, "attention": False}]
+def transformer_depth(unet_state: dict, block: str) -> int:
+    """Transformer blocks in the SpatialTransformer at `block` (e.g. "input_blocks.4.1"), 0 if none."""
+    marker = block + ".transformer_blocks."
+    return len({key[len(marker):].split(".")[0] for key in unet_state if key.startswith(marker)})
+
+
+def unet_levels(unet_state: dict) -> list[dict]:
+    """The input side of an LDM UNet (keys without the UNet prefix), one dict per resolution level:
+    "channels", "resnets" (res blocks), "attention" (any SpatialTransformer) and "depths" (the
+    transformer depth after each res block, 0 where there is none)."""
+    levels: list[dict] = [{"channels": None, "resnets": 0, "attention": False, "depths": []}]
     index = 1
-    while f"input_blocks.{index}.0.op.weight" in sd or f"input_blocks.{index}.0.out_layers.3.weight" in sd:
-        if f"input_blocks.{index}.0.op.weight" in sd:
-            levels.append({"channels": None, "resnets": 0, "attention": False})
+    while f"input_blocks.{index}.0.op.weight" in unet_state or \
+            f"input_blocks.{index}.0.out_layers.3.weight" in unet_state:
+        if f"input_blocks.{index}.0.op.weight" in unet_state:
+            levels.append({"channels": None, "resnets": 0, "attention": False, "depths": []})
         else:
             level = levels[-1]
-            level["channels"] = int(sd[f"input_blocks.{index}.0.out_layers.3.weight"].shape[0])
+            level["channels"] = int(unet_state[f"input_blocks.{index}.0.out_layers.3.weight"].shape[0])
             level["resnets"] += 1
-            level["attention"] |= f"input_blocks.{index}.1.proj_in.weight" in sd
+            level["attention"] |= f"input_blocks.{index}.1.proj_in.weight" in unet_state
+            level["depths"].append(transformer_depth(unet_state, f"input_blocks.{index}.1"))
         index += 1
     if any(level["channels"] is None for level in levels):
         raise CheckpointError("UNet input blocks have an unexpected layout")
+    return levels
+
+
+def unet_config_from_ldm(state_dict: dict, family: str) -> dict:
+    """A diffusers UNet2DConditionModel config read off an SD1/SD2 LDM UNet's tensor shapes."""
+    sd = {k[len(UNET_PREFIX):]: v for k, v in state_dict.items() if k.startswith(UNET_PREFIX)}
+    in_channels = int(sd["input_blocks.0.0.weight"].shape[1])
+    levels = unet_levels(sd)
     layers_per_block = levels[0]["resnets"]
     widths = [level["channels"] for level in levels]
     proj_in = next((v for k, v in sd.items() if k.endswith(".proj_in.weight")), None)
@@ -213,14 +288,15 @@ def vae_config_from_ldm(state_dict: dict) -> dict:
 
 
 def _text_encoder_config(token_embedding: torch.Tensor, positions: int, layers: int, intermediate: int,
-                         hidden_act: str, tokenizer: "CLIPTokenizer") -> "CLIPTextConfig":
+                         hidden_act: str, tokenizer: "CLIPTokenizer",
+                         projection_dim: Optional[int] = None) -> "CLIPTextConfig":
     from transformers import CLIPTextConfig
 
     hidden = int(token_embedding.shape[1])
     return CLIPTextConfig(
         vocab_size=int(token_embedding.shape[0]), hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=layers, num_attention_heads=max(hidden // 64, 1), max_position_embeddings=positions,
-        hidden_act=hidden_act, projection_dim=hidden, bos_token_id=tokenizer.bos_token_id,
+        hidden_act=hidden_act, projection_dim=projection_dim or hidden, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -306,10 +382,10 @@ def _on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
 # --------------------------------------------------------------------------- loaders
 def _finish(components: SDComponents, device: Optional[Union[str, torch.device]],
             dtype: Optional[torch.dtype]) -> SDComponents:
-    """Move to `device`; cast UNet and text encoder to `dtype` (default fp32, whatever the
-    file stores: fp16 files are common) and the VAE to fp32, since SD VAEs overflow in fp16;
-    freeze everything."""
-    for attribute in ("unet", "text_encoder", "vae"):
+    """Move to `device`; cast UNet and text encoders to `dtype` (default fp32, whatever the
+    file stores: fp16 files are common) and the VAE to fp32, since SD VAEs (SDXL's above all)
+    overflow in fp16; freeze everything."""
+    for attribute in components.module_names():
         module = getattr(components, attribute)
         target_dtype = torch.float32 if attribute == "vae" or dtype is None else dtype
         module.to(device=device, dtype=target_dtype)
@@ -320,7 +396,8 @@ def _finish(components: SDComponents, device: Optional[Union[str, torch.device]]
 def load_single_file(path: PathLike, device: Optional[Union[str, torch.device]] = None,
                      dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                      tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
-    """An SD1.x/SD2.x checkpoint in the original LDM key layout."""
+    """An SD1.x/SD2.x checkpoint in the original LDM key layout, or an SDXL base one in the
+    original SGM layout (see sdxl_checkpoint.py)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
@@ -329,6 +406,10 @@ def load_single_file(path: PathLike, device: Optional[Union[str, torch.device]] 
     family = detect_family(state_dict, path.name)
     prediction_type = detect_prediction_type(state_dict, family, path, model_type)
     tokenizer = find_tokenizer(family, path, tokenizer_dirs)
+    if family == "sdxl":
+        from .sdxl_checkpoint import load_sdxl_single_file  # it builds on this module's helpers
+
+        return _finish(load_sdxl_single_file(path, state_dict, prediction_type, tokenizer), device, dtype)
     try:
         unet_config = unet_config_from_ldm(state_dict, family)
         if unet_config["in_channels"] != 4:
@@ -371,28 +452,45 @@ def _alphas_from_scheduler_config(config: dict) -> torch.Tensor:
     return alphas
 
 
+def _scheduler_settings(folder: Path, model_type: Optional[str]) -> tuple[torch.Tensor, str]:
+    """(alphas_cumprod, prediction type) from a diffusers folder's scheduler/ (defaults: SD's)."""
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler_config = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
+    prediction_type = detect_prediction_type({}, "sd1", None, model_type or scheduler_config.get(
+        "prediction_type", "epsilon"))
+    return _alphas_from_scheduler_config(scheduler_config), prediction_type
+
+
+def _load_sdxl_folder(folder: Path, device: Optional[Union[str, torch.device]], dtype: Optional[torch.dtype],
+                      model_type: Optional[str], tokenizer_dirs: Iterable[PathLike]) -> SDComponents:
+    from .sdxl_checkpoint import load_sdxl_diffusers_folder  # it builds on this module's helpers
+
+    alphas, prediction_type = _scheduler_settings(folder, model_type)
+    tokenizer = find_tokenizer("sdxl", folder, tokenizer_dirs)
+    return _finish(load_sdxl_diffusers_folder(folder, alphas, prediction_type, tokenizer), device, dtype)
+
+
 def load_diffusers_folder(folder: PathLike, device: Optional[Union[str, torch.device]] = None,
                           dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                           tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
-    """A diffusers pipeline folder (unet/, text_encoder/, vae/, tokenizer/, scheduler/)."""
+    """A diffusers pipeline folder (unet/, text_encoder/, vae/, tokenizer/, scheduler/); with
+    text_encoder_2/ an SDXL base one (see sdxl_checkpoint.py)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     folder = Path(folder)
     if (folder / "text_encoder_2").exists():
-        raise CheckpointError(f"{folder.name}: a diffusers SDXL folder (has text_encoder_2/); SDXL is not supported")
+        return _load_sdxl_folder(folder, device, dtype, model_type, tokenizer_dirs)
     for part in ("unet", "text_encoder", "vae"):
         if not (folder / part / "config.json").is_file():
             raise CheckpointError(f"{folder.name}: not a diffusers SD folder: {part}/config.json is missing")
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     if unet_config.get("addition_embed_type") == "text_time":
-        raise CheckpointError(f"{folder.name}: the UNet is SDXL-type (addition_embed_type text_time); not supported")
+        raise CheckpointError(f"{folder.name}: the UNet is SDXL-type (addition_embed_type text_time) but there is "
+                              f"no text_encoder_2/; an SDXL folder needs both text encoders")
     context_dim = int(unet_config.get("cross_attention_dim", 768))
     family = "sd2" if context_dim == 1024 else "sd1"
-    scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
-    prediction_type = detect_prediction_type({}, "sd1", None, model_type or scheduler_config.get(
-        "prediction_type", "epsilon"))
+    alphas, prediction_type = _scheduler_settings(folder, model_type)
     tokenizer = find_tokenizer(family, folder, tokenizer_dirs)
     with torch.inference_mode(False):
         unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True)
@@ -400,7 +498,7 @@ def load_diffusers_folder(folder: PathLike, device: Optional[Union[str, torch.de
         vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae", local_files_only=True)
     components = SDComponents(
         unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
-        alphas_cumprod=_alphas_from_scheduler_config(scheduler_config), prediction_type=prediction_type,
+        alphas_cumprod=alphas, prediction_type=prediction_type,
         family=family, name=folder.name, latent_scale_factor=float(vae.config.get("scaling_factor", LATENT_SCALE)),
         context_dim=context_dim,
         # diffusers' SD2 text encoders already stop at OpenCLIP's penultimate layer.
@@ -412,13 +510,18 @@ def load_diffusers_folder(folder: PathLike, device: Optional[Union[str, torch.de
 def load_components(path_or_name: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
                     dtype: Optional[torch.dtype] = None, model_type: Optional[str] = None,
                     tokenizer_dirs: Iterable[PathLike] = ()) -> SDComponents:
-    """Load "tiny-sd (built-in)", a diffusers folder, or an SD1.x/SD2.x single file.
+    """Load "tiny-sd (built-in)", "tiny-sdxl (built-in)", a diffusers folder, or an SD1.x/SD2.x/
+    SDXL-base single file.
 
     `model_type` forces the prediction type ("epsilon"/"v_prediction"); `tokenizer_dirs` are
     extra folders searched for CLIP tokenizer files. Weights are created outside
     inference_mode so that training can backpropagate through them."""
     if str(path_or_name) == TINY_MODEL_NAME:
         return build_tiny_components(device=device, dtype=dtype)
+    if str(path_or_name) == TINY_SDXL_MODEL_NAME:
+        from .tiny_sdxl import build_tiny_sdxl_components
+
+        return build_tiny_sdxl_components(device=device, dtype=dtype)
     path = Path(path_or_name)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")

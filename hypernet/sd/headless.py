@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 
 from .attention import ActivePatches, active_patches, attention_input_widths, install_patchable_attention
-from .components import SDComponents
+from .components import SDComponents, TextConditioning
 from .prompt_weights import parse_weighted_prompt
+from .sdxl import SIZE_EMBEDDING_DIM, SIZE_VALUES, VAE_DOWNSCALE, batched, latent_time_ids
 
 if TYPE_CHECKING:
     from diffusers.models import AutoencoderKL, UNet2DConditionModel
@@ -114,20 +115,51 @@ class HeadlessModel:
         return active_patches(ActivePatches(tuple(self.patches("attn1_patch")), tuple(self.patches("attn2_patch")),
                                             transformer_options))
 
-    def apply_model(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    @property
+    def uses_added_conditioning(self) -> bool:
+        """True for SDXL: apply_model also needs the pooled text embedding and the size values."""
+        return self.components.is_sdxl
+
+    def apply_model(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                    pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """UNet output (eps or v, per `prediction_type`) for scaled latents `x_t` at DDPM
         `timesteps` (0..999, may be fractional) with text `context`, this object's patches
-        active. Gradients flow when called outside no_grad/inference_mode."""
+        active. Gradients flow when called outside no_grad/inference_mode.
+
+        SDXL models also take `pooled` [1 or B, 1280] (OpenCLIP-G's projected pooled output)
+        and `time_ids` [6] or [1 or B, 6] (see sdxl.size_time_ids; default: the latent's own
+        size times 8, no crop, as ComfyUI's KSampler fills them), which diffusers embeds and adds
+        to the timestep embedding (added_cond_kwargs). Other models ignore both, as ComfyUI's
+        SD1/SD2 models ignore a conditioning's pooled output."""
         device, dtype = self.load_device, self.model_dtype()
         if not torch.is_tensor(timesteps):
             timesteps = torch.tensor(timesteps)
         timesteps = timesteps.to(device=device, dtype=torch.float32).reshape(-1)
         if timesteps.numel() == 1 and x_t.shape[0] > 1:
             timesteps = timesteps.expand(x_t.shape[0])
+        added = self._added_conditioning(x_t, pooled, time_ids) if self.uses_added_conditioning else None
         with self.patch_context():
             out = self.unet(x_t.to(device, dtype), timesteps, encoder_hidden_states=context.to(device, dtype),
-                            return_dict=False)[0]
+                            added_cond_kwargs=added, return_dict=False)[0]
         return out.to(x_t.device, x_t.dtype)
+
+    def _added_conditioning(self, x_t: torch.Tensor, pooled: Optional[torch.Tensor],
+                            time_ids: Optional[torch.Tensor]) -> dict:
+        """diffusers' text_time inputs: the pooled embedding and the six size values, batched."""
+        if pooled is None:
+            raise ValueError(f"{self.components.name} is an SDXL model: apply_model needs `pooled` (the text "
+                             f"encoder's pooled output, [B, 1280]) besides the context")
+        expected = self.unet.add_embedding.linear_1.in_features - SIZE_VALUES * SIZE_EMBEDDING_DIM
+        if pooled.shape[-1] != expected:
+            raise ValueError(f"the pooled text embedding is {pooled.shape[-1]} wide; {self.components.name} takes "
+                             f"{expected} (was the prompt encoded with another checkpoint's text encoder?)")
+        if time_ids is None:
+            time_ids = latent_time_ids(x_t)
+        batch = x_t.shape[0]
+        return {"text_embeds": batched(pooled, batch, "pooled").to(self.load_device, self.model_dtype()),
+                # In fp32, as ComfyUI embeds them: sizes up to 16384 lose whole units in fp16.
+                "time_ids": batched(time_ids.reshape(-1, SIZE_VALUES), batch, "time_ids").to(
+                    self.load_device, torch.float32)}
 
 
 class HeadlessCLIP:
@@ -136,14 +168,14 @@ class HeadlessCLIP:
     Prompts longer than 75 tokens are split into 77-token chunks whose encodings are
     concatenated along the token axis, as ComfyUI does, and ComfyUI's emphasis syntax
     `(word)` / `(word:1.2)` is honoured. `embedding:name` (textual inversion) is not: it is
-    encoded as plain text."""
+    encoded as plain text. SDXL checkpoints get the subclass in sdxl_clip.py."""
 
     def __init__(self, components: SDComponents, layer_idx: Optional[int] = None):
         self.components = components
         self.layer_idx = components.default_clip_layer if layer_idx is None else layer_idx
 
     def clone(self) -> "HeadlessCLIP":
-        return HeadlessCLIP(self.components, self.layer_idx)
+        return type(self)(self.components, self.layer_idx)
 
     def clip_layer(self, layer_idx: int) -> None:
         """Read the encoder's output at `layer_idx` (-1 = last), like CLIPSetLastLayer."""
@@ -162,16 +194,18 @@ class HeadlessCLIP:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return tokenizer.bos_token_id, tokenizer.eos_token_id, pad
 
-    def _pad_chunk(self, body: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
-        """start + up to 75 (id, weight) tokens + end, padded to 77."""
-        bos, eos, pad = self._special_ids()
+    def _pad_chunk(self, body: list[tuple[int, float]], pad: Optional[int] = None) -> tuple[list[int], list[float]]:
+        """start + up to 75 (id, weight) tokens + end, padded to 77 (with `pad`, else the tokenizer's pad)."""
+        bos, eos, own_pad = self._special_ids()
+        pad = own_pad if pad is None else pad
         padding = TOKENS_PER_CHUNK - 2 - len(body)
         return ([bos] + [i for i, _ in body] + [eos] + [pad] * padding,
                 [1.0] + [w for _, w in body] + [1.0] + [1.0] * padding)
 
-    def _chunk_words(self, words: list[list[tuple[int, float]]]) -> tuple[list[list[int]], list[list[float]]]:
-        """Pack words into 75-token chunks as ComfyUI does: a word that does not fit starts the
-        next chunk, unless it is longer than MAX_WORD_TOKENS, in which case it is split."""
+    @staticmethod
+    def _chunk_bodies(words: list[list[tuple[int, float]]]) -> list[list[tuple[int, float]]]:
+        """Pack words into 75-token chunk bodies as ComfyUI does: a word that does not fit starts
+        the next chunk, unless it is longer than MAX_WORD_TOKENS, in which case it is split."""
         body_size = TOKENS_PER_CHUNK - 2
         bodies: list[list[tuple[int, float]]] = [[]]
         for word in words:
@@ -188,23 +222,30 @@ class HeadlessCLIP:
                     bodies.append([])
         if len(bodies) > 1 and not bodies[-1]:
             bodies.pop()
-        padded = [self._pad_chunk(body) for body in bodies]
-        return [ids for ids, _ in padded], [weights for _, weights in padded]
+        return bodies
+
+    def _padded_tokens(self, bodies: list[list[tuple[int, float]]], pad: Optional[int] = None) -> dict:
+        """{"input_ids": LongTensor [chunks, 77], "weights": FloatTensor [chunks, 77]} for chunk bodies."""
+        padded = [self._pad_chunk(body, pad) for body in bodies]
+        return {"input_ids": torch.tensor([ids for ids, _ in padded], dtype=torch.long),
+                "weights": torch.tensor([weights for _, weights in padded], dtype=torch.float32)}
 
     def _token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
-    def tokenize(self, text: str) -> dict:
-        """Token ids {"input_ids": LongTensor [chunks, 77], "weights": FloatTensor [chunks, 77]},
-        with ComfyUI's `(text)` / `(text:1.2)` emphasis turned into per-token weights."""
+    def _weighted_words(self, text: str) -> list[list[tuple[int, float]]]:
+        """Each whitespace-separated word's (token id, emphasis weight) pairs."""
         words = []
         for segment, weight in parse_weighted_prompt(text):
             for word in segment.replace("\n", " ").split(" "):
                 if word:
                     words.append([(token, weight) for token in self._token_ids(word)])
-        chunks, chunk_weights = self._chunk_words(words)
-        return {"input_ids": torch.tensor(chunks, dtype=torch.long),
-                "weights": torch.tensor(chunk_weights, dtype=torch.float32)}
+        return words
+
+    def tokenize(self, text: str) -> dict:
+        """Token ids {"input_ids": LongTensor [chunks, 77], "weights": FloatTensor [chunks, 77]},
+        with ComfyUI's `(text)` / `(text:1.2)` emphasis turned into per-token weights."""
+        return self._padded_tokens(self._chunk_bodies(self._weighted_words(text)))
 
     def _encode_ids(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states at the chosen layer [N,77,D] (final layer norm applied, as ComfyUI
@@ -238,18 +279,26 @@ class HeadlessCLIP:
         cond = cond.reshape(1, -1, cond.shape[-1])
         return (cond, pooled[:1]) if return_pooled else cond
 
+    def _training_chunks(self, texts: list[str], pad: Optional[int] = None) -> torch.Tensor:
+        """One 77-token chunk per text, longer texts truncated: LongTensor [B, 77]."""
+        return torch.tensor([self._pad_chunk([(t, 1.0) for t in self._token_ids(text)][:TOKENS_PER_CHUNK - 2],
+                                             pad)[0] for text in texts], dtype=torch.long)
+
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """One 77-token chunk per text (longer texts are truncated): [B, 77, D], for training."""
-        chunks = [self._pad_chunk([(t, 1.0) for t in self._token_ids(text)][:TOKENS_PER_CHUNK - 2])[0]
-                  for text in texts]
-        cond, _ = self._encode_ids(torch.tensor(chunks, dtype=torch.long))
+        cond, _ = self._encode_ids(self._training_chunks(texts))
         return cond
+
+    def encode_conditioning(self, texts: list[str]) -> TextConditioning:
+        """What training feeds the UNet for `texts`, one chunk each: the context [B, 77, D], and
+        on SDXL also the pooled output [B, 1280]; SD1/SD2 have none (pooled is None)."""
+        return TextConditioning(self.encode_texts(texts))
 
 
 class HeadlessVAE:
     """ComfyUI-VAE-like: pixels BHWC 0..1 <-> raw (unscaled) latents, as in ComfyUI's LATENT."""
 
-    downscale_factor = 8
+    downscale_factor = VAE_DOWNSCALE
 
     def __init__(self, components: SDComponents):
         self.components = components
@@ -284,5 +333,9 @@ class HeadlessVAE:
 
 
 def headless_objects(components: SDComponents) -> tuple[HeadlessModel, HeadlessCLIP, HeadlessVAE]:
-    """MODEL, CLIP and VAE for one checkpoint, as CheckpointLoaderSimple returns them."""
-    return HeadlessModel(components), HeadlessCLIP(components), HeadlessVAE(components)
+    """MODEL, CLIP and VAE for one checkpoint, as CheckpointLoaderSimple returns them (an SDXL
+    checkpoint's CLIP is a HeadlessSDXLCLIP, with both text encoders)."""
+    from .sdxl_clip import HeadlessSDXLCLIP  # it extends HeadlessCLIP, so it imports this module
+
+    clip = HeadlessSDXLCLIP(components) if components.is_sdxl else HeadlessCLIP(components)
+    return HeadlessModel(components), clip, HeadlessVAE(components)

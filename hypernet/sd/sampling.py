@@ -10,11 +10,15 @@ space is exactly the Euler step, so it shares Euler's code as ComfyUI's does.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
+
+from .components import TextConditioning
+from .sdxl import SIZE_VALUES, batched, latent_time_ids
 
 SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "lms", "dpmpp_2m", "ddim"]
 SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
@@ -22,6 +26,8 @@ SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "
 # A denoiser maps (x in sigma space, sigma [B]) -> predicted x0.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]
+# A text context [1 or B, T, D], or a TextConditioning that also carries SDXL's pooled output and size values.
+Conditioning = Union[torch.Tensor, TextConditioning]
 
 
 # --------------------------------------------------------------------------- noise table
@@ -231,14 +237,25 @@ _SAMPLERS = {
 
 
 # --------------------------------------------------------------------------- the KSampler
-def _guided_denoiser(denoiser_for: Callable[[torch.Tensor], Denoiser], positive: torch.Tensor,
-                     negative: Optional[torch.Tensor], cfg: float) -> Denoiser:
+def _joined(first: TextConditioning, second: TextConditioning) -> TextConditioning:
+    """Two conditionings as one batch (positive first), for one batched UNet call."""
+    if (first.pooled is None) != (second.pooled is None):
+        raise ValueError("positive and negative conditioning differ: only one of them has a pooled output")
+    if first.pooled is None:
+        return TextConditioning(torch.cat([first.context, second.context]))
+    return TextConditioning(torch.cat([first.context, second.context]), torch.cat([first.pooled, second.pooled]),
+                            torch.cat([first.time_ids, second.time_ids]))
+
+
+def _guided_denoiser(denoiser_for: Callable[[TextConditioning], Denoiser], positive: TextConditioning,
+                     negative: Optional[TextConditioning], cfg: float) -> Denoiser:
     """Classifier-free guidance: uncond + cfg * (cond - uncond), one batched UNet call
-    when both contexts have the same length; cfg == 1 skips the unconditional pass."""
+    when both contexts have the same length; cfg == 1 skips the unconditional pass. Each
+    side keeps its own pooled output and size values (SDXL), as in ComfyUI."""
     if negative is None or cfg == 1.0:
         return denoiser_for(positive)
-    if positive.shape[1:] == negative.shape[1:]:
-        both = denoiser_for(torch.cat([positive, negative]))
+    if positive.context.shape[1:] == negative.context.shape[1:]:
+        both = denoiser_for(_joined(positive, negative))
 
         def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             cond, uncond = both(torch.cat([x, x]), sigma).chunk(2)
@@ -252,12 +269,18 @@ def _guided_denoiser(denoiser_for: Callable[[torch.Tensor], Denoiser], positive:
     return guided_separately
 
 
-def _match_batch(context: torch.Tensor, batch: int) -> torch.Tensor:
-    if context.shape[0] == batch:
-        return context
-    if context.shape[0] == 1:
-        return context.expand(batch, *context.shape[1:])
-    raise ValueError(f"conditioning batch {context.shape[0]} does not match latent batch {batch}")
+def _prepared(conditioning: Conditioning, latent: torch.Tensor) -> TextConditioning:
+    """`conditioning` batched like `latent`, in fp32; with a pooled output (SDXL), size values
+    too: the given ones, else the latent's own size (8h, 8w, 0, 0, 8h, 8w) as ComfyUI fills them."""
+    if not isinstance(conditioning, TextConditioning):
+        conditioning = TextConditioning(conditioning)
+    batch = latent.shape[0]
+    context = batched(conditioning.context.float(), batch, "conditioning")
+    if conditioning.pooled is None:
+        return TextConditioning(context)
+    time_ids = latent_time_ids(latent) if conditioning.time_ids is None else conditioning.time_ids
+    return TextConditioning(context, batched(conditioning.pooled.float(), batch, "pooled"),
+                            batched(time_ids.float().reshape(-1, SIZE_VALUES), batch, "time_ids"))
 
 
 def _step_noise_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -272,13 +295,16 @@ def _step_noise_generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def sample(model: Any,  # HeadlessModel-like: alphas_cumprod, latent_scale_factor, load_device, apply_model...
-           latent: torch.Tensor, positive: torch.Tensor, negative: Optional[torch.Tensor], *,
+           latent: torch.Tensor, positive: Conditioning, negative: Optional[Conditioning], *,
            seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0,
            callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Sample like ComfyUI's KSampler on a HeadlessModel-like `model`.
 
     `latent` and the result are raw (unscaled) VAE latents [B,4,h,w]; `positive`/`negative`
-    are text contexts [1 or B, T, D]. Noise comes from a CPU torch.Generator seeded with
+    are text contexts [1 or B, T, D], or TextConditionings: SDXL's carry the pooled output
+    [1 or B, 1280] and the size values [6] or [1 or B, 6] (None: the latent's size), which reach
+    `model.apply_model(x, t, context, pooled=..., time_ids=...)`; a plain context is passed as
+    `model.apply_model(x, t, context)`. Noise comes from a CPU torch.Generator seeded with
     `seed` (as ComfyUI), so the same seed gives the same result on every run. With
     denoise < 1 sampling starts from `latent` noised to the first sigma of the tail."""
     if sampler_name not in _SAMPLERS:
@@ -297,12 +323,14 @@ def sample(model: Any,  # HeadlessModel-like: alphas_cumprod, latent_scale_facto
                                                                     rel_tol=1e-5) else sigma_start
     x = (latent * scale + noise * noise_scale).to(model.load_device)
 
-    batch = latent.shape[0]
-    positive = _match_batch(positive.float(), batch)
-    negative = _match_batch(negative.float(), batch) if negative is not None else None
+    positive = _prepared(positive, latent)
+    negative = _prepared(negative, latent) if negative is not None else None
 
-    def denoiser_for(context: torch.Tensor) -> Denoiser:
-        return make_denoiser(model.apply_model, schedule, model.prediction_type, context)
+    def denoiser_for(conditioning: TextConditioning) -> Denoiser:
+        apply_model = model.apply_model
+        if conditioning.pooled is not None:
+            apply_model = functools.partial(apply_model, pooled=conditioning.pooled, time_ids=conditioning.time_ids)
+        return make_denoiser(apply_model, schedule, model.prediction_type, conditioning.context)
 
     denoiser = _guided_denoiser(denoiser_for, positive, negative, float(cfg))
     total = len(sigmas) - 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 
@@ -22,16 +22,22 @@ if TYPE_CHECKING:
 TINY_MODEL_NAME = "tiny-sd (built-in)"
 TINY_MODEL_DESCRIPTION = ("tiny-sd (built-in): random weights, a few MB, built in code; "
                           "for pipelines and tests, not for pictures")
+# Its builder is tiny_sdxl.py; the name lives here so that every built-in name is in one place.
+TINY_SDXL_MODEL_NAME = "tiny-sdxl (built-in)"
+TINY_SDXL_MODEL_DESCRIPTION = ("tiny-sdxl (built-in): SDXL's attention widths (640, 1280, context 2048) and "
+                               "pooled/size conditioning with random weights, about 1.4 GB; for pipelines "
+                               "and tests, not for pictures")
 TINY_CONTEXT_DIM = 48  # distinct from the self-attention widths, so cross-attention gets its own module
 TINY_LATENT_SCALE = 0.18215
 
-_cache: dict[int, SDComponents] = {}
+_cache: dict[tuple, SDComponents] = {}
 _cache_lock = threading.Lock()
 
 
-def build_tiny_tokenizer() -> "CLIPTokenizer":
+def build_tiny_tokenizer(pad_token: str = "<|endoftext|>") -> "CLIPTokenizer":
     """A CLIPTokenizer whose vocabulary is the 256 byte symbols (plain and word-final) plus
-    a few merges of common letter pairs, and CLIP's start/end tokens."""
+    a few merges of common letter pairs, and CLIP's start/end tokens. Like CLIP's vocabulary it
+    numbers "!" 0, so pad_token="!" pads with id 0 as OpenCLIP does."""
     from transformers import CLIPTokenizer
 
     symbols = list(bytes_to_unicode().values())
@@ -49,13 +55,26 @@ def build_tiny_tokenizer() -> "CLIPTokenizer":
         vocab.setdefault(pair + "</w>", len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token)
     tokenizer.model_max_length = 77
     return tokenizer
 
 
+def build_tiny_vae(scaling_factor: float) -> torch.nn.Module:
+    """A 4-level AutoencoderKL (8x downscale, 4 latent channels, like SD's) a few channels wide,
+    initialised from torch's global RNG (callers seed it)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=scaling_factor, sample_size=64,
+    )
+
+
 def _build(seed: int) -> SDComponents:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()
@@ -75,12 +94,7 @@ def _build(seed: int) -> SDComponents:
             projection_dim=TINY_CONTEXT_DIM, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         ))
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-            block_out_channels=(8, 16, 16, 16),
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            scaling_factor=TINY_LATENT_SCALE, sample_size=64,
-        )
+        vae = build_tiny_vae(TINY_LATENT_SCALE)
     for module in (unet, text_encoder, vae):
         module.eval().requires_grad_(False)
     return SDComponents(
@@ -90,6 +104,25 @@ def _build(seed: int) -> SDComponents:
     )
 
 
+def cached_components(cache_key: tuple, build: Callable[[], SDComponents],
+                      device: Optional[Union[str, torch.device]], dtype: Optional[torch.dtype]) -> SDComponents:
+    """The components `build()` makes, built once per process and key; another device or dtype
+    gets a moved copy and leaves the cached CPU/fp32 one untouched."""
+    with _cache_lock:
+        if cache_key not in _cache:
+            _cache[cache_key] = build()
+        components = _cache[cache_key]
+    same_device = device is None or torch.device(device) == torch.device("cpu")
+    if same_device and dtype in (None, torch.float32):
+        return components
+    moved = copy.copy(components)
+    for attribute in components.module_names():
+        with torch.inference_mode(False):
+            module = copy.deepcopy(getattr(components, attribute)).to(device=device, dtype=dtype)
+        setattr(moved, attribute, module)
+    return moved
+
+
 def build_tiny_components(seed: int = 0, device: Optional[Union[str, torch.device]] = None,
                           dtype: Optional[torch.dtype] = None) -> SDComponents:
     """The built-in tiny checkpoint, bit-identical for a given seed.
@@ -97,16 +130,4 @@ def build_tiny_components(seed: int = 0, device: Optional[Union[str, torch.devic
     Built once per process and seed (about a second); later calls return the cached
     components, shared like a checkpoint ComfyUI has loaded. Asking for another device or
     dtype returns a moved copy and leaves the cached CPU/fp32 one untouched."""
-    with _cache_lock:
-        if seed not in _cache:
-            _cache[seed] = _build(seed)
-        components = _cache[seed]
-    same_device = device is None or torch.device(device) == torch.device("cpu")
-    if same_device and dtype in (None, torch.float32):
-        return components
-    moved = copy.copy(components)
-    for attribute in ("unet", "text_encoder", "vae"):
-        with torch.inference_mode(False):
-            module = copy.deepcopy(getattr(components, attribute)).to(device=device, dtype=dtype)
-        setattr(moved, attribute, module)
-    return moved
+    return cached_components((TINY_MODEL_NAME, seed), lambda: _build(seed), device, dtype)
