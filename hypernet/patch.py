@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from .kv_pair import pair_forward
 from .network import Hypernetwork
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,11 @@ class HypernetPatch:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Any = None):
         for hypernetwork, strength in self.entries:
-            k = _apply_module(hypernetwork, k, 0, strength)
-            v = _apply_module(hypernetwork, v, 1, strength)
+            if k is v:  # both modules read one input: run them as a pair (kv_pair.py)
+                k, v = _apply_pair(hypernetwork, k, strength)
+            else:
+                k = _apply_module(hypernetwork, k, 0, strength)
+                v = _apply_module(hypernetwork, v, 1, strength)
         return q, k, v
 
     def __deepcopy__(self, memo: dict) -> "HypernetPatch":
@@ -64,12 +68,29 @@ def _apply_module(hypernetwork: Hypernetwork, x: torch.Tensor, half: int, streng
     if pair is None or (strength == 0 and not pair[half].training):
         return x
     module = pair[half]
-    weight = next(module.parameters())
-    if weight.device != x.device:
-        module.to(x.device)
-        weight = next(module.parameters())
+    weight = _weight_on(module, x.device)
     y = module(x.to(weight.dtype), multiplier=strength)
     return y.to(x.dtype)
+
+
+def _apply_pair(hypernetwork: Hypernetwork, x: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, v) for an input both modules read; x itself twice when the network has no module for it."""
+    pair = hypernetwork.layers.get(x.shape[-1])
+    if pair is None or (strength == 0 and not pair[0].training):
+        return x, x
+    weight = _weight_on(pair[0], x.device)
+    _weight_on(pair[1], x.device)
+    k, v = pair_forward(pair, x.to(weight.dtype), multiplier=strength)
+    return k.to(x.dtype), v.to(x.dtype)
+
+
+def _weight_on(module: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """The module's first weight, after moving the module to `device` if it is elsewhere."""
+    weight = next(module.parameters())
+    if weight.device != device:
+        module.to(device)
+        weight = next(module.parameters())
+    return weight
 
 
 # ---------------------------------------------------------------------------- model widths

@@ -76,6 +76,10 @@ class ComfyHost:
     def torch_device(self) -> Any:
         return _comfy("comfy.model_management").get_torch_device()
 
+    def training_processes(self) -> None:
+        """ComfyUI runs one process per server; to train on several GPUs, run the workflow with torchrun."""
+        return None
+
     def load_model_for_training(self, model: Any) -> None:
         """As ComfyUI's own trainer does: partially loaded weights would need autograd-aware offloading."""
         _comfy("comfy.model_management").load_models_gpu([model], force_full_load=True)

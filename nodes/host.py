@@ -64,6 +64,10 @@ class Host(Protocol):
 
     def torch_device(self) -> Any: ...
 
+    def training_processes(self) -> Any:
+        """The torchrun launch this process is part of (hypernet.train.distributed's
+        TrainingProcesses), or None for one process, as always inside ComfyUI."""
+
     def load_model_for_training(self, model: Any) -> None:
         """Put a MODEL's weights fully on the compute device before a training loop."""
 

@@ -189,6 +189,13 @@ def check_choice(input_name: str, value, choices) -> None:
         raise InputError(input_name, f"{value!r} is not one of {', '.join(choices)}")
 
 
+def host_arguments(config: TrainConfig, node_id) -> dict[str, Any]:
+    """What run_training takes from the host: progress hooks, device, loader, folders, processes."""
+    return {"hooks": NodeHooks(config.steps, node_id), "device": HOST.torch_device(),
+            "load_model": HOST.load_model_for_training, "folders": run_folders(config.overwrite),
+            "processes": HOST.training_processes()}
+
+
 def run_folders(overwrite: bool) -> RunFolders:
     """Final files in the hypernetworks folder; step files, previews and CSV under the output folder."""
     return RunFolders(HOST.model_folders("hypernetworks")[0], HOST.output_directory() / TRAINING_FOLDER, overwrite)
@@ -230,6 +237,7 @@ class TrainHypernetNode(Node):
     RETURN_NAMES, RETURN_TYPES, OUTPUT_TOOLTIPS = (tuple(column) for column in zip(*OUTPUTS))
     OUTPUT_IS_LIST = (False, False, True, False, False)
     OUTPUT_NODE = True
+    RUNS_ON_EVERY_PROCESS = True  # under torchrun each process trains its share (the runtime's executor)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -253,8 +261,7 @@ class TrainHypernetNode(Node):
         with torch.inference_mode(False), torch.enable_grad():
             config = train_config(w)
             outputs = run_training(model[0], clip[0], vae[0], data, config, hypernet_spec[0] if hypernet_spec else None,
-                                   hypernetwork[0] if hypernetwork else None, NodeHooks(config.steps, node_id),
-                                   HOST.torch_device(), HOST.load_model_for_training, run_folders(config.overwrite))
+                                   hypernetwork[0] if hypernetwork else None, **host_arguments(config, node_id))
         if outputs.result.interrupted:
             HOST.throw_if_interrupted()
         return _node_output(config, outputs)

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, help="output folder (default: BASE/output)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     run.add_argument("--quiet", action="store_true", help="no per-node lines or progress bars")
+    run.add_argument("--nproc-per-node", type=int, metavar="N",
+                     help="train on N processes on this machine (one per GPU): hands over to torchrun, "
+                          "as `torchrun --standalone --nproc-per-node N -m hypernet_studio.runtime run ...`")
 
     nodes = commands.add_parser("nodes", help="list the node types with their inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
@@ -87,7 +90,10 @@ def _configure_folders(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console-script entry point; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if getattr(args, "nproc_per_node", None) and "WORLD_SIZE" not in os.environ:
+        return _hand_over_to_torchrun(args.nproc_per_node, argv)
     handler = {"run": _cmd_run, "nodes": _cmd_nodes, "validate": _cmd_validate, "convert": _cmd_convert,
                "convert-hypernet": _cmd_convert_hypernet, "examples": _cmd_examples}[args.command]
     try:
@@ -253,12 +259,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    reporter = _NodeReporter(prompt, quiet=args.quiet)
-    executor = Executor(registry, event_callback=reporter, show_progress=not args.quiet and sys.stderr.isatty())
+    quiet = args.quiet or HEADLESS.rank != 0  # under torchrun only rank 0 reports
+    reporter = _NodeReporter(prompt, quiet=quiet)
+    executor = Executor(registry, event_callback=reporter, show_progress=not quiet and sys.stderr.isatty())
     extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
     with _previews_removed_afterwards(HEADLESS.temp_directory()):
         result, code = _execute(executor, prompt, extra_pnginfo, args.workflow)
-    if result is None:
+    if result is None or HEADLESS.rank != 0:
         return code
     for path in result.files:
         if path not in reporter.written and HEADLESS.temp_directory() not in path.parents:
@@ -268,10 +275,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             continue  # e.g. a tagger's per-image tags: too many lines for a terminal
         for text in node_ui.get("text") or []:
             print(f"{reporter.name(node_id)}: {text}")
-    if not args.quiet:
+    if not quiet:
         print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
               f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
     return EXIT_OK
+
+
+def _hand_over_to_torchrun(processes: int, argv: list[str]) -> int:
+    """`run --nproc-per-node N`: the same command line on N processes, started by torchrun."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if processes < 1:
+        print("error: --nproc-per-node must be at least 1", file=sys.stderr)
+        return EXIT_INVALID
+    package = __package__ or "hypernet_studio.runtime"
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={processes}", "-m", package, *_without_nproc(argv)])
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        return next((code for code in codes if code in (EXIT_INVALID, EXIT_INTERRUPTED)), EXIT_EXECUTION)
+    return EXIT_OK
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus --nproc-per-node (either spelling), for the processes torchrun starts."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            kept.append(arg)
+    return kept
 
 
 def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
@@ -280,7 +317,9 @@ def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
     from .host import HEADLESS
     from .validation import PromptValidationError
 
-    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(HEADLESS))
+    handler = _interrupt_handler(HEADLESS)
+    # torchrun stops its processes with SIGTERM (and passes on a Ctrl-C): both stop after the step.
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         return executor.run(prompt, extra_pnginfo=extra_pnginfo), EXIT_OK
     except PromptValidationError as exc:
@@ -297,7 +336,8 @@ def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
             return None, EXIT_INTERRUPTED
         raise
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for number, previous_handler in previous.items():
+            signal.signal(number, previous_handler)
 
 
 @contextlib.contextmanager
@@ -323,12 +363,18 @@ def _cuda_available() -> bool:
 
 
 def _interrupt_handler(headless):
-    """First Ctrl-C asks the run to stop cleanly (nodes see it); the second aborts at once."""
+    """First Ctrl-C asks the run to stop cleanly (nodes see it); the second aborts at once.
+    Under torchrun a process gets the terminal's signal and torchrun's copy of it, so there a
+    repeat does not abort: torchrun itself kills processes that have not stopped in time."""
+    alone = headless.training_processes() is None
+
     def handle(signum, frame):
-        if headless.interrupt.is_set():
+        if headless.interrupt.is_set() and alone:
             raise KeyboardInterrupt
+        if not headless.interrupt.is_set() and headless.rank == 0:
+            print("\ninterrupt requested; stopping after the current step"
+                  + (" (Ctrl-C again to abort)" if alone else ""), file=sys.stderr)
         headless.interrupt.set()
-        print("\ninterrupt requested; stopping after the current step (Ctrl-C again to abort)", file=sys.stderr)
     return handle
 
 

@@ -1,6 +1,7 @@
 """Run an API prompt headless, following ComfyUI's execution rules.
 
-- Only output nodes and their ancestors run, ancestors first, in a deterministic order.
+- Only output nodes and their ancestors run, ancestors first, in a deterministic order
+  (under torchrun, processes other than rank 0 run only the training nodes and their ancestors).
 - Every input is a list: a node runs once per item of its longest input (shorter lists
   repeat their last item) unless it sets INPUT_IS_LIST; OUTPUT_IS_LIST outputs are
   concatenated across those calls.
@@ -103,7 +104,7 @@ class Executor:
         if not checked.ok:
             raise PromptValidationError(checked.issues)
         prompt = checked.prompt
-        order = execution_order(prompt, checked.outputs)
+        order = execution_order(prompt, self._outputs_for_this_process(prompt, checked.outputs))
         result = RunResult(prompt_id or uuid.uuid4().hex, order=order)
         extra_pnginfo = extra_pnginfo if extra_pnginfo is not None else {}
         # Entries of nodes that left the prompt are dropped, like ComfyUI's cache.
@@ -133,6 +134,15 @@ class Executor:
                     result.ui[node_id] = entry.ui
             result.files = ui_files(result.ui)
         return result
+
+    def _outputs_for_this_process(self, prompt: Mapping[str, Any], outputs: list[str]) -> list[str]:
+        """Under torchrun, rank 0 runs the whole workflow; the other processes run only the nodes
+        that train on every process (RUNS_ON_EVERY_PROCESS) and what feeds them, so they write
+        nothing and stop when training ends."""
+        if HEADLESS.rank == 0:
+            return outputs
+        return [node_id for node_id, node in prompt.items()
+                if getattr(self.registry[node["class_type"]], "RUNS_ON_EVERY_PROCESS", False)]
 
     def node_outputs(self, node_id: str) -> Optional[list[list]]:
         """The cached outputs of a node (one list per output), or None."""

@@ -107,12 +107,29 @@ class HeadlessHost:
 
     # ------------------------------------------------------------------ device
     def torch_device(self) -> Any:
+        """The device setting; under torchrun, CUDA means this process's GPU (LOCAL_RANK)."""
         import torch
 
         wanted = self.device
         if wanted == "auto":
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
+        device = torch.device(wanted)
+        processes = self.training_processes()
+        if processes is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", processes.local_rank)
+        return device
+
+    def training_processes(self) -> Any:
+        """The torchrun launch described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+        from ..hypernet.train.distributed import TrainingProcesses
+
+        return TrainingProcesses.from_environment()
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a torchrun launch (0 when alone): only rank 0 reports and writes."""
+        processes = self.training_processes()
+        return processes.rank if processes is not None else 0
 
     def load_model_for_training(self, model: Any) -> None:
         """Headless models already sit where they compute."""

@@ -90,3 +90,31 @@ def as_node_7(monkeypatch):
 
     monkeypatch.setattr(HEADLESS, "running_node_id", "7")
     return "7"
+
+
+@pytest.fixture(scope="session")
+def pack_environment(tmp_path_factory):
+    """Environment for subprocesses that `import hypernet_studio` from this checkout, whatever
+    the clone's folder is called (a folder holding a `hypernet_studio` link to it goes first
+    on PYTHONPATH), with one OpenMP thread per process as torchrun would set."""
+    import os
+
+    parent = tmp_path_factory.mktemp("pack-link")
+    (parent / "hypernet_studio").symlink_to(REPO_ROOT, target_is_directory=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(parent), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="session")
+def torchrun(pack_environment):
+    """Start `python -m torch.distributed.run --standalone --nproc-per-node N ARGS...` and wait."""
+    import subprocess
+
+    def launch(*args: str, processes: int = 2, cwd=None, timeout: int = 300) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO_ROOT,
+                              env=pack_environment)
+
+    return launch

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,14 +23,17 @@ class TrainingExample:
     """One image at its bucket size: pixels [1,H,W,3] 0..1, its caption, and the loss weight
     from its alpha channel at pixel size [1,H,W] (None = uniform)."""
 
-    pixels: torch.Tensor
+    pixels: Optional[torch.Tensor]
     caption: str
     alpha: Optional[torch.Tensor] = None
+    size: tuple[int, int] = field(init=False)  # (width, height) in pixels
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
-        return int(self.pixels.shape[2]), int(self.pixels.shape[1])
+    def __post_init__(self) -> None:
+        self.size = (int(self.pixels.shape[2]), int(self.pixels.shape[1]))
+
+    def release_pixels(self) -> None:
+        """Drop the pixels once they are encoded: a run holds latents, not pictures."""
+        self.pixels, self.alpha = None, None
 
 
 def bucket_size(width: int, height: int, resolution: int, multiple: int = 64) -> tuple[int, int]:

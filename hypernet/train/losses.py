@@ -68,14 +68,16 @@ def elementwise_loss(prediction: torch.Tensor, target: torch.Tensor, loss_type: 
 
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-                   loss_type: str = "mse", sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   loss_type: str = "mse", sample_weights: Optional[torch.Tensor] = None,
+                   batch_size: Optional[int] = None) -> torch.Tensor:
     """The batch's loss: elementwise, times the alpha weight if any, averaged over each sample and
-    weighted per sample (min-SNR) if asked, then averaged over the batch. Every sample of a batch
-    has the same size, so without sample weights this is the mean over all elements."""
+    weighted per sample (min-SNR) if asked, then summed over the samples and divided by
+    `batch_size` (default: the samples given). A process training a share of a larger global
+    batch passes the global size, so the shares' losses add up to the global mean."""
     error = elementwise_loss(prediction, target, loss_type)
     if weight is not None:
         error = error * weight
-    if sample_weights is None:
-        return error.mean()
     per_sample = error.reshape(error.shape[0], -1).mean(dim=1)
-    return (per_sample * sample_weights.to(per_sample.device)).mean()
+    if sample_weights is not None:
+        per_sample = per_sample * sample_weights.to(per_sample.device)
+    return per_sample.sum() / (batch_size if batch_size is not None else error.shape[0])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -42,6 +43,7 @@ from .checkpoint import (
 )
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
 from .dataset import BatchPlan, TrainingExample
+from .distributed import TrainingProcesses
 from .latents import LatentCache, TextCache
 from .logs import RunLogs, check_log_target
 from .losses import diffusion_loss, draw_noise, min_snr_weights, noised_batch
@@ -66,10 +68,15 @@ class TrainingRun:
 
     def __init__(self, backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                  config: TrainConfig, hooks: Optional[TrainHooks] = None,
-                 validation_examples: Sequence[TrainingExample] = ()):
+                 validation_examples: Sequence[TrainingExample] = (),
+                 processes: Optional[TrainingProcesses] = None):
         self.backend, self.network, self.examples, self.config = backend, hypernetwork, examples, config
         self.validation_examples = list(validation_examples)
         self.hooks = hooks or TrainHooks()
+        # Under torchrun every process trains; only rank 0 writes, validates and previews.
+        self.processes = processes
+        self.writes = processes is None or processes.writes
+        self.stop_requested = False
         self.name = validate_name(config.name)
         self.device = backend.device
         self.start_step = self.step = int(hypernetwork.step)
@@ -119,10 +126,20 @@ class TrainingRun:
                 continue  # fp16 overflow: the scaler lowered its scale; the same step again
             self.rate.after_step()
             self.after_step(loss, learn_rate)
-            if self.hooks.should_stop():
+            if self.stop_requested or (self.processes is None and self.hooks.should_stop()):
                 self.result.interrupted = True
                 break
+            self._report_step(loss, learn_rate)
+
+    def _report_step(self, loss: float, learn_rate: float) -> None:
+        """The progress hook. With several processes an interrupt it raises becomes a stop that
+        the next step's all-reduce shares, so no process is left waiting in a collective."""
+        try:
             self.hooks.on_step(self.step, self.config.steps, loss, learn_rate)
+        except BaseException as exc:
+            if self.processes is None or not self.hooks.is_interrupt(exc):
+                raise
+            self.stop_requested = True
 
     # ------------------------------------------------------------------ prepare
     def prepare(self) -> None:
@@ -133,17 +150,24 @@ class TrainingRun:
             # Chosen from the run's seed (the stored one when resuming), so the same images stay out.
             self.examples, self.validation_examples = split_examples(self.examples, self.config.validation_split,
                                                                      self.seed)
-        self.plan = BatchPlan([e.size for e in self.examples], self.config.batch_size,
+        if self.processes is not None:
+            self.processes.start(self.device)
+        # batch_size is per process: a global micro-batch holds batch_size x processes images.
+        world = self.processes.world_size if self.processes is not None else 1
+        self.plan = BatchPlan([e.size for e in self.examples], self.config.batch_size * world,
                               self.config.gradient_accumulation, self.seed)
         self.prompts = PromptSource([e.caption for e in self.examples], self.config.templates, self.name, self.seed,
                                     self.config.shuffle_tags, self.config.tag_dropout)
         self.schedule = self.backend.schedule()
         self.alphas = self.schedule.alphas_cumprod.to(device=self.device, dtype=torch.float32)
-        self.logs = RunLogs(self.config, self.log_dir, self.plan.steps_per_epoch, self.start_step,
-                            bool(self.validation_examples))
+        self.logs = RunLogs(self.config, self.log_dir if self.writes else None, self.plan.steps_per_epoch,
+                            self.start_step, bool(self.validation_examples))
         self.result.csv_path = self.logs.csv_path
         self._cache_inputs()
         self._prepare_optimizer()
+        if self.processes is not None:
+            state = [t for entry in self.optimizer.state.values() for t in entry.values() if torch.is_tensor(t)]
+            self.processes.check_same_start(self.start_step, self.parameters + state, self.device)
         self.backend.attach(self.network)
         self.use_dropout = any(isinstance(m, torch.nn.Dropout) for module in self.network.modules()
                                for m in module.modules())
@@ -159,9 +183,11 @@ class TrainingRun:
             means = self.latents.means[0]
             self.previews = (PreviewGrid(self.backend, self.schedule, self.texts, config,
                                          preview_prompts(config, self.prompts.prompt(0, 0)), tuple(means.shape[1:]))
-                             if config.preview_every > 0 else None)
-            self.validator = self._validator() if self.validation_examples else None
+                             if config.preview_every > 0 and self.writes else None)
+            self.validator = self._validator() if self.validation_examples and self.writes else None
             self.best_loss = self._previous_best()
+        for example in [*self.examples, *self.validation_examples]:
+            example.release_pixels()
 
     def _validator(self) -> Validator:
         config = self.config
@@ -204,25 +230,37 @@ class TrainingRun:
             self.scaler.load_state_dict(self.resume["grad_scaler"])
 
     # ------------------------------------------------------------------ one step
-    def micro_step(self, number: int, learn_rate: float) -> float:
-        """Forward and backward for global micro-batch `number`; returns its (divided) loss."""
-        accumulation = self.plan.accumulation
+    def micro_step(self, number: int) -> torch.Tensor:
+        """Forward and backward for this process's share of global micro-batch `number`; returns
+        its loss (the share's part of the global mean, divided by the accumulation), on the device."""
         indices = self.plan.batch(number)
-        cond = self.texts.batch([self.prompts.prompt(i, number) for i in indices])
-        x0 = self.latents.latents(indices, number)
-        draws = generator(self.seed, "noise", number)
-        timesteps = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=draws)
-        noise = draw_noise(x0.shape, draws, self.config.noise_offset).to(self.device)
-        batch = noised_batch(x0, noise, timesteps.to(self.device), self.alphas, self.schedule.prediction_type)
+        share = self.processes.share(len(indices)) if self.processes is not None else range(len(indices))
+        if not share:
+            return torch.zeros((), device=self.device)
+        mine = [indices[position] for position in share]
+        cond = self.texts.batch([self.prompts.prompt(i, number) for i in mine])
+        x0 = self.latents.latents(mine, number)
+        timesteps, noise = self._draws(number, share, tuple(x0.shape[1:]))
+        batch = noised_batch(x0, noise.to(self.device), timesteps.to(self.device), self.alphas,
+                             self.schedule.prediction_type)
         with self._dropout_rng(number):
             with _autocast(self.device, self.autocast_dtype):
                 prediction = self.backend.predict(batch.x_t, batch.timesteps, cond)
-            loss = diffusion_loss(prediction, batch.target, self.latents.loss_weights(indices), self.config.loss_type,
-                                  self._sample_weights(batch.timesteps)) / accumulation
-            if not torch.isfinite(loss):
-                raise self._diverged("the loss", self.step + 1, learn_rate)
+            loss = diffusion_loss(prediction, batch.target, self.latents.loss_weights(mine), self.config.loss_type,
+                                  self._sample_weights(batch.timesteps), batch_size=len(indices))
+            loss = loss / self.plan.accumulation
             self.scaler.scale(loss).backward()
-        return float(loss.detach())
+        return loss.detach()
+
+    def _draws(self, number: int, positions: Sequence[int], shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timestep and noise of each sample from its own seed (run seed, micro-batch, position in
+        the global micro-batch), so the draws do not depend on how many processes share it."""
+        timesteps, noises = [], []
+        for position in positions:
+            draws = generator(self.seed, "noise", number, position)
+            timesteps.append(torch.randint(0, self.schedule.num_train_timesteps, (1,), generator=draws))
+            noises.append(draw_noise((1, *shape), draws, self.config.noise_offset))
+        return torch.cat(timesteps), torch.cat(noises)
 
     def _sample_weights(self, timesteps: torch.Tensor) -> Optional[torch.Tensor]:
         gamma = self.config.min_snr_gamma
@@ -234,15 +272,18 @@ class TrainingRun:
         if not self.use_dropout:
             yield
             return
+        rank = () if self.processes is None else (self.processes.rank,)  # each process its own masks
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(self.seed, "dropout", number))
+            torch.manual_seed(derive_seed(self.seed, "dropout", number, *rank))
             yield
 
     def optimizer_step(self, learn_rate: float) -> Optional[float]:
         """One optimizer step (the rate is already set); the step's loss, or None when an fp16
         overflow made the gradient scaler skip it (the caller runs the same step again)."""
-        accumulation = self.plan.accumulation
-        step_loss = sum(self.micro_step(self.step * accumulation + micro, learn_rate) for micro in range(accumulation))
+        step_loss = self._accumulate()
+        loss = float(step_loss)  # the step's one read of a device value (not one per micro-batch)
+        if not math.isfinite(loss):
+            raise self._diverged("the loss", self.step + 1, learn_rate)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         if not _all_finite([p.grad for p in self.parameters if p.grad is not None]):
@@ -258,7 +299,28 @@ class TrainingRun:
         self._update()
         self.step += 1
         self.network.step = self.step
-        return step_loss
+        return loss
+
+    def _accumulate(self) -> torch.Tensor:
+        """The step's micro-batches, summed on the device; with several processes, then the one
+        all-reduce of gradients, loss and stop/failure flags (distributed.py)."""
+        numbers = range(self.step * self.plan.accumulation, (self.step + 1) * self.plan.accumulation)
+        if self.processes is None:
+            return torch.stack([self.micro_step(number) for number in numbers]).sum()
+        error: Optional[BaseException] = None
+        try:
+            step_loss = torch.stack([self.micro_step(number) for number in numbers]).sum()
+        except Exception as exc:  # noqa: BLE001 - shared below, then raised on this process
+            error, step_loss = exc, torch.zeros((), device=self.device)
+        stop = self.stop_requested or self.hooks.should_stop()
+        agreed = self.processes.agree(self.parameters, step_loss, stop, error is not None)
+        if error is not None:
+            raise error
+        if agreed.failed_ranks:
+            raise RuntimeError(f"process(es) {list(agreed.failed_ranks)} failed at step {self.step + 1}; "
+                               "every process stops (see that process's error)")
+        self.stop_requested = agreed.stop
+        return agreed.loss
 
     def _clip_gradients(self) -> None:
         if self.clip_schedule is None:
@@ -306,11 +368,16 @@ class TrainingRun:
         return value
 
     def save(self, path: Path, extra: Optional[dict] = None) -> Path:
-        """The network and its optimizer/RNG/scheduler state; refuses (TrainingDiverged) non-finite weights."""
+        """The network and its optimizer/RNG/scheduler state; refuses (TrainingDiverged) non-finite weights.
+
+        Every process checks the weights (they are the same everywhere, so all stop together);
+        only the one that writes writes."""
         if not _all_finite(self.parameters):
             # A huge learning rate can overflow the weights while loss and gradients were still finite.
             learn_rate = self.result.learning_rates[-1] if self.result.learning_rates else self.first_rate
             raise self._diverged("the weights", self.network.step, learn_rate)
+        if not self.writes:
+            return path  # rank 0 writes it; the others know its name for their messages
         scheduler = self.rate.state_dict()
         extra = {"seed": self.seed, "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                  "lr_scheduler": None if scheduler is None else {"kind": self.config.lr_scheduler, **scheduler},
@@ -367,7 +434,7 @@ class TrainingRun:
         self.result.interrupted = True
         if self.step > self.start_step:
             self._save_on_stop()
-        else:
+        elif self.writes:
             self.hooks.on_stopped_early(self.step, [])
 
     def _save_on_stop(self) -> None:
@@ -377,7 +444,8 @@ class TrainingRun:
         self.save_final()
         step_file = f"{self.config.file_stem}-{self.step}.pt"
         saved = [p for p in self.result.saved_paths[-1:] if p.name == step_file]
-        self.hooks.on_stopped_early(self.step, saved + [p for p in [self.result.final_path] if p is not None])
+        if self.writes:
+            self.hooks.on_stopped_early(self.step, saved + [p for p in [self.result.final_path] if p is not None])
 
     def _diverged(self, what: str, step: int, learn_rate: float) -> TrainingDiverged:
         where = f"the last good file is {self.last_good}" if self.last_good else "no file was written"
@@ -389,9 +457,10 @@ class TrainingRun:
 
 def train_hypernetwork(backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                        config: TrainConfig, hooks: Optional[TrainHooks] = None,
-                       validation_examples: Sequence[TrainingExample] = ()) -> TrainResult:
+                       validation_examples: Sequence[TrainingExample] = (),
+                       processes: Optional[TrainingProcesses] = None) -> TrainResult:
     """Train `hypernetwork` in place from its `step` up to `config.steps` (see TrainingRun)."""
-    return TrainingRun(backend, hypernetwork, examples, config, hooks, validation_examples).run()
+    return TrainingRun(backend, hypernetwork, examples, config, hooks, validation_examples, processes).run()
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..network import Hypernetwork
     from ..spec import HypernetSpec
     from .backend import TrainingBackend
+    from .distributed import TrainingProcesses
 
 
 @dataclass
@@ -82,11 +83,13 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
                  data: TrainingData, config: TrainConfig, spec: Optional["HypernetSpec"] = None,
                  hypernetwork: Optional["Hypernetwork"] = None, hooks: Optional[TrainHooks] = None,
                  device: Optional[torch.device] = None, load_model: Optional[Callable[[object], None]] = None,
-                 folders: Optional[RunFolders] = None) -> TrainOutputs:
+                 folders: Optional[RunFolders] = None,
+                 processes: Optional["TrainingProcesses"] = None) -> TrainOutputs:
     """Train and return the result with its loss curve. Call outside inference mode.
 
     With `folders`, the run writes under NAME, or under the next free NAME_00001... when NAME
-    holds results it would replace (see run_files.py)."""
+    holds results it would replace (see run_files.py). With `processes` (a torchrun launch),
+    this process trains its share and only rank 0 writes (distributed.py)."""
     notes = []
     if spec is not None and hypernetwork is not None:
         notes.append("both hypernet_spec and hypernetwork are connected: the hypernetwork is continued and the "
@@ -108,11 +111,11 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
         held_out = _validation_examples(data, config)
         if config.validation_split > 0:
             notes.append("validation images are connected, so validation_split is not used")
-    result = train_hypernetwork(backend, network, examples, config, hooks, held_out)
+    result = train_hypernetwork(backend, network, examples, config, hooks, held_out, processes)
     curve = loss_curve_image(result.losses, result.first_step, result.learning_rates, result.validation_steps,
                              result.validation_losses, title=f"{config.name} loss")
     curve_path = None
-    if config.log_dir is not None:
+    if config.log_dir is not None and (processes is None or processes.writes):
         curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
         (hooks or TrainHooks()).on_file_written(curve_path)
     return TrainOutputs(result, curve, curve_path, config.file_stem, notes)

@@ -295,6 +295,29 @@ class Interrupter:
         return (value,)
 
 
+class Terminated:
+    """Sends its own process SIGTERM (as torchrun does to stop its processes), then reports
+    progress (which must raise: SIGTERM asks for a stop like Ctrl-C)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"forceInput": True})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        import os
+        import signal
+
+        from hypernet_studio.nodes.host import HOST
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        HOST.progress_bar(10).update(1)
+        _record("Terminated.after", value=value)
+        return (value,)
+
+
 class Progress:
     """Reports progress and a custom event."""
 
@@ -329,7 +352,7 @@ class Fail:
 
 FAKE_NODES = {cls.__name__: cls for cls in (
     Const, Add, Pair, Label, Text, Tags, Sampler, Pick, Collect, MakeModel, UseImage, Gated, Range, Sum, Volatile,
-    FileStamp, Interrupter, Progress, Fail)}
+    FileStamp, Interrupter, Terminated, Progress, Fail)}
 
 
 @pytest.fixture

@@ -121,6 +121,29 @@ def test_run_interrupt_exits_130_and_later_nodes_do_not_run(cli_env, capsys, cal
     assert "Interrupter.after" not in [name for name, _ in calls]
 
 
+def test_sigterm_stops_the_run_like_ctrl_c(cli_env, capsys, calls):
+    prompt = _prompt()
+    prompt["2"] = {"class_type": "Terminated", "inputs": {"value": ["1", 0]}}
+    assert cli.main(["run", str(_write(cli_env, prompt)), "--base-dir", str(cli_env)]) == 130
+    assert "interrupt requested" in capsys.readouterr().err
+    assert "Terminated.after" not in [name for name, _ in calls]
+
+
+def test_under_torchrun_a_repeated_signal_does_not_abort_and_only_rank_0_speaks(monkeypatch, capsys):
+    """torchrun passes a Ctrl-C on to its processes, which got the terminal's own copy too; it
+    kills processes that do not stop in time itself."""
+    for rank in (0, 1):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        settings = headless_host.HeadlessHost()
+        handle = cli._interrupt_handler(settings)
+        handle(2, None)
+        handle(15, None)
+        assert settings.interrupt.is_set()
+        assert ("interrupt requested" in capsys.readouterr().err) == (rank == 0)
+
+
 def test_ctrl_c_handler_requests_then_aborts():
     settings = headless_host.HeadlessHost()
     handle = cli._interrupt_handler(settings)

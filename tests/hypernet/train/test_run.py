@@ -51,9 +51,12 @@ def test_step_loss_and_gradient_match_reference_math_with_accumulation(predictio
     config = _config(steps=1, batch_size=1, gradient_accumulation=2, optimizer="SGD", learning_rate="0.5",
                      csv_every=0)
     result = train_hypernetwork(backend, network, examples, config)
+    assert all(e.pixels is None for e in examples), "the run holds latents, not pictures"
+    examples = _examples(4)
 
     # Reference, written from the spec: x_t = sqrt(a) x0 + sqrt(1-a) eps, target eps or v,
     # MSE, each micro-batch loss divided by the accumulation count, one SGD step on the sum.
+    # Each sample's timestep and noise come from (seed, micro-batch, position in it).
     alphas = backend.schedule().alphas_cumprod
     plan = BatchPlan([e.size for e in examples], 1, 2, seed=7)
     reference_net.train()
@@ -65,7 +68,7 @@ def test_step_loss_and_gradient_match_reference_math_with_accumulation(predictio
         (index,) = plan.batch(number)
         pixels = examples[index].pixels.movedim(-1, 1)
         x0 = torch.nn.functional.avg_pool2d(torch.cat([pixels, pixels.mean(1, keepdim=True)], 1) * 2 - 1, 8)
-        draws = generator(7, "noise", number)
+        draws = generator(7, "noise", number, 0)
         t = torch.randint(0, 1000, (1,), generator=draws)
         eps = torch.randn(x0.shape, generator=draws)
         assert 0 <= int(t) <= 999

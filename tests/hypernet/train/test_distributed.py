@@ -1,0 +1,128 @@
+"""Training on two processes (torchrun, gloo on the CPU) against one process with the same global
+batch. One launch runs every scenario (distributed_worker.py); the tests read what each process saw."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hypernet_studio.hypernet.file_format import load_hypernetwork
+from hypernet_studio.hypernet.train.dataset import BatchPlan
+from hypernet_studio.hypernet.train.distributed import TrainingProcesses
+from hypernet_studio.hypernet.train.run import train_hypernetwork
+
+from . import distributed_worker as worker
+from .fakes import FakeBackend
+
+
+def single_process(folder: Path, start=None, **overrides):
+    """The same run in one process with twice the batch_size (the same global batch)."""
+    config = worker.config(folder, **{"batch_size": 4, **overrides})
+    return train_hypernetwork(FakeBackend(), start or worker.network(), worker.examples(), config, worker.Hooks())
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory, torchrun):
+    out = tmp_path_factory.mktemp("distributed")
+    resume_from = out / "resume_from"
+    single_process(resume_from, steps=2, save_every=2)  # one process -> two (second_half)
+    for name in ("net-2.pt", "net-2.pt.optim"):
+        (resume_from / name).write_bytes((resume_from / "log" / name).read_bytes())
+    done = torchrun(worker.__file__, str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _read(out: Path, scenario: str) -> list[dict]:
+    return [json.loads((out / scenario / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def _params(out: Path, scenario: str, rank: int = 0) -> torch.Tensor:
+    state = torch.load(out / scenario / f"rank-{rank}.pt", weights_only=True)
+    return torch.cat([p.flatten() for p in state["params"]])
+
+
+def _assert_fp32_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Two processes sum the gradient of two halves; one process back-propagates the whole batch.
+    The order of the sums differs, so the weights agree to fp32 rounding of their size."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(launch, tmp_path):
+    ranks = _read(launch, "exact")
+    assert all(r["error"] is None for r in ranks), [r["error"] for r in ranks]
+    reference = single_process(tmp_path, gradient_accumulation=2)
+    want = torch.cat([p.detach().flatten() for p in reference.hypernetwork.parameters()])
+    assert not torch.equal(want, torch.cat([p.detach().flatten() for p in worker.network().parameters()]))
+    for rank in (0, 1):
+        _assert_fp32_close(_params(launch, "exact", rank), want)
+        assert ranks[rank]["losses"] == pytest.approx(reference.losses, rel=1e-5)
+
+
+def test_each_process_trains_only_its_half_of_every_global_batch(launch):
+    ranks = _read(launch, "exact")
+    plan = BatchPlan([e.size for e in worker.examples()], 4, 2, seed=7)
+    numbers = sorted({number for number, _ in ranks[0]["batches"]})
+    assert plan.accumulation == 2 and numbers == list(range(6))  # 3 steps x 2 micro-batches
+    for number in numbers:
+        halves = [[indices for n, indices in r["batches"] if n == number] for r in ranks]
+        assert [len(h) for h in halves] == [1, 1]
+        assert halves[0][0] + halves[1][0] == plan.batch(number)
+        assert len(halves[0][0]) == len(halves[1][0]) == 2
+
+
+def test_only_rank_0_writes_and_the_csv_has_each_step_once(launch):
+    ranks = _read(launch, "exact")
+    assert ranks[1]["written"] == []
+    names = [Path(p).name for p in ranks[0]["written"]]
+    assert names.count("net-3.pt") == 1 and names.count("net.pt") == 1 and "hypernetwork_loss.csv" in names
+    rows = (launch / "exact" / "log" / "hypernetwork_loss.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3]
+
+
+def test_a_nan_on_one_process_stops_both_with_the_last_good_file(launch):
+    ranks = _read(launch, "nan")
+    for rank in ranks:
+        assert rank["error"] and rank["error"].startswith("TrainingDiverged"), rank["error"]
+        assert "the loss became NaN/inf at step 2" in rank["error"], rank["error"]
+        assert "net-1.pt" in rank["error"]
+    assert (launch / "nan" / "log" / "net-1.pt").is_file()
+    assert not (launch / "nan" / "log" / "net-2.pt").exists()
+    torch.testing.assert_close(load_hypernetwork(launch / "nan" / "log" / "net-1.pt").step, 1)
+
+
+def test_an_error_on_one_process_stops_both(launch):
+    ranks = _read(launch, "error")
+    assert ranks[1]["error"] == "RuntimeError: a stand-in failure on this process"
+    assert ranks[0]["error"].startswith("RuntimeError: process(es) [1] failed at step 2"), ranks[0]["error"]
+
+
+def test_an_interrupt_on_one_process_stops_both_and_saves_once(launch):
+    ranks = _read(launch, "interrupt")
+    assert [r["interrupted"] for r in ranks] == [True, True]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3  # seen at step 3's all-reduce, after that step
+    names = [Path(p).name for p in ranks[0]["written"]]
+    assert names.count("net-3.pt") == 1 and names.count("net.pt") == 1
+    assert ranks[1]["written"] == [] and ranks[1]["stopped"] == []
+    assert len(ranks[0]["stopped"]) == 1
+
+
+def test_resume_across_world_sizes_equals_an_unbroken_run(launch, tmp_path):
+    unbroken = single_process(tmp_path / "unbroken", steps=4, save_every=0)
+    want = torch.cat([p.detach().flatten() for p in unbroken.hypernetwork.parameters()])
+    # two processes -> one
+    first_half = load_hypernetwork(launch / "first_half" / "log" / "net-2.pt")
+    resumed = single_process(tmp_path / "resumed", start=first_half, steps=4, save_every=0)
+    _assert_fp32_close(torch.cat([p.detach().flatten() for p in resumed.hypernetwork.parameters()]), want)
+    # one process -> two
+    assert _read(launch, "second_half")[0]["error"] is None
+    _assert_fp32_close(_params(launch, "second_half"), want)
+
+
+def test_shares_cover_a_global_batch_that_does_not_split_evenly():
+    shares = [list(TrainingProcesses(rank, 3, rank).share(7)) for rank in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert TrainingProcesses.from_environment({"WORLD_SIZE": "1"}) is None
+    assert TrainingProcesses.from_environment({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}).rank == 1
