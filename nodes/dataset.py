@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from ..hypernet.errors import InputError
+from ..hypernet.preprocess.image_folder import MAX_SIDE_DEFAULT, MAX_SIDE_MAX, check_max_side
 from ..hypernet.preprocess.options import (
     AUTO_SIZE_OBJECTIVES,
     CAPTION_ACTIONS,
@@ -79,6 +80,12 @@ LOAD_IMAGES_INPUTS = {
     "max_megapixels": decimal(100.0, 1.0, 178.0, "Skip larger images (decompression-bomb guard; Pillow itself "
                                                  "refuses more than about 179 megapixels).", 1.0),
 }
+# Added after the first release: optional, so workflows saved without it load with its default.
+LOAD_IMAGES_OPTIONAL = {
+    "max_side": integer(MAX_SIDE_DEFAULT, 0, MAX_SIDE_MAX, "Scale larger pictures down as they load to fit this many "
+                        "pixels a side (Lanczos, aspect kept, never up), so memory follows the training size, not "
+                        "the camera's. 0 = full size, as A1111 (a 4 MP photo then needs about twice the memory).", 64),
+}
 
 
 class LoadImagesNode(Node):
@@ -92,7 +99,7 @@ class LoadImagesNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": dict(LOAD_IMAGES_INPUTS)}
+        return {"required": dict(LOAD_IMAGES_INPUTS), "optional": dict(LOAD_IMAGES_OPTIONAL)}
 
     @classmethod
     def IS_CHANGED(cls, folder, recursive=False, kohya_repeats=False, **_):
@@ -100,18 +107,20 @@ class LoadImagesNode(Node):
         return _folder_fingerprint(folder, recursive, kohya_repeats)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, folder, background):
-        return validation(lambda: _existing_folder(folder), lambda: _check_colour(background))
+    def VALIDATE_INPUTS(cls, folder, background, max_side=None):
+        return validation(lambda: _existing_folder(folder), lambda: _check_colour(background),
+                          lambda: _check_max_side(max_side))
 
-    def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels):
+    def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels,
+             max_side=MAX_SIDE_DEFAULT):
         from ..hypernet.preprocess.image_folder import parse_color
         from ..hypernet.preprocess.pipeline import load_folder_lists
 
-        colour = _as_input("background", parse_color, background)
+        colour, side = _as_input("background", parse_color, background), check_max_side(max_side)
         out = _as_input("folder", lambda: load_folder_lists(
             readable_folder(folder), recursive=recursive, offset=offset, limit=limit,
             caption_extension=caption_extension, use_kohya_repeats=kohya_repeats, background=colour,
-            max_megapixels=max_megapixels))
+            max_megapixels=max_megapixels, max_side=side))
         summary = f"loaded {len(out.images)} image(s) from {out.folder}"
         return {"ui": {"text": [summary, *out.warnings]},
                 "result": (out.images, out.masks, out.captions, out.stems, len(out.images))}
@@ -142,6 +151,12 @@ def _check_colour(background) -> None:
 
     if background is not None:
         _as_input("background", parse_color, background)
+
+
+def _check_max_side(max_side) -> None:
+    """A whole number is checked here; anything else is refused by the host's own INT check."""
+    if isinstance(max_side, (int, float)) and not isinstance(max_side, bool) and float(max_side).is_integer():
+        check_max_side(max_side)
 
 
 def _output_folder(folder):

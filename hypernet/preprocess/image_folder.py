@@ -3,7 +3,12 @@
 Fixes the gaps of A1111's and ComfyUI's loaders: files come in natural order, EXIF
 orientation is applied, alpha is composited on a chosen colour and kept as a mask, 16-bit /
 palette / CMYK files are converted correctly, and a bad file is skipped with one warning
-naming it and the reason instead of stopping the run (or being dropped silently)."""
+naming it and the reason instead of stopping the run (or being dropped silently).
+
+`max_side` bounds memory as the folder loads: a larger picture is scaled down (Lanczos, aspect
+kept, never up) to fit max_side x max_side before it becomes float, and a JPEG is decoded at a
+reduced scale (Pillow's draft mode) so even the decode stays small; 0 keeps every picture at
+full size, as A1111 does."""
 from __future__ import annotations
 
 import hashlib
@@ -15,13 +20,25 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from ..errors import InputError
 from .options import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 _KOHYA_FOLDER = re.compile(r"^(\d+)_(.+)$")
+
+# max_side: 0 = full size. The default keeps a short side of at least 768 px (the largest usual
+# SD1.x training size) for every picture up to 2:1, so Auto Crop never has to scale up there.
+MAX_SIDE_DEFAULT, MAX_SIDE_MIN, MAX_SIDE_MAX = 1536, 64, 16384
+# ImageOps.exif_transpose's table, applied after the resize (the orientation is read first).
+_ORIENTATION_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                          8: Image.Transpose.ROTATE_90}
+# Modes Pillow resizes with Lanczos as they are (RGBA and LA premultiplied by Pillow itself).
+_RESIZABLE_MODES = ("RGB", "RGBA", "L", "LA", "F")
 
 
 @dataclass
@@ -121,10 +138,40 @@ def read_caption(image_path: Path, caption_extension: str = ".txt") -> str:
     return caption_path.read_text(encoding="utf-8-sig", errors="replace").strip()
 
 
+def check_max_side(value: object) -> int:
+    """`max_side` as an int: 0 (full size) or MAX_SIDE_MIN..MAX_SIDE_MAX pixels, else InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError("max_side", f"expected a whole number of pixels, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError("max_side", f"expected a whole number of pixels, got {value!r}") from None
+    if not number.is_integer():
+        raise InputError("max_side", f"expected a whole number of pixels, got {value!r}")
+    side = int(number)
+    if side < 0:
+        raise InputError("max_side", f"is {side}: must be 0 (keep full size) or a positive number of pixels")
+    if 0 < side < MAX_SIDE_MIN:
+        raise InputError("max_side", f"is {side}: use 0 (keep full size) or at least {MAX_SIDE_MIN} pixels")
+    if side > MAX_SIDE_MAX:
+        raise InputError("max_side", f"is {side}: at most {MAX_SIDE_MAX} pixels (0 keeps full size)")
+    return side
+
+
+def fitted_size(width: int, height: int, max_side: int) -> Optional[tuple[int, int]]:
+    """The size that fits max_side x max_side keeping the aspect ratio, or None when the picture
+    already fits (never scaled up) or max_side is 0."""
+    if max_side <= 0 or max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
-                 max_megapixels: float = 100.0, notes: Optional[list[str]] = None
+                 max_megapixels: float = 100.0, notes: Optional[list[str]] = None, max_side: int = 0
                  ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Decode one file to (rgb float32 [H,W,3] 0..1, alpha float32 [H,W] or None).
+    """Decode one file to (rgb float32 [H,W,3] 0..1, alpha float32 [H,W] or None), scaled down
+    to fit max_side x max_side first when it is larger (0 = full size).
 
     Raises ValueError with a short reason for empty, oversized or undecodable files. Pillow's
     own warnings (damaged metadata...) never name the file, so they are held back: dropped when
@@ -135,13 +182,13 @@ def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
         warnings.simplefilter("always")
         # Our own pixel limit below replaces Pillow's DecompressionBombWarning.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        decoded = _decode(path, background, max_megapixels)
+        decoded = _decode(path, background, max_megapixels, max_side)
     if notes is not None:
         notes.extend(dict.fromkeys(str(w.message).strip() for w in pillow_warnings))
     return decoded
 
 
-def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float
+def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int = 0
             ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """decode_image without the warning handling."""
     try:
@@ -151,6 +198,9 @@ def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float
                 raise ValueError(f"{width}x{height} exceeds the {max_megapixels:g} megapixel limit "
                                  "(possible decompression bomb)")
             opened.seek(0)  # GIF/WebP/TIFF: first frame only
+            target = fitted_size(width, height, max_side)
+            if target is not None:
+                return _to_float_rgb_alpha(_downscaled(opened, target), background)
             opened.load()
             image = ImageOps.exif_transpose(opened)
             return _to_float_rgb_alpha(image, background)
@@ -162,23 +212,57 @@ def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float
         raise ValueError(f"corrupt or truncated image ({exc})") from exc
 
 
+def _downscaled(opened: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The still unloaded `opened` decoded, scaled down to `size` (stored orientation) with
+    Lanczos, then turned upright by its EXIF orientation as ImageOps.exif_transpose does (a size
+    that fits a square still fits it turned). A JPEG decodes at the smallest DCT scale that
+    still has `size` pixels; alpha is resized with the colour (premultiplied): the mask follows."""
+    drafted = opened.draft(None, size)  # JPEG only: (mode, box of the full picture), else None
+    opened.load()
+    orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+    image = _resizable(opened)
+    box = drafted[1] if drafted else None
+    resized = image.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    return resized if method is None else resized.transpose(method)
+
+
+def _resizable(image: Image.Image) -> Image.Image:
+    """`image` in a mode Lanczos resizes without changing what _to_float_rgb_alpha makes of it:
+    integer gray as float 0..1, palette / CMYK / other modes as RGB or RGBA."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return Image.fromarray(_integer_gray(image))  # float32 -> mode F
+    if image.mode in _RESIZABLE_MODES and "transparency" not in image.info:
+        return image
+    return image.convert("RGBA" if _has_alpha(image) else "RGB")
+
+
+def _integer_gray(image: Image.Image) -> np.ndarray:
+    """An integer gray image as float 0..1 (16-bit files store 0..65535)."""
+    gray = np.asarray(image).astype(np.float32)
+    # 16-bit files store 0..65535; ComfyUI's blanket 1/255 would blow them out.
+    gray = gray / 65535.0 if (image.mode.startswith("I;16") or gray.max(initial=0) > 255) else gray / 255.0
+    return np.clip(gray, 0, 1)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    mode = image.mode
+    return mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info) \
+        or (mode in ("L", "RGB") and "transparency" in image.info)
+
+
 def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
                         ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Any Pillow mode -> float RGB composited over `background`, plus alpha if there was any."""
     mode = image.mode
     alpha: Optional[np.ndarray] = None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        gray = np.asarray(image).astype(np.float32)
-        # 16-bit files store 0..65535; ComfyUI's blanket 1/255 would blow them out.
-        gray = gray / 65535.0 if (mode.startswith("I;16") or gray.max(initial=0) > 255) else gray / 255.0
-        rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2)
+        rgb = np.repeat(_integer_gray(image)[..., None], 3, axis=2)
         return rgb, None
     if mode == "F":
         gray = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
         return np.repeat(gray[..., None], 3, axis=2), None
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info) \
-        or (mode in ("L", "RGB") and "transparency" in image.info)
-    if has_alpha:
+    if _has_alpha(image):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3]
         colour = np.asarray(background, dtype=np.float32) / 255.0
@@ -191,11 +275,14 @@ def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
 def load_image_folder(folder: Path, *, recursive: bool = False, caption_extension: str = ".txt",
                       use_kohya_repeats: bool = False, offset: int = 0, limit: int = 0,
                       background: tuple[int, int, int] = (255, 255, 255),
-                      max_megapixels: float = 100.0) -> LoadResult:
+                      max_megapixels: float = 100.0, max_side: int = 0) -> LoadResult:
     """Load every image under `folder` (natural order), skipping bad files with a warning each.
 
-    `offset`/`limit` select a window of the sorted file list (limit 0 = all). Raises
-    FileNotFoundError for a missing folder and ValueError when nothing could be loaded."""
+    `offset`/`limit` select a window of the sorted file list (limit 0 = all); `max_side` > 0
+    scales larger pictures down to fit max_side x max_side as they decode. Raises
+    FileNotFoundError for a missing folder, InputError for a bad max_side (before any file is
+    read) and ValueError when nothing could be loaded."""
+    max_side = check_max_side(max_side)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
@@ -208,7 +295,7 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
     for path in files:
         notes: list[str] = []
         try:
-            rgb, alpha = decode_image(path, background, max_megapixels, notes)
+            rgb, alpha = decode_image(path, background, max_megapixels, notes, max_side)
         except ValueError as exc:
             skipped += 1
             result.warnings.append(f"skipped {path}: {exc}")

@@ -4,6 +4,7 @@ They convert to Pillow once per image, call the pure geometry/detection code and
 back, so nodes stay thin and never touch Pillow themselves."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -60,8 +61,7 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     detector = None
     if settings.method == "focal" and settings.weights.face > 0:
         detector = FaceDetector(options.get("face_detector", "auto"), yunet_path, settings.a1111_compat)
-    pil_images = [image_tensor_to_pil(image) for image in images]
-    pil_masks = [None if mask is None else mask_tensor_to_pil(mask) for mask in masks]
+    pil_images, pil_masks = _ConvertedOnUse(images, image_tensor_to_pil), _ConvertedOnUse(masks, mask_tensor_to_pil)
     result = crop_dataset(pil_images, pil_masks, captions, stems, settings, detector, on_progress)
     output = DatasetLists(
         images=[pil_to_image_tensor(image) for image in result.images],
@@ -72,6 +72,26 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     if not output.images:
         raise InputError("images", "no image could be cropped: " + "; ".join(result.warnings))
     return output
+
+
+class _ConvertedOnUse(Sequence):
+    """`items` (None stays None) converted one at a time as they are read, the last one kept for
+    its tiles: Auto Crop holds one Pillow copy of a source picture, not one of every picture."""
+
+    def __init__(self, items: list, convert: Callable[[Any], Any]):
+        self._items, self._convert = items, convert
+        self._index, self._value = -1, None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Any:
+        if index != self._index:
+            item = self._items[index]  # IndexError ends iteration
+            self._index, self._value = -1, None  # drop the previous copy before making the next
+            self._value = None if item is None else self._convert(item)
+            self._index = index
+        return self._value
 
 
 def _parallel(name: str, values: Optional[list], count: int, default: Any) -> list:

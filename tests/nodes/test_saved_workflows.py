@@ -30,3 +30,27 @@ def test_a_train_hypernet_workflow_saved_before_new_widgets_keeps_every_value(he
     for name in new_widgets:
         default = declared["optional"][name][1]["default"]
         assert inputs.get(name, default) == default, name
+
+
+def test_a_load_images_node_saved_before_max_side_loads_and_runs_with_its_default(headless_dirs):
+    import numpy as np
+    from PIL import Image
+
+    from hypernet_studio.hypernet.preprocess.image_folder import MAX_SIDE_DEFAULT
+
+    registry = build_registry(include_standins=True)[0]
+    saved = json.loads(FIXTURE.read_text())
+    prompt, _ = parse_workflow(saved, registry)
+    node = next(n for n in saved["nodes"] if n["type"] == "HN_LoadImages")
+    old_widgets = [e["name"] for e in SNAPSHOT["HN_LoadImages"]["inputs"] if _is_widget(e)
+                   and e["section"] == "required"]
+    assert len(node["widgets_values"]) == len(old_widgets), "the fixture predates max_side"
+    inputs = prompt[str(node["id"])]["inputs"]
+    assert [inputs[name] for name in old_widgets] == node["widgets_values"]
+    declared = registry["HN_LoadImages"].INPUT_TYPES()["optional"]["max_side"]
+    assert inputs.get("max_side", declared[1]["default"]) == MAX_SIDE_DEFAULT
+    folder = headless_dirs / "input" / inputs["folder"]
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((MAX_SIDE_DEFAULT + 100, 500, 3), np.uint8)).save(folder / "tall.png")
+    images = registry["HN_LoadImages"]().load(**inputs)["result"][0]  # as ComfyUI calls it: keywords
+    assert max(images[0].shape[1:3]) == MAX_SIDE_DEFAULT

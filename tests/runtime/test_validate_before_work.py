@@ -79,3 +79,24 @@ def test_the_shipped_workflow_itself_validates(studio, capsys):
     base, calls = studio
     assert cli.main(["validate", str(TRAIN), "--base-dir", str(base)]) == 0
     assert calls == []
+
+
+MAX_SIDE_CASES = [("-1", "0 (keep full size)"), ("32", "at least 64"), ("99999", "at most"),
+                  ("2.5", "whole number")]
+
+
+@pytest.mark.parametrize("value,reason", MAX_SIDE_CASES, ids=[c[0] for c in MAX_SIDE_CASES])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_bad_max_side_exits_2_before_any_work(studio, capsys, command, value, reason):
+    base, calls = studio
+    assert cli.main([command, str(TRAIN), "--base-dir", str(base), "--set", f"2.max_side={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "node 2 (HN_LoadImages), input 'max_side'" in err and reason in err
+    assert calls == [], "nothing was loaded"
+
+
+def test_max_side_zero_or_a_size_validates(studio):
+    base, calls = studio
+    for value in ("0", "64", "2048"):
+        assert cli.main(["validate", str(TRAIN), "--base-dir", str(base), "--set", f"2.max_side={value}"]) == 0
+    assert calls == []

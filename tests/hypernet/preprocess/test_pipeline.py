@@ -47,3 +47,39 @@ def test_auto_crop_hands_a1111_compat_to_the_face_detector(monkeypatch):
                                    {"method": "focal", "width": 32, "height": 32, "a1111_compat": compat,
                                     "face_detector": "haar"})
     assert made == [("haar", False), ("haar", True)]
+
+
+def test_auto_crop_converts_one_source_picture_at_a_time_with_the_same_result(monkeypatch):
+    import weakref
+
+    from hypernet_studio.hypernet.images import image_tensor_to_pil, mask_tensor_to_pil, pil_to_image_tensor
+    from hypernet_studio.hypernet.preprocess import pipeline
+    from hypernet_studio.hypernet.preprocess.crop import crop_dataset
+
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(1, 48, 96, 3, generator=generator) for _ in range(6)]
+    masks = [torch.rand(1, 48, 96, generator=generator) if i % 2 else None for i in range(6)]
+    options = {"method": "split", "width": 32, "height": 32, "split_threshold": 1.0}
+    expected = crop_dataset([image_tensor_to_pil(i) for i in images],
+                            [None if m is None else mask_tensor_to_pil(m) for m in masks], [""] * 6,
+                            [f"s{i}" for i in range(6)], pipeline.crop_settings_from(options))
+    most = {"image": 0, "mask": 0}
+
+    def tracked(kind, convert):
+        alive = set()
+
+        def converted(tensor):
+            picture = convert(tensor)
+            alive.add(id(picture))
+            most[kind] = max(most[kind], len(alive))
+            weakref.finalize(picture, alive.discard, id(picture))
+            return picture
+        return converted
+
+    monkeypatch.setattr(pipeline, "image_tensor_to_pil", tracked("image", image_tensor_to_pil))
+    monkeypatch.setattr(pipeline, "mask_tensor_to_pil", tracked("mask", mask_tensor_to_pil))
+    out = pipeline.auto_crop_tensors(images, masks, [""] * 6, [f"s{i}" for i in range(6)], options)
+    assert len(out.images) == len(expected.images) > 6, "split tiles every picture"
+    assert all(torch.equal(a, pil_to_image_tensor(b)) for a, b in zip(out.images, expected.images))
+    assert out.stems == expected.stems and [m is None for m in out.masks] == [m is None for m in expected.masks]
+    assert most["image"] <= 2 and most["mask"] <= 2, most
