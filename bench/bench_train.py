@@ -98,7 +98,9 @@ class Contenders:
         self.model, self.clip, self.vae = headless_objects(components)
         self.components = components
         self.images, self.captions = _dataset(resolution)
+        self.resolution = resolution
         self.examples = prepare_examples(self.images, self.captions, resolution=resolution)
+        self.pixels = [example.pixels for example in self.examples]  # a training run drops its copies
         backend = DiffusersBackend(self.model, self.clip, self.vae)
         with torch.no_grad():
             mean, _ = backend.encode_images(self.examples[0].pixels)
@@ -122,7 +124,7 @@ class Contenders:
         F.mse_loss(out, self.noise).backward()
 
     def reference_step(self, index: int):
-        pixels = self.examples[index % 4].pixels
+        pixels = self.pixels[index % 4]
         vae = self.components.vae
         with torch.no_grad():
             latent = vae.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.sample() * 0.18215
@@ -159,9 +161,14 @@ class Contenders:
         network = Hypernetwork.build(_spec(), sizes=self.widths, seed=0, name="bench")
         config = TrainConfig(name="bench", steps=steps + 1, templates=["[filewords]"], learning_rate="1e-5",
                              csv_every=0, save_every=0, preview_every=0, seed=0)
-        train_hypernetwork(DiffusersBackend(self.model, self.clip, self.vae), network, self.examples, config,
+        train_hypernetwork(DiffusersBackend(self.model, self.clip, self.vae), network, self.fresh_examples(), config,
                            Interleave())
         return times
+
+    def fresh_examples(self):
+        from hypernet_studio.hypernet.train.dataset import prepare_examples
+
+        return prepare_examples(self.images, self.captions, resolution=self.resolution)
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -171,10 +178,29 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_model(label: str, components, resolution: int, steps: int) -> dict:
-    contenders = Contenders(components, resolution)
-    contenders.floor_step()  # warm-up
-    contenders.reference_step(0)
+def bench_model(label: str, components, resolution: int, steps: int, channels_last: bool = False,
+                breakdown: bool = False, compile_too: bool = False) -> dict:
+    """One row: floor, ours and reference interleaved; with `breakdown`, the hypernetwork alone
+    and the optimizer too (train_breakdown.py). `channels_last` converts the UNet for the row."""
+    import train_breakdown
+
+    unet = components.unet
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    try:
+        contenders = Contenders(components, resolution)
+        contenders.floor_step()  # warm-up
+        contenders.reference_step(0)
+        row = _timing_row(label + (", channels-last" if channels_last else ""), contenders, resolution, steps)
+        if breakdown:
+            row["alone"] = train_breakdown.hypernetwork_alone(contenders, max(3, steps), compile_too)
+            row["account"] = train_breakdown.account(row, row["alone"])
+    finally:
+        unet.to(memory_format=torch.contiguous_format)
+    return row
+
+
+def _timing_row(label: str, contenders: "Contenders", resolution: int, steps: int) -> dict:
     times = contenders.interleaved(steps)
     row = {"model": label, "resolution_px": resolution, "batch_size": 1, "precision": "fp32",
            "threads": torch.get_num_threads(),
@@ -231,7 +257,7 @@ def _train_only(contenders: "Contenders", steps: int) -> None:
     config = TrainConfig(name="bench", steps=steps, templates=["[filewords]"], learning_rate="1e-5", csv_every=0,
                          save_every=0, preview_every=0)
     train_hypernetwork(DiffusersBackend(contenders.model, contenders.clip, contenders.vae), network,
-                       contenders.examples, config)
+                       contenders.fresh_examples(), config)
 
 
 def bench_memory(resolution: int) -> dict:
@@ -268,6 +294,7 @@ def _markdown(report: dict) -> str:
             lines.append(f"| {row['model']} | {row['resolution_px']} | {clock} | {row[f'floor_{clock}_s_per_step']} | "
                          f"{row[f'ours_{clock}_s_per_step']} | {row[f'reference_{clock}_s_per_step']} | "
                          f"{row[f'ours_over_floor_{clock}']} | {row[f'reference_over_ours_{clock}']} |")
+    lines += _breakdown_markdown(report["speed"])
     memory = report.get("memory")
     if memory:
         lines += ["", f"Peak RSS, {memory['model']} at {memory['resolution_px']} px (child processes):", ""]
@@ -282,6 +309,27 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _breakdown_markdown(rows: list[dict]) -> list[str]:
+    """Where the step's time goes, as fractions of the floor (CPU seconds)."""
+    rows = [row for row in rows if "account" in row]
+    if not rows:
+        return []
+    lines = ["", "Where a step goes (CPU time, fractions of the floor; train_breakdown.py). The hypernetwork "
+             "alone is its forward+backward on the inputs its modules see in one training forward; "
+             "'least possible' = floor + hypernetwork + optimizer.", "",
+             "| px | hypernetwork / floor | optimizer / floor | rest / floor | least possible / floor "
+             "| measured ours / floor | hypernetwork alone s: unfused / fused / compiled |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        account, alone = row["account"], row["alone"]
+        lines.append(f"| {row['resolution_px']} | {account['hypernetwork_over_floor']} | "
+                     f"{account['optimizer_over_floor']} | {account['rest_over_floor']} | "
+                     f"{account['least_possible_over_floor']} | {row['ours_over_floor_cpu']} | "
+                     f"{alone['alone_unfused_cpu_s']} / {alone['alone_fused_cpu_s']} / "
+                     f"{alone.get('alone_compiled_cpu_s', 'not run')} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="paired samples per model (tiny: 5x)")
@@ -289,6 +337,8 @@ def main() -> None:
     parser.add_argument("--sd15-resolutions", type=lambda text: [int(v) for v in text.split(",")], default=[64, 256],
                         help="comma-separated pixel sizes for the SD1.5-size speed rows")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-channels-last", action="store_true", help="no channels-last rows")
+    parser.add_argument("--skip-compile", action="store_true", help="no torch.compile of the hypernetwork alone")
     parser.add_argument("--memory-resolution", type=int, default=256)
     parser.add_argument("--memory-child", choices=("floor", "ours"))
     parser.add_argument("--resolution", type=int, default=256)
@@ -310,8 +360,11 @@ def main() -> None:
         components = sd15_components()
         for resolution in args.sd15_resolutions:
             steps = args.steps if resolution <= 64 else max(3, args.steps // 2)
-            report["speed"].append(bench_model("SD1.5-size UNet (random weights)", components, resolution, steps))
-            print(json.dumps(report["speed"][-1], indent=1), flush=True)
+            for channels_last in (False, True) if not args.skip_channels_last else (False,):
+                report["speed"].append(bench_model("SD1.5-size UNet (random weights)", components, resolution, steps,
+                                                   channels_last, breakdown=not channels_last,
+                                                   compile_too=not args.skip_compile))
+                print(json.dumps(report["speed"][-1], indent=1), flush=True)
     if not args.skip_memory:
         report["memory"] = bench_memory(args.memory_resolution)
         print(json.dumps(report["memory"], indent=1), flush=True)

@@ -118,7 +118,9 @@ def model_attention_widths(model: Any) -> Optional[list[int]]:
 
 
 def check_widths(hypernetwork: Hypernetwork, model_widths: Optional[Iterable[int]]) -> Optional[str]:
-    """A warning text when the file's widths and the model's differ, else None."""
+    """A warning text when the file's widths and the model's differ, else None. It says which
+    widths apply, which never do, and when none match (an SD1 file on an SDXL model has
+    640/1280 modules that do apply, but its 768 context module never does)."""
     if model_widths is None:
         return None
     model_widths = set(model_widths)
@@ -129,6 +131,11 @@ def check_widths(hypernetwork: Hypernetwork, model_widths: Optional[Iterable[int
         return None
     parts = [f"hypernetwork {hypernetwork.name!r} has widths {sorted(file_widths)}, "
              f"the model attends at {sorted(model_widths)}"]
+    matching = sorted(file_widths & model_widths)
+    if not matching:
+        parts.append("none match, so applying it changes nothing (made for another model family?)")
+        return "; ".join(parts)
+    parts.append(f"only {matching} apply")
     if unused:
         parts.append(f"{unused} never apply (made for another model family?)")
     if untouched:

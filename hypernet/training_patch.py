@@ -12,13 +12,17 @@ from .patch import HypernetPatch
 
 class ContextMemoPatch:
     """The attn2 patch for training: in every cross-attention layer k = v = the same text
-    context tensor, so the hypernetwork's output for it is computed once per UNet call and
-    reused (A1111 recomputes it in each of SD1's 16 layers; same values, same gradients).
-    It only reuses while the result is deterministic (no active dropout) and while `enabled`
-    (off under gradient checkpointing, whose recomputation must redo exactly the same ops)."""
+    context, so the hypernetwork's output for it is computed once per UNet call and reused
+    (A1111 recomputes it in each of SD1's 16 layers, SDXL's 70; same values, same gradients).
+
+    The trainer primes it with the context before each UNet call, so the result lives outside
+    any checkpointed block and a recomputation during backward reuses it too. Without priming it
+    computes on first use (`lazy`), which gradient checkpointing turns off, since a recomputed
+    block must redo exactly the operations of its first pass. Nothing is reused while dropout
+    is active: each layer then draws its own mask, as in A1111."""
 
     def __init__(self, patch: HypernetPatch, hypernetwork: Hypernetwork):
-        self.patch, self.hypernetwork, self.enabled = patch, hypernetwork, True
+        self.patch, self.hypernetwork, self.lazy = patch, hypernetwork, True
         self._dropout = any(isinstance(layer, torch.nn.Dropout) for module in hypernetwork.modules()
                             for layer in module.modules())
         self.reset()
@@ -27,15 +31,38 @@ class ContextMemoPatch:
         """Forget the cached output (call before every UNet call: the weights may have changed)."""
         self._input, self._version, self._outputs = None, None, None
 
+    def prime(self, context: torch.Tensor) -> None:
+        """Compute the output for `context` now, before the UNet call that will use it."""
+        self.reset()
+        if self._reusable():
+            _, k_out, v_out = self.patch(context, context, context)
+            self._input, self._version, self._outputs = context, context._version, (k_out, v_out)
+
+    def _reusable(self) -> bool:
+        return not (self._dropout and self.hypernetwork.training)
+
+    def _holds(self, k: torch.Tensor) -> bool:
+        """True when the cached output is for `k`: the same tensor, or (a copy made on the way
+        into the UNet) one equal to it that needs no gradient of its own."""
+        cached = self._input
+        if cached is None:
+            return False
+        if k is cached:
+            return k._version == self._version
+        return (not k.requires_grad and k.shape == cached.shape and k.dtype == cached.dtype
+                and k.device == cached.device and bool(torch.equal(k, cached)))
+
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  extra_options: Optional[dict[str, Any]] = None):
-        reusable = self.enabled and k is v and not (self._dropout and self.hypernetwork.training)
-        if not reusable:
+        if k is not v or not self._reusable():
             return self.patch(q, k, v, extra_options)
-        if self._input is not k or self._version != k._version:
-            _, k_out, v_out = self.patch(q, k, v, extra_options)
-            self._input, self._version, self._outputs = k, k._version, (k_out, v_out)
-        return (q, *self._outputs)
+        if self._holds(k):
+            return (q, *self._outputs)
+        if not self.lazy:
+            return self.patch(q, k, v, extra_options)
+        _, k_out, v_out = self.patch(q, k, v, extra_options)
+        self._input, self._version, self._outputs = k, k._version, (k_out, v_out)
+        return q, k_out, v_out
 
     def to(self, device_or_dtype: Union[torch.device, torch.dtype, str]) -> "ContextMemoPatch":
         self.patch.to(device_or_dtype)

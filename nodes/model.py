@@ -212,8 +212,11 @@ class ApplyHypernetNode(Node):
         }}
 
     def apply(self, model, hypernetwork, strength):
-        from ..hypernet.patch import apply_hypernetwork
+        from ..hypernet.patch import apply_hypernetwork, check_widths, model_attention_widths
 
+        warning = check_widths(hypernetwork, model_attention_widths(model))
+        if warning:  # on the node (and as a line headless), besides the log
+            HOST.send_progress_text(warning, HOST.current_node_id())
         try:
             return (apply_hypernetwork(model, hypernetwork, strength),)
         except TypeError as exc:

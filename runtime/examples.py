@@ -5,7 +5,9 @@
 - `input/dataset_raw/`: larger captioned pictures (one with alpha, one portrait) for
   workflows/dataset_prep.json;
 - `models/hypernetworks/tiny_example.pt`: a seeded random hypernetwork sized for the tiny
-  model, for workflows/txt2img_hypernet.json.
+  model, for workflows/txt2img_hypernet.json;
+- `models/hypernetworks/tiny_sdxl_example.pt`: one with SDXL's widths (2048/640/1280), for
+  workflows/txt2img_hypernet_sdxl.json (a narrow 1, 0.25, 1 structure keeps it at 24 MiB).
 The pictures are simple coloured shapes drawn in code; existing files are never overwritten."""
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Optional, Sequence
 from ..hypernet.files import atomic_path, atomic_write_text
 
 TINY_EXAMPLE_HYPERNET = "tiny_example.pt"
+TINY_SDXL_EXAMPLE_HYPERNET = "tiny_sdxl_example.pt"
 _SHAPES = [("red", "square"), ("blue", "circle"), ("green", "square"), ("yellow", "circle")]
 _COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 60), "yellow": (230, 200, 40)}
 
@@ -82,6 +85,14 @@ def write_examples(base_dir: Path) -> list[Path]:
         hypernet_path.parent.mkdir(parents=True, exist_ok=True)
         make_random_hypernetwork(hypernet_path, sizes=widths, seed=0, name="tiny_example")
         written.append(hypernet_path)
+    sdxl_path = base_dir / "models" / "hypernetworks" / TINY_SDXL_EXAMPLE_HYPERNET
+    if not sdxl_path.exists():
+        from ..hypernet.spec import FAMILY_SIZES
+
+        # tiny-sdxl attends at exactly SDXL's widths, so its model need not be built for them.
+        make_random_hypernetwork(sdxl_path, sizes=FAMILY_SIZES["SDXL"], layer_structure="1, 0.25, 1", seed=0,
+                                 name="tiny_sdxl_example")
+        written.append(sdxl_path)
     return written
 
 

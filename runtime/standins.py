@@ -40,7 +40,7 @@ def _diffusers_folders() -> list[str]:
 
 
 def _checkpoint_names() -> list[str]:
-    return [TINY_MODEL_NAME] + HOST.list_models("checkpoints") + _diffusers_folders()
+    return [TINY_MODEL_NAME, TINY_SDXL_MODEL_NAME] + HOST.list_models("checkpoints") + _diffusers_folders()
 
 
 def _resolve_checkpoint(name: str) -> str:

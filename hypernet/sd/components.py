@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 
@@ -75,6 +75,10 @@ class TextConditioning:
     context: torch.Tensor
     pooled: Optional[torch.Tensor] = None
     time_ids: Optional[torch.Tensor] = None
+
+
+# What a sampler or trainer conditions on: a bare text context (SD1/SD2), or a TextConditioning.
+Conditioning = Union[torch.Tensor, TextConditioning]
 
 
 def scaled_linear_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085,

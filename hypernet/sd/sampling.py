@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-from .components import TextConditioning
+from .components import Conditioning, TextConditioning
 from .sdxl import SIZE_VALUES, batched, latent_time_ids
 
 SAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "lms", "dpmpp_2m", "ddim"]
@@ -26,8 +26,6 @@ SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "
 # A denoiser maps (x in sigma space, sigma [B]) -> predicted x0.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]
-# A text context [1 or B, T, D], or a TextConditioning that also carries SDXL's pooled output and size values.
-Conditioning = Union[torch.Tensor, TextConditioning]
 
 
 # --------------------------------------------------------------------------- noise table

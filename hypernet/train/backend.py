@@ -11,6 +11,8 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Union
 
 import torch
 
+from ..sd.components import Conditioning
+
 
 @dataclass(frozen=True)
 class NoiseSchedule:
@@ -41,14 +43,16 @@ class TrainingBackend(Protocol):
     def attach(self, hypernetwork: Any) -> None:
         """Attach `hypernetwork` (strength 1) so that predict() runs through it."""
 
-    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """UNet output (eps or v) for scaled latents x_t at integer DDPM timesteps."""
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """UNet output (eps or v) for scaled latents x_t at integer DDPM timesteps, conditioned on
+        a text context or (SDXL) a TextConditioning (see conditioning.py)."""
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Pixels [B,H,W,3] 0..1 -> scaled latent mean and std (std None if unknown)."""
 
-    def encode_texts(self, prompts: list[str]) -> Union[torch.Tensor, list[torch.Tensor]]:
-        """Prompts -> conditioning [B,T,D] (or a list of [T,D] when lengths differ)."""
+    def encode_texts(self, prompts: list[str]) -> Union[Conditioning, list[Conditioning]]:
+        """Prompts -> contexts [B,T,D] (or a list of [T,D] when lengths differ); for SDXL with
+        the pooled outputs, as TextConditioning."""
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU."""

@@ -9,7 +9,10 @@ Nothing here imports ComfyUI. What ComfyUI's objects give us (docs/patch-contrac
   `sigmas` for the 1000 DDPM steps (alphas_cumprod = 1 / (1 + sigma²)) and a class that is,
   or derives from, EPS or V_PREDICTION;
 - `model.model.process_latent_in/out` for the latent scale;
-- CLIP `tokenize` + `encode_from_tokens`, VAE `encode(BHWC)` / `decode`.
+- CLIP `tokenize` + `encode_from_tokens` (with `return_pooled=True` for SDXL), VAE
+  `encode(BHWC)` / `decode`;
+- for SDXL, `model.model.encode_adm(pooled_output=..., width=..., ...)`, the model's own builder
+  of the UNet's extra input `y` (pooled output and size values).
 We call the diffusion model directly at the integer DDPM timestep rather than
 `apply_model`, which returns the denoised image and would need dividing by sigma again.
 Loading the model onto the GPU needs ComfyUI's model management, so the node passes it in
@@ -24,8 +27,10 @@ import torch
 from ..errors import InputError
 from ..network import Hypernetwork
 from ..patch import model_attention_widths
+from ..sd.components import TextConditioning
 from ..training_patch import patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
+from .conditioning import Conditioning, split
 
 
 def _class_names(obj: object) -> set[str]:
@@ -86,15 +91,29 @@ class ComfyBackend:
         if "EDM" in names or "CONST" in names or model_type not in ("", "EPS", "V_PREDICTION"):
             raise InputError("model", f"model sampling {sorted(names)} / {model_type or '?'} is not a DDPM "
                              "eps or v model; only SD1/SD2-style checkpoints can be trained")
-        if getattr(self._diffusion_model(), "num_classes", None) is not None:
-            raise InputError("model", "this UNet needs extra (pooled/size) conditioning, as SDXL does; "
-                             "only SD1/SD2-style checkpoints can be trained")
+        self._check_conditioning()
         alphas = getattr(sampling, "alphas_cumprod", None)
         if alphas is None:
             sigmas = sampling.sigmas.detach().double().cpu()
             alphas = 1.0 / (1.0 + sigmas ** 2)
         prediction = "v_prediction" if ("V_PREDICTION" in names or model_type == "V_PREDICTION") else "epsilon"
         return NoiseSchedule(torch.as_tensor(alphas).detach().float().cpu(), prediction)
+
+    def _check_conditioning(self) -> None:
+        """SD1/SD2 (text only) and SDXL base (plus pooled and size values) train; refiners,
+        inpainting and other UNets that need inputs we do not give are refused."""
+        diffusion_model = self._diffusion_model()
+        if int(getattr(diffusion_model, "in_channels", 4)) != 4:
+            raise InputError("model", f"this UNet takes {diffusion_model.in_channels} input channels (an inpainting "
+                             "or instruct model); only text-to-image SD1/SD2/SDXL checkpoints can be trained")
+        if getattr(diffusion_model, "num_classes", None) is not None and not self.uses_pooled:
+            raise InputError("model", f"{type(self.base_model.model).__name__} needs conditioning other than "
+                             "text (an SDXL refiner, unCLIP, ...); only SD1/SD2 and SDXL base can be trained")
+
+    @property
+    def uses_pooled(self) -> bool:
+        """SDXL base and its distilled variants: ComfyUI's SDXL model class, or one derived from it."""
+        return "SDXL" in _class_names(self.base_model.model)
 
     def attention_widths(self) -> list[int]:
         widths = model_attention_widths(self.base_model)
@@ -113,23 +132,39 @@ class ComfyBackend:
     def attach(self, hypernetwork: Hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
-    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if self.memo is not None:
-            self.memo.reset()
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         diffusion_model = self._diffusion_model()
         dtype = next(diffusion_model.parameters()).dtype
+        context, pooled = split(cond)
+        context = context.to(self.device, dtype)
+        if self.memo is not None:
+            self.memo.prime(context)
         options = dict(self.model.model_options.get("transformer_options", {}))
-        out = diffusion_model(x_t.to(self.device, dtype), timesteps.to(self.device).float(),
-                              context=context.to(self.device, dtype), transformer_options=options)
-        return out
+        extra = {} if pooled is None else {"y": self._size_and_pooled(pooled, x_t).to(self.device, dtype)}
+        return diffusion_model(x_t.to(self.device, dtype), timesteps.to(self.device).float(), context=context,
+                               transformer_options=options, **extra)
+
+    def _size_and_pooled(self, pooled: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """SDXL's extra input, built by ComfyUI's own model (encode_adm) as its sampler builds it
+        for a plain text encode: the picture's size (latent x 8), no crop, the same target."""
+        height, width = int(x_t.shape[-2]) * 8, int(x_t.shape[-1]) * 8
+        return self.base_model.model.encode_adm(pooled_output=pooled, width=width, height=height, crop_w=0, crop_h=0,
+                                                target_width=width, target_height=height)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, None]:
         raw = self.vae.encode(pixels[..., :3])
         return self.model.model.process_latent_in(raw.float()).to(self.device), None
 
-    def encode_texts(self, prompts: list[str]) -> list[torch.Tensor]:
-        """One [T,D] per prompt; T is 77 per chunk, so long prompts are longer (padded when batched)."""
-        return [self.clip.encode_from_tokens(self.clip.tokenize(text))[0].float() for text in prompts]
+    def encode_texts(self, prompts: list[str]) -> list[Conditioning]:
+        """One [T,D] per prompt (T is 77 per chunk, so long prompts are longer, padded when
+        batched); for SDXL a TextConditioning with the pooled output, from ComfyUI's CLIP."""
+        if not self.uses_pooled:
+            return [self.clip.encode_from_tokens(self.clip.tokenize(text))[0].float() for text in prompts]
+        encoded = []
+        for text in prompts:
+            context, pooled = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True)
+            encoded.append(TextConditioning(context[0].float(), pooled.reshape(-1).float()))
+        return encoded
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -157,6 +192,6 @@ class ComfyBackend:
                 elif isinstance(container, torch.nn.Module):
                     blocks.append(container)
         if self.memo is not None:
-            self.memo.enabled = not gradient_checkpointing
+            self.memo.lazy = not gradient_checkpointing
         with frozen(diffusion_model), checkpointed(blocks):
             yield

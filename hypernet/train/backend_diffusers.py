@@ -10,6 +10,7 @@ from ..network import Hypernetwork
 from ..sd.attention import ActivePatches, active_patches
 from ..training_patch import patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
+from .conditioning import Conditioning, split
 
 if TYPE_CHECKING:
     from ..sd.headless import HeadlessCLIP, HeadlessModel, HeadlessVAE
@@ -38,10 +39,13 @@ class DiffusersBackend:
     def attach(self, hypernetwork: Hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
-    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """SDXL's size values are left to apply_model: the latent's own size, no crop."""
+        context, pooled = split(cond)
+        context = context.to(self.model.load_device, self.model.model_dtype())  # as apply_model would
         if self.memo is not None:
-            self.memo.reset()
-        return self.model.apply_model(x_t, timesteps, context)
+            self.memo.prime(context)
+        return self.model.apply_model(x_t, timesteps, context, pooled=pooled)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vae = self.components.vae
@@ -51,7 +55,10 @@ class DiffusersBackend:
         scale = float(self.components.latent_scale_factor)
         return distribution.mean.float() * scale, distribution.std.float() * scale
 
-    def encode_texts(self, prompts: list[str]) -> torch.Tensor:
+    def encode_texts(self, prompts: list[str]) -> Conditioning:
+        """The contexts; for SDXL with the pooled outputs (TextConditioning)."""
+        if self.base_model.uses_added_conditioning:
+            return self.clip.encode_conditioning(list(prompts))
         return self.clip.encode_texts(list(prompts))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -60,9 +67,11 @@ class DiffusersBackend:
 
     def offload_encoders(self) -> None:
         if self.device.type != "cpu":
-            for module in (self.components.text_encoder, self.components.vae):
-                self.offloaded.append((module, next(module.parameters()).device))
-                module.to("cpu")
+            components = self.components
+            for module in (components.text_encoder, getattr(components, "text_encoder_2", None), components.vae):
+                if module is not None:
+                    self.offloaded.append((module, next(module.parameters()).device))
+                    module.to("cpu")
 
     def _restore_encoders(self) -> None:
         """Put VAE and CLIP back where they were: the rest of the graph (sampling after training) uses them."""
@@ -82,7 +91,7 @@ class DiffusersBackend:
         unet = self.components.unet
         blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if gradient_checkpointing else []
         if self.memo is not None:
-            self.memo.enabled = not gradient_checkpointing
+            self.memo.lazy = not gradient_checkpointing
         try:
             with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
                 yield

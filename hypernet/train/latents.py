@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..sd.components import Conditioning, TextConditioning
 from .config import LATENT_SAMPLING_MODES
 from .dataset import TrainingExample
 from .rng import generator
@@ -90,12 +91,13 @@ class LatentCache:
 
 
 class TextCache:
-    """Text conditionings [T,D] per distinct prompt, encoded in batches, LRU-bounded."""
+    """Text conditionings per distinct prompt, encoded in batches, LRU-bounded: the context [T,D]
+    and, for SDXL, the pooled output [1280] with it (TextConditioning)."""
 
-    def __init__(self, encode_texts: Callable[[list[str]], Union[torch.Tensor, list[torch.Tensor]]],
+    def __init__(self, encode_texts: Callable[[list[str]], Union[torch.Tensor, list, TextConditioning]],
                  device: torch.device, capacity: int = 4096):
         self.encode_texts, self.device, self.capacity = encode_texts, device, capacity
-        self.entries: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        self.entries: "OrderedDict[str, TextConditioning]" = OrderedDict()
         self.encoded = 0
 
     def warm(self, prompts: Sequence[str]) -> None:
@@ -103,20 +105,35 @@ class TextCache:
         missing = [p for p in dict.fromkeys(prompts) if p not in self.entries]
         if missing:
             with torch.no_grad():  # per-step prompts (shuffle/dropout) must not record CLIP for backward
-                conds = self.encode_texts(missing)
+                conds = _per_prompt(self.encode_texts(missing))
             self.encoded += len(missing)
             for prompt, cond in zip(missing, conds):
-                self.entries[prompt] = cond.detach().to(self.device, torch.float32)
+                self.entries[prompt] = TextConditioning(
+                    cond.context.detach().to(self.device, torch.float32),
+                    None if cond.pooled is None else cond.pooled.detach().to(self.device, torch.float32))
         for prompt in prompts:
             self.entries.move_to_end(prompt)
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
 
-    def batch(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Stacked conditionings [B,T,D] for `prompts`; shorter ones (a prompt over 75 tokens
-        encodes to several 77-token chunks) are padded by repeating their last vector, as A1111 does."""
+    def batch(self, prompts: Sequence[str]) -> Conditioning:
+        """The batch's conditioning: the stacked contexts [B,T,D], or for SDXL a TextConditioning
+        with the pooled outputs [B,1280] too. Shorter contexts (a prompt over 75 tokens encodes
+        to several 77-token chunks) are padded by repeating their last vector, as A1111 does."""
         self.warm(prompts)
-        conds = [self.entries[p] for p in prompts]
-        length = max(c.shape[0] for c in conds)
-        return torch.stack([c if c.shape[0] == length else torch.cat([c, c[-1:].expand(length - c.shape[0], -1)])
-                            for c in conds])
+        entries = [self.entries[p] for p in prompts]
+        length = max(e.context.shape[0] for e in entries)
+        context = torch.stack([c if c.shape[0] == length else torch.cat([c, c[-1:].expand(length - c.shape[0], -1)])
+                               for c in (e.context for e in entries)])
+        if entries[0].pooled is None:
+            return context
+        return TextConditioning(context, torch.stack([e.pooled for e in entries]))
+
+
+def _per_prompt(encoded: Union[torch.Tensor, list, TextConditioning]) -> list[TextConditioning]:
+    """A backend's encoding of several prompts, one TextConditioning per prompt."""
+    if isinstance(encoded, TextConditioning):
+        pooled = encoded.pooled
+        return [TextConditioning(encoded.context[i], None if pooled is None else pooled[i])
+                for i in range(encoded.context.shape[0])]
+    return [item if isinstance(item, TextConditioning) else TextConditioning(item) for item in encoded]

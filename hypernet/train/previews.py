@@ -3,12 +3,13 @@ the same seeds each time, so grids from different steps compare side by side."""
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from ..sd.sampling import sample
 from .backend import NoiseSchedule, TrainingBackend
+from .conditioning import Conditioning, joined, rows
 from .config import TrainConfig
 from .latents import TextCache
 
@@ -21,7 +22,12 @@ class _SamplingView:
 
     def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule):
         self.alphas_cumprod, self.prediction_type = schedule.alphas_cumprod, schedule.prediction_type
-        self.load_device, self.apply_model = backend.device, backend.predict
+        self.load_device, self.backend = backend.device, backend
+
+    def apply_model(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                    pooled: Optional[torch.Tensor] = None, time_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # time_ids: the sampler passes None or the latent's own size, which predict() uses anyway.
+        return self.backend.predict(x_t, timesteps, joined(context, pooled))
 
 
 def preview_prompts(config: TrainConfig, fallback: str) -> list[str]:
@@ -63,10 +69,10 @@ class PreviewGrid:
             rows.append(torch.cat(cells, dim=2))
         return torch.cat(rows, dim=1)
 
-    def _sample(self, cond: torch.Tensor, seed: int, autocast: Callable[[], object]) -> torch.Tensor:
+    def _sample(self, cond: Conditioning, seed: int, autocast: Callable[[], object]) -> torch.Tensor:
         config = self.config
         with torch.no_grad(), autocast():
             latent = sample(_SamplingView(self.backend, self.schedule), torch.zeros(1, *self.latent_shape),
-                            cond[:1], cond[1:], seed=seed, steps=config.preview_steps, cfg=config.preview_cfg,
-                            sampler_name="euler", scheduler="normal")
+                            rows(cond, 0, 1), rows(cond, 1, 2), seed=seed, steps=config.preview_steps,
+                            cfg=config.preview_cfg, sampler_name="euler", scheduler="normal")
         return self.backend.decode_latents(latent.float().to(self.backend.device)).float().cpu()

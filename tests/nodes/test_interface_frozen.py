@@ -1,6 +1,7 @@
 """Saved and shared workflows depend on each node's ID, inputs (names, order, types, defaults),
 outputs and category. UI-format files store widget values by position, so every widget of the
-snapshot must still come first, in its old order; new inputs may only follow."""
+snapshot must still come first, in its old order; new inputs may only follow. Combos store
+their value by name, so they may gain choices (a new built-in model, say) but never lose one."""
 import json
 from pathlib import Path
 
@@ -36,7 +37,12 @@ def test_node_keeps_its_public_interface(current, node_id):
         assert new[key] == old[key], (node_id, key)
     new_by_name = {entry["name"]: entry for entry in new["inputs"]}
     for entry in old["inputs"]:
-        assert new_by_name.get(entry["name"]) == entry, (node_id, entry["name"])
+        now = new_by_name.get(entry["name"])
+        assert now is not None, (node_id, entry["name"], "removed")
+        # A combo stores its value by name: it may offer more choices, never fewer.
+        assert set(entry.get("options", ())) <= set(now.get("options", ())), (node_id, entry["name"])
+        assert {k: v for k, v in now.items() if k != "options"} == {k: v for k, v in entry.items() if k != "options"}, \
+            (node_id, entry["name"])
     old_widgets = [e["name"] for e in old["inputs"] if _is_widget(e)]
     new_widgets = [e["name"] for e in new["inputs"] if _is_widget(e)]
     assert new_widgets[:len(old_widgets)] == old_widgets, f"{node_id}: widget positions moved"

@@ -46,6 +46,16 @@ def test_spec_node_reports_size_and_builds_spec():
     assert sd2["result"][0].sizes[0] == 1024
 
 
+def test_spec_node_reports_the_sdxl_size():
+    out = nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, "target_family": "SDXL"})
+    assert out["result"][0].sizes == [2048, 640, 1280]
+    # 1,2,1 per width d: k and v, each Linear(d, 2d) + Linear(2d, d) with biases = 2 * (4d^2 + 3d).
+    params = sum(2 * (4 * d * d + 3 * d) for d in (2048, 640, 1280))
+    assert params == 49_962_240
+    text = out["ui"]["text"][0]
+    assert f"{params:,} parameters" in text and f"{4 * params / 2**20:.2f} MiB" in text and "2048, 640, 1280" in text
+
+
 def test_spec_node_dropout_follows_a1111_ui():
     make = lambda **kw: nodes.HypernetSpecNode().make_spec(**{**SPEC_DEFAULTS, **kw})["result"][0]  # noqa: E731
     assert make(dropout_structure="0, 0.5, 0").dropout_structure == [0, 0, 0]  # ignored without use_dropout

@@ -167,7 +167,7 @@ def test_input_types_match_comfyui(headless_dirs):
     (headless_dirs / "models" / "checkpoints" / "folder_model" / "model_index.json").write_text("{}")
     (headless_dirs / "models" / "checkpoints" / "a.safetensors").write_bytes(b"")
     names = standins.CheckpointLoaderSimple.INPUT_TYPES()["required"]["ckpt_name"][0]
-    assert names == [TINY, "a.safetensors", "folder_model"]
+    assert names == [TINY, "tiny-sdxl (built-in)", "a.safetensors", "folder_model"]
     ksampler = standins.KSampler.INPUT_TYPES()["required"]
     assert list(ksampler) == ["model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
                               "negative", "latent_image", "denoise"]

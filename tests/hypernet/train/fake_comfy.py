@@ -119,3 +119,51 @@ class FakeVAE:
 def comfy_objects(prediction_class=EPS):
     unet = FakeComfyUNet()
     return FakeModelPatcher(FakeBaseModel(unet, prediction_class)), FakeCLIP(), FakeVAE()
+
+
+# --------------------------------------------------------------------------- SDXL
+POOLED = 6  # the stand-in's pooled width (1280 in SDXL)
+SIZE_VALUES = 6  # height, width, crop_h, crop_w, target_height, target_width
+
+
+class FakeComfySDXLUNet(FakeComfyUNet):
+    """Like ComfyUI's SDXL UNetModel: `num_classes` is set and `y` (the pooled output and the size
+    values, as the model's encode_adm built it) enters through a label embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes = "sequential"
+        self.label_emb = torch.nn.Linear(POOLED + SIZE_VALUES, 4)
+        self.seen_y = []
+
+    def forward(self, x, timesteps=None, context=None, y=None, transformer_options=None, **kwargs):
+        assert y is not None and y.shape == (x.shape[0], POOLED + SIZE_VALUES), "SDXL needs y"
+        self.seen_y.append(y.detach().clone())
+        return super().forward(x, timesteps, context, transformer_options) + self.label_emb(y)[:, :, None, None]
+
+
+class SDXL(FakeBaseModel):
+    """Named like ComfyUI's SDXL model class; encode_adm records what it was asked for."""
+
+    def __init__(self, unet):
+        super().__init__(unet)
+        self.adm_calls = []
+
+    def encode_adm(self, **kwargs):
+        self.adm_calls.append({k: v for k, v in kwargs.items() if k != "pooled_output"})
+        pooled = kwargs["pooled_output"]
+        sizes = torch.tensor([float(kwargs[k]) for k in ("height", "width", "crop_h", "crop_w", "target_height",
+                                                         "target_width")]) / 100.0
+        return torch.cat([pooled, sizes.expand(pooled.shape[0], -1)], dim=1)
+
+
+class FakeSDXLCLIP(FakeCLIP):
+    """encode_from_tokens(return_pooled=True) -> (context [1,T,D], pooled [1,POOLED])."""
+
+    def encode_from_tokens(self, tokens, return_pooled=False):
+        context = super().encode_from_tokens(tokens)
+        return (context, context.sum(1)[:, :POOLED] / 5.0) if return_pooled else context
+
+
+def comfy_sdxl_objects():
+    return FakeModelPatcher(SDXL(FakeComfySDXLUNet())), FakeSDXLCLIP(), FakeVAE()

@@ -7,7 +7,7 @@ from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
-from .fake_comfy import V_PREDICTION, comfy_objects
+from .fake_comfy import POOLED, V_PREDICTION, comfy_objects, comfy_sdxl_objects
 from .fakes import FakeBackend
 from .test_run import _config, _examples, _network
 from .test_run import _params as _params_of
@@ -56,10 +56,56 @@ def test_checkpointing_blocks_give_the_same_gradients():
     assert "forward" not in unet.conv_in.__dict__
 
 
-def test_an_sdxl_style_unet_is_refused_clearly():
+def test_sdxl_trains_on_comfyuis_pooled_output_and_size_values():
+    """The pooled output comes from ComfyUI's CLIP (return_pooled) and the UNet's `y` from the
+    model's own encode_adm, asked for the picture's size, no crop: what ComfyUI's sampler asks
+    for a plain text encode. The loss is the reference loss with that `y`."""
+    model, clip, vae = comfy_sdxl_objects()
+    backend = ComfyBackend(model, clip, vae)
+    assert backend.schedule().prediction_type == "epsilon" and backend.uses_pooled
+    config = _config(steps=1, batch_size=2, optimizer="SGD", learning_rate="0.05")
+    network = _network()
+    reference_net = network.copy().train().requires_grad_(True)
+    result = train_hypernetwork(backend, network, _examples(4), config)
+    side = 16  # the 16 px pictures give 2x2 latents here: 2 * 8 = 16
+    assert model.model.adm_calls == [dict(width=side, height=side, crop_w=0, crop_h=0, target_width=side,
+                                          target_height=side)]
+    unet = model.model.diffusion_model
+    (y,) = unet.seen_y
+    assert y.shape == (2, POOLED + 6)
+    torch.testing.assert_close(y[:, POOLED:], torch.tensor([[side, side, 0, 0, side, side]] * 2) / 100.0)
+
+    # Reference: the same batch through the stand-in UNet with y built from the CLIP's pooled output.
+    from hypernet_studio.hypernet.patch import HypernetPatch
+    from hypernet_studio.hypernet.train.dataset import BatchPlan
+    from hypernet_studio.hypernet.train.rng import generator
+
+    examples = _examples(4)
+    indices = BatchPlan([e.size for e in examples], 2, 1, seed=7).batch(0)
+    x0 = torch.cat([vae.encode(examples[i].pixels) * 0.5 for i in indices])
+    contexts, pooled = zip(*(clip.encode_from_tokens(clip.tokenize(examples[i].caption), return_pooled=True)
+                             for i in indices))
+    draws = [generator(7, "noise", 0, position) for position in range(2)]
+    t = torch.cat([torch.randint(0, 1000, (1,), generator=g) for g in draws])
+    eps = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in draws])
+    a = backend.schedule().alphas_cumprod[t].view(-1, 1, 1, 1)
+    patch = HypernetPatch([(reference_net, 1.0)])
+    y_ref = torch.cat([torch.cat(pooled), torch.tensor([[side, side, 0, 0, side, side]] * 2) / 100.0], dim=1)
+    prediction = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t.float(), context=torch.cat(contexts), y=y_ref,
+                      transformer_options={"patches": {"attn1_patch": [patch], "attn2_patch": [patch]}})
+    loss = ((prediction - eps) ** 2).mean()
+    assert result.losses == [pytest.approx(float(loss.detach()), rel=1e-5)]
+
+
+@pytest.mark.parametrize("change, message", [("refiner", "needs conditioning other than text"),
+                                             ("inpaint", "9 input channels")])
+def test_refiners_and_inpainting_unets_are_refused_clearly(change, message):
     model, clip, vae = comfy_objects()
-    model.model.diffusion_model.num_classes = "sequential"
-    with pytest.raises(ValueError, match="SDXL"):
+    if change == "refiner":  # an SDXL refiner: extra inputs, but not ComfyUI's SDXL class
+        model.model.diffusion_model.num_classes = "sequential"
+    else:
+        model.model.diffusion_model.in_channels = 9
+    with pytest.raises(ValueError, match=message):
         ComfyBackend(model, clip, vae).schedule()
 
 
