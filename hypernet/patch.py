@@ -34,15 +34,36 @@ class HypernetPatch:
 
     def __init__(self, hypernetworks_with_strengths: Sequence[tuple[Hypernetwork, float]]):
         self.entries = [(hypernetwork, float(strength)) for hypernetwork, strength in hypernetworks_with_strengths]
+        # Per entry and input width, the last inputs and outputs while sampling (see _reused).
+        self._last: dict[tuple[int, int], tuple] = {}  # (k, v, _state_of(...), (k_out, v_out))
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Any = None):
-        for hypernetwork, strength in self.entries:
-            if k is v:  # both modules read one input: run them as a pair (kv_pair.py)
-                k, v = _apply_pair(hypernetwork, k, strength)
-            else:
-                k = _apply_module(hypernetwork, k, 0, strength)
-                v = _apply_module(hypernetwork, v, 1, strength)
+        for index, (hypernetwork, strength) in enumerate(self.entries):
+            k, v = self._reused(index, k, v) or self._run(index, hypernetwork, strength, k, v)
         return q, k, v
+
+    def _run(self, index: int, hypernetwork: Hypernetwork, strength: float, k: torch.Tensor,
+             v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if k is v:  # both modules read one input: run them as a pair (kv_pair.py)
+            k_out, v_out = _apply_pair(hypernetwork, k, strength)
+        else:
+            k_out, v_out = _apply_module(hypernetwork, k, 0, strength), _apply_module(hypernetwork, v, 1, strength)
+        if not torch.is_grad_enabled():
+            self._last[(index, k.shape[-1])] = (k, v, _state_of(hypernetwork, k, v), (k_out, v_out))
+        return k_out, v_out
+
+    def _reused(self, index: int, k: torch.Tensor, v: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """While sampling (no gradients), the text context reaches every cross-attention layer of
+        one UNet call as the same tensor: its result is computed once per call, not per layer
+        (SD1 has 16 such layers, SDXL 70). Reused only for the very same, unmodified inputs and
+        unchanged weights; training has its own reuse (training_patch.py). One slot per width, so
+        the self-attention inputs between two cross-attention layers do not evict the context."""
+        last = self._last.get((index, k.shape[-1]))
+        if last is None or torch.is_grad_enabled() or last[0] is not k or last[1] is not v:
+            return None
+        if last[2] != _state_of(self.entries[index][0], k, v):
+            return None
+        return last[3]
 
     def __deepcopy__(self, memo: dict) -> "HypernetPatch":
         """Share the networks: ComfyUI deep-copies model_options on every clone(), and copying
@@ -53,6 +74,7 @@ class HypernetPatch:
         """Move the weights to a device; dtypes are ignored (fp32 master weights, see module doc)."""
         if isinstance(device_or_dtype, torch.dtype):
             return self
+        self._last.clear()
         for hypernetwork, _ in self.entries:
             hypernetwork.to(device=device_or_dtype)
         return self
@@ -60,6 +82,17 @@ class HypernetPatch:
     def __repr__(self) -> str:
         parts = ", ".join(f"{hn.name}:{strength:g}" for hn, strength in self.entries)
         return f"HypernetPatch({parts})"
+
+
+def _state_of(hypernetwork: Hypernetwork, k: torch.Tensor, v: torch.Tensor) -> tuple:
+    """What must not have changed for a result to be reused: the inputs' contents (version
+    counters; inference tensors cannot change outside inference mode and have none), the
+    weights' versions and places, and train/eval mode."""
+    def version(tensor: torch.Tensor) -> Optional[int]:
+        return None if tensor.is_inference() else tensor._version
+
+    weights = tuple((p.data_ptr(), p._version) for p in hypernetwork.parameters())
+    return version(k), version(v), weights, hypernetwork.training
 
 
 def _apply_module(hypernetwork: Hypernetwork, x: torch.Tensor, half: int, strength: float) -> torch.Tensor:

@@ -193,3 +193,33 @@ def test_apply_warns_for_another_family(caplog):
     with caplog.at_level(logging.WARNING):
         apply_hypernetwork(HeadlessModel(build_tiny_components()), _hn([768, 320], seed=0), 1.0)
     assert "none match, so applying it changes nothing" in caplog.text
+
+
+def test_while_sampling_the_context_result_is_computed_once_per_unet_call():
+    """The context reaches every cross-attention layer of a call as one tensor: one computation
+    per call (not per layer), the same pictures, and a new computation once a weight changes."""
+    from hypernet_studio.hypernet.sd.headless import HeadlessModel
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
+
+    model = HeadlessModel(build_tiny_components())
+    width = model.components.context_dim
+    hn = _hn(model.attention_widths(), seed=0)
+    calls = []
+    hn.layers[width][0].register_forward_hook(lambda *args: calls.append(1))
+    patched = apply_hypernetwork(model, hn, 0.8)
+    generator = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 4, 8, 8, generator=generator), torch.tensor([500])
+    context = torch.randn(1, 77, width, generator=generator)
+    with torch.enable_grad():  # gradients on: no reuse, one computation per cross-attention layer
+        per_layer = patched.apply_model(x, t, context).detach()
+    layers = len(calls)
+    assert layers > 1
+    calls.clear()
+    with torch.inference_mode():
+        once = patched.apply_model(x, t, context)
+    assert len(calls) == 1 and torch.equal(once, per_layer)
+    with torch.no_grad():
+        hn.layers[width][0].linear[0].weight.mul_(1.5)
+        calls.clear()
+        changed = patched.apply_model(x, t, context)
+    assert len(calls) == 1 and not torch.equal(changed, once), "changed weights are used at once"
