@@ -125,3 +125,24 @@ def test_offloaded_encoders_come_back_when_training_ends(tiny, monkeypatch):
         backend.offload_encoders()
         assert {device.type for _, device in moves} == {"cpu"} and len(moves) == 2
     assert len(moves) == 4 and {m for m, _ in moves[2:]} == {model.components.text_encoder, model.components.vae}
+
+
+def test_training_keeps_fused_attention(tiny, monkeypatch):
+    """Every attention layer runs torch's scaled-dot-product attention while training, with
+    gradients recorded (no fallback to a hand-written softmax(QK^T)V)."""
+    import torch.nn.functional as F
+
+    from hypernet_studio.hypernet.sd import attention
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting)
+    model, _, _ = tiny
+    layers = sum(1 for name, _ in model.components.unet.named_modules() if name.endswith(("attn1", "attn2")))
+    _train(tiny, steps=1)
+    assert calls.count(True) == layers  # one training step: each UNet attention layer once, with gradients
