@@ -97,11 +97,11 @@ class HypernetSpecNode(Node):
 
     def make_spec(self, **widgets):
         spec = build_spec(**widgets)
-        sizes = spec.sizes if spec.sizes is not None else hn_spec.FAMILY_SIZES["SD1"]
-        described = hn_spec.describe_size(spec, sizes)
-        if spec.sizes is None:
-            described = "widths from the model at training time; on SD1: " + described
-        return {"ui": {"text": [described]}, "result": (spec,)}
+        if spec.sizes is not None:
+            return {"ui": {"text": [hn_spec.describe_size(spec, spec.sizes)]}, "result": (spec,)}
+        described = "; ".join(f"on {family}: {hn_spec.describe_size(spec, hn_spec.FAMILY_SIZES[family])}"
+                              for family in ("SD1", "SDXL"))
+        return {"ui": {"text": ["widths from the model at training time; " + described]}, "result": (spec,)}
 
 
 def hypernetwork_file(name: str):

@@ -212,8 +212,10 @@ def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prom
             plain_rate(learning_rate)
     elif learning_rate is not None:
         parse_schedule(learning_rate, SCHEDULE_CHECK_STEPS, 0, "learning_rate")
-    if optimizer_args is not None and optimizer in OPTIMIZERS:
-        parse_optimizer_args(optimizer_args, optimizer)
+    if optimizer is not None:  # ComfyUI leaves the combo check to VALIDATE_INPUTS once it takes the input
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        if optimizer_args is not None:
+            parse_optimizer_args(optimizer_args, optimizer)
     if preview_seeds is not None:
         previews.preview_seeds(TrainConfig(name="check", preview_seeds=preview_seeds))
     if log_to is not None:
@@ -246,7 +248,7 @@ class TrainHypernetNode(Node):
 
     @classmethod
     def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
-                        optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None):
+                        optimizer, optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None):
         values = single_values({key: value for key, value in locals().items() if key != "cls"})
         return validation(lambda: check_text_inputs(**values))
 

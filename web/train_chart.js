@@ -31,12 +31,19 @@ function redraw(node) {
   drawChart(canvas.getContext("2d"), history.points(), width, height, history.validation);
 }
 
+const CHART_HEIGHT = 170; // px: the chart's own row, so output images are drawn below it, not behind it
+
 function addChartWidget(node) {
   const canvas = document.createElement("canvas");
   canvas.style.width = "100%";
-  canvas.style.height = "160px";
+  canvas.style.height = `${CHART_HEIGHT - 10}px`;
   node.hypernetChartCanvas = canvas;
-  node.addDOMWidget("loss_chart", "hypernet_loss_chart", canvas, { serialize: false, hideOnZoom: false });
+  node.addDOMWidget("loss_chart", "hypernet_loss_chart", canvas, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => CHART_HEIGHT,
+    getMaxHeight: () => CHART_HEIGHT,
+  });
   requestAnimationFrame(() => redraw(node));
 }
 

@@ -40,6 +40,8 @@ def test_spec_node_reports_size_and_builds_spec():
     auto = make_spec(**{**SPEC_DEFAULTS, "target_family": "auto (from model)", "init_seed": -1})
     assert auto["result"][0].sizes is None and auto["result"][0].init_seed is None
     assert "from the model" in auto["ui"]["text"][0]
+    assert "on SD1: 21,939,840 parameters" in auto["ui"]["text"][0]
+    assert "on SDXL: 49,962,240 parameters, 190.59 MiB" in auto["ui"]["text"][0]
     custom = make_spec(**{**SPEC_DEFAULTS, "target_family": "custom", "custom_sizes": "32, 48"})
     assert custom["result"][0].sizes == [32, 48]
     sd2 = make_spec(**{**SPEC_DEFAULTS, "target_family": "SD2", "layer_structure": "1, 2, 2, 1"})
