@@ -1,8 +1,9 @@
 """Shared by the benchmarks (run as `python bench/NAME.py`): import the pack from this
-checkout, and time calls."""
+checkout, time calls, read this process's memory, and write bench/results/."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import statistics
 import sys
 import time
@@ -39,3 +40,27 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: bool = True) 
     if warmup:
         fn()
     return statistics.median(seconds(fn) for _ in range(repeats))
+
+
+RESULTS = REPO / "bench" / "results"
+
+
+def status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Restart the VmHWM high-water mark from the current RSS (so a model build's own transient
+    peak does not hide the peak of what is measured next)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def write_results(stem: str, report: dict, markdown: str) -> None:
+    """bench/results/STEM.json (the report) and STEM.md (its table)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown)

@@ -22,18 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, import_pack
+from _common import REPO, import_pack, status_mib, write_results
 
-RESULTS = REPO / "bench" / "results"
 FOLDER = "bench_photos"
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (VmHWM), from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def write_photos(folder: Path, count: int, width: int, height: int) -> float:
@@ -83,9 +74,9 @@ def child(base: Path, count: int, max_side: int, crop: int, steps: int) -> None:
     started = time.perf_counter()
     from hypernet_studio.runtime.api import run_prompt
 
-    before = peak_rss_mib()
+    before = status_mib("VmHWM")
     result = run_prompt(prompt(count, max_side, crop, steps), base_dir=base)
-    print(json.dumps({"count": count, "max_side": max_side, "peak_rss_mib": round(peak_rss_mib(), 1),
+    print(json.dumps({"count": count, "max_side": max_side, "peak_rss_mib": round(status_mib("VmHWM"), 1),
                       "peak_before_run_mib": round(before, 1), "seconds": round(time.perf_counter() - started, 1),
                       "executed": result.executed}))
 
@@ -181,9 +172,7 @@ def main() -> None:
                 points.append(run_point(Path(base), count, max_side, args.crop, args.steps))
                 print(json.dumps(points[-1]), flush=True)
     result = report(points, args, disk, time.perf_counter() - started)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dataset_memory_cpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "dataset_memory_cpu.md").write_text(markdown(result))
+    write_results("dataset_memory_cpu", result, markdown(result))
     print(markdown(result))
 
 

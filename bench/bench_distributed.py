@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-from _common import REPO, import_pack
+from _common import REPO, import_pack, write_results
 
-RESULTS = REPO / "bench" / "results"
 SD15_WIDTHS = (768, 320, 640, 1280)
 # Effective bus bandwidths for an all-reduce (bytes/s), round figures from vendor specifications.
 LINKS = {"NVLink (A100/H100 class, ~200 GB/s)": 200e9, "PCIe 4.0 x16 (~20 GB/s)": 20e9,
@@ -158,9 +157,7 @@ def main() -> None:
               "sd15_gradient_count": sd15_gradient_count()}
     report["sd15_bytes"] = 4 * report["sd15_gradient_count"]
     report["estimate"] = estimate(report["sd15_bytes"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "distributed_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "distributed_cpu.md").write_text(markdown(report))
+    write_results("distributed_cpu", report, markdown(report))
     print(markdown(report))
 
 

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import REPO, import_pack
-
-RESULTS = REPO / "bench" / "results"
-
-
-def rss_mib() -> float:
-    """Resident set size of this process, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from _common import REPO, import_pack, status_mib, write_results
 
 
 def run(steps: int, every: int) -> list[tuple[int, float]]:
@@ -49,7 +38,7 @@ def run(steps: int, every: int) -> list[tuple[int, float]]:
         def on_step(self, step, total, loss, learn_rate):
             if step % every == 0:
                 gc.collect()
-                samples.append((step, rss_mib()))
+                samples.append((step, status_mib("VmRSS")))
 
     model, clip, vae = headless_objects(build_tiny_components())
     generator = torch.Generator().manual_seed(0)
@@ -76,7 +65,7 @@ def run_workflow(steps: int, every: int) -> list[tuple[int, float]]:
         if event == "progress" and data.get("node") == "4" and data["value"] % every == 0:
             if not samples or samples[-1][0] != data["value"]:
                 gc.collect()
-                samples.append((data["value"], rss_mib()))
+                samples.append((data["value"], status_mib("VmRSS")))
 
     overrides = {"4.steps": steps, "4.csv_every": 1, "4.save_every": 500, "4.preview_every": 0,
                  "4.learning_rate": "1e-5", "9.steps": 1}
@@ -108,15 +97,13 @@ def main() -> None:
               "workflow_rss_mib": [[step, round(rss, 1)] for step, rss in runtime],
               "library_growth_kib_per_step": round(_growth_kib_per_step(library, args.steps), 3),
               "workflow_growth_kib_per_step": round(_growth_kib_per_step(runtime, args.steps), 3)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "long_run_memory_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# RSS over a long training run (CPU, tiny model, 64 px, CSV row every step)", "",
              f"{args.steps} steps, twice: the training loop alone, then workflows/train_hypernet.json through the "
              f"headless runtime ({report['seconds']} s in all). Growth per step over the second half: "
              f"{report['library_growth_kib_per_step']} KiB (loop), {report['workflow_growth_kib_per_step']} KiB "
              "(workflow).", "", "| step | loop RSS MiB | workflow RSS MiB |", "|---|---|---|"]
     lines += [f"| {a[0]} | {a[1]:.1f} | {b[1]:.1f} |" for a, b in zip(library, runtime)]
-    (RESULTS / "long_run_memory_cpu.md").write_text("\n".join(lines) + "\n")
+    write_results("long_run_memory_cpu", report, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -20,20 +20,11 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
-from _common import REPO, import_pack
+from _common import import_pack, reset_peak_rss, status_mib, write_results
 
-RESULTS = REPO / "bench" / "results"
 SETTINGS = [(precision, checkpointing) for precision in ("fp32", "bf16") for checkpointing in (False, True)]
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
 
 
 def sdxl_size_unet() -> torch.nn.Module:
@@ -80,8 +71,8 @@ def child(model: str, precision: str, checkpointing: bool, steps: int) -> dict:
         def on_step(self, step, total, loss, learn_rate):
             ends.append(time.perf_counter())
 
-    before = _status_mib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    before = status_mib("VmRSS")
+    reset_peak_rss()
     started = time.perf_counter()
     config = TrainConfig(name="bench", steps=steps, csv_every=0, save_every=0, preview_every=0, precision=precision,
                          gradient_checkpointing=checkpointing, batch_size=1)
@@ -89,8 +80,8 @@ def child(model: str, precision: str, checkpointing: bool, steps: int) -> dict:
     seconds = [b - a for a, b in zip([started] + ends, ends)][1:]
     return {"model": model, "precision": precision, "gradient_checkpointing": checkpointing,
             "unet_parameters": unet_parameters, "hypernetwork_parameters": sum(p.numel() for p in network.parameters()),
-            "before_training_rss_mib": round(before, 1), "peak_rss_mib": round(_status_mib("VmHWM"), 1),
-            "training_increase_mib": round(_status_mib("VmHWM") - before, 1),
+            "before_training_rss_mib": round(before, 1), "peak_rss_mib": round(status_mib("VmHWM"), 1),
+            "training_increase_mib": round(status_mib("VmHWM") - before, 1),
             "s_per_step": round(sorted(seconds)[len(seconds) // 2], 2), "threads": torch.get_num_threads()}
 
 
@@ -139,9 +130,7 @@ def main() -> None:
             rows.append(run_child(model, precision, checkpointing, args.steps))
             print(json.dumps(rows[-1]), flush=True)
     report = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {platform.platform()}", "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sdxl_memory_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "sdxl_memory_cpu.md").write_text(markdown(report))
+    write_results("sdxl_memory_cpu", report, markdown(report))
     print(markdown(report))
 
 

@@ -31,13 +31,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import REPO, import_pack  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
+from _common import import_pack, reset_peak_rss, status_mib, write_results  # noqa: E402
 
 
 def sd15_components():
@@ -221,27 +218,19 @@ def _timing_row(label: str, contenders: "Contenders", resolution: int, steps: in
 
 
 # --------------------------------------------------------------------------- peak memory (child process)
-def _status_mib(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def _memory_child(kind: str, resolution: int) -> None:
     """Peak RSS of training alone: the high-water mark is reset (clear_refs 5) after the models
     are built, so the build's own transient peak does not hide the training peak."""
     import_pack()
     contenders = Contenders(sd15_components(), resolution)
-    before = _status_mib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    before = status_mib("VmRSS")
+    reset_peak_rss()
     if kind == "floor":
         for _ in range(2):
             contenders.floor_step()
     else:
         _train_only(contenders, 2)
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     print(json.dumps({"kind": kind, "peak_rss_mib": round(peak, 1), "before_training_rss_mib": round(before, 1),
                       "training_increase_mib": round(peak - before, 1)}))
 
@@ -368,9 +357,7 @@ def main() -> None:
     if not args.skip_memory:
         report["memory"] = bench_memory(args.memory_resolution)
         print(json.dumps(report["memory"], indent=1), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "train_cpu.md").write_text(_markdown(report))
+    write_results("train_cpu", report, _markdown(report))
     print(_markdown(report))
 
 
