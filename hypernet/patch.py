@@ -16,7 +16,7 @@ therefore ignored on purpose; `.to(device)` moves the weights.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -176,18 +176,23 @@ def check_widths(hypernetwork: Hypernetwork, model_widths: Optional[Iterable[int
     return "; ".join(parts)
 
 
-def apply_hypernetwork(model: Any, hypernetwork: Hypernetwork, strength: float = 1.0) -> Any:
+def apply_hypernetwork(model: Any, hypernetwork: Hypernetwork, strength: float = 1.0,
+                       warn: Optional[Callable[[str], None]] = None) -> Any:
     """A clone of `model` with the hypernetwork patched into attn1 and attn2; `model` is untouched.
 
     Works on anything with clone(), set_model_attn1_patch() and set_model_attn2_patch()
     (ComfyUI's ModelPatcher, our HeadlessModel). Strength 0 returns `model` itself. Applying
-    several times chains the networks in order, because each call appends one patch."""
+    several times chains the networks in order, because each call appends one patch. A
+    width-mismatch warning is logged when the network is applied, and also handed to `warn`
+    (whatever the strength), for a node to show."""
+    warning = check_widths(hypernetwork, model_attention_widths(model))
+    if warning and warn is not None:
+        warn(warning)
     if strength == 0:
         return model
     for method in ("clone", "set_model_attn1_patch", "set_model_attn2_patch"):
         if not callable(getattr(model, method, None)):
             raise TypeError(f"apply_hypernetwork: MODEL of type {type(model).__name__} has no {method}()")
-    warning = check_widths(hypernetwork, model_attention_widths(model))
     if warning:
         logger.warning(warning)
     patched = model.clone()

@@ -212,13 +212,13 @@ class ApplyHypernetNode(Node):
         }}
 
     def apply(self, model, hypernetwork, strength):
-        from ..hypernet.patch import apply_hypernetwork, check_widths, model_attention_widths
+        from ..hypernet.patch import apply_hypernetwork
 
-        warning = check_widths(hypernetwork, model_attention_widths(model))
-        if warning:  # on the node (and as a line headless), besides the log
+        def show(warning: str) -> None:  # on the node (and as a line headless), besides the log
             HOST.send_progress_text(warning, HOST.current_node_id())
+
         try:
-            return (apply_hypernetwork(model, hypernetwork, strength),)
+            return (apply_hypernetwork(model, hypernetwork, strength, warn=show),)
         except TypeError as exc:
             raise InputError("model", str(exc)) from None
 
