@@ -9,7 +9,7 @@ noise (a per-channel constant added to the noise, Guttenberg 2023)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,13 @@ def draw_noise(shape: torch.Size, generator: torch.Generator, noise_offset: floa
     if noise_offset > 0:
         noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
     return noise
+
+
+def draw_sample(draws: torch.Generator, num_train_timesteps: int, latent_shape: Sequence[int],
+                noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's timestep [1] and noise [1, C, h, w], in that order, from its own generator."""
+    timestep = torch.randint(0, num_train_timesteps, (1,), generator=draws)
+    return timestep, draw_noise((1, *latent_shape[-3:]), draws, noise_offset)
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,

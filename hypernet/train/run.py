@@ -46,7 +46,7 @@ from .dataset import BatchPlan, TrainingExample
 from .distributed import TrainingProcesses
 from .latents import LatentCache, TextCache
 from .logs import RunLogs, check_log_target
-from .losses import diffusion_loss, draw_noise, min_snr_weights, noised_batch
+from .losses import diffusion_loss, draw_sample, min_snr_weights, noised_batch
 from .optimizer import base_rate, check_scheduler, learning_rate, make_optimizer, optimizer_options
 from .previews import PreviewGrid, preview_prompts, preview_seeds
 from .prompts import PromptSource
@@ -255,11 +255,9 @@ class TrainingRun:
     def _draws(self, number: int, positions: Sequence[int], shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Timestep and noise of each sample from its own seed (run seed, micro-batch, position in
         the global micro-batch), so the draws do not depend on how many processes share it."""
-        timesteps, noises = [], []
-        for position in positions:
-            draws = generator(self.seed, "noise", number, position)
-            timesteps.append(torch.randint(0, self.schedule.num_train_timesteps, (1,), generator=draws))
-            noises.append(draw_noise((1, *shape), draws, self.config.noise_offset))
+        timesteps, noises = zip(*(draw_sample(generator(self.seed, "noise", number, position),
+                                              self.schedule.num_train_timesteps, shape, self.config.noise_offset)
+                                  for position in positions))
         return torch.cat(timesteps), torch.cat(noises)
 
     def _sample_weights(self, timesteps: torch.Tensor) -> Optional[torch.Tensor]:

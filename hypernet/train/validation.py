@@ -18,7 +18,7 @@ import torch
 from .backend import NoiseSchedule, TrainingBackend
 from .dataset import TrainingExample
 from .latents import LatentCache, TextCache
-from .losses import diffusion_loss, draw_noise, min_snr_weights, noised_batch
+from .losses import diffusion_loss, draw_sample, min_snr_weights, noised_batch
 from .prompts import PromptSource
 from .rng import derive_seed, generator
 
@@ -64,10 +64,8 @@ class Validator:
         self.batches = _batches_by_size([e.size for e in examples], max(1, settings.batch_size))
 
     def _fixed_draw(self, index: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        draws = generator(seed, "validation", index)
-        timestep = torch.randint(0, self.schedule.num_train_timesteps, (1,), generator=draws)
-        noise = draw_noise(self.latents.means[index].shape, draws, self.settings.noise_offset)
-        return timestep, noise
+        return draw_sample(generator(seed, "validation", index), self.schedule.num_train_timesteps,
+                           self.latents.means[index].shape, self.settings.noise_offset)
 
     def evaluate(self, predict: Callable, autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
         """The mean loss over every held-out image (call with the network in eval mode)."""
