@@ -36,17 +36,17 @@ logger = logging.getLogger(__name__)
 EVENT = "hypernet.train_step"
 EVENT_INTERVAL_S = 0.25
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-SCHEDULE_CHECK_STEPS = 10_000_000  # the steps input's maximum: a schedule's syntax is checked against it
+MAX_STEPS = 10_000_000  # the steps inputs' maximum; a schedule's syntax is checked against it too
 _default = TrainConfig.default
 
 TRAIN_INPUTS = {
-    "model": socket("MODEL", "The checkpoint's MODEL (SD1/SD2 style, eps or v prediction)."),
+    "model": socket("MODEL", "The checkpoint's MODEL: SD1, SD2 (eps or v prediction) or SDXL base."),
     "clip": socket("CLIP", "The checkpoint's CLIP; each distinct prompt is encoded once and cached."),
     "vae": socket("VAE", "The checkpoint's VAE; every image is encoded once and cached."),
     "images": socket("IMAGE", "Training images (a list from the dataset nodes; sizes may differ)."),
     "captions": socket("STRING", "One caption per image; becomes [filewords].", forceInput=True),
     "name": text("my-hypernet", "Name of the network: the file name and [name] in templates."),
-    "steps": integer(_default("steps"), 1, 10_000_000, "Train until this many optimizer steps are done (a "
+    "steps": integer(_default("steps"), 1, MAX_STEPS, "Train until this many optimizer steps are done (a "
                                                        "continued network counts on)."),
     "learning_rate": text(_default("learning_rate"), "A1111 schedule: a rate, or 'rate:step, rate:step, rate' "
                                                      "(e.g. 5e-5:100, 5e-6:1500, 5e-7)."),
@@ -101,9 +101,9 @@ NEW_WIDGETS = {
     "lr_scheduler": combo(LR_SCHEDULERS, "a1111: the learning_rate schedule string. Others (learning_rate = the "
                                          "peak rate): constant/linear/cosine with a warmup, or cosine with restarts.",
                           _default("lr_scheduler")),
-    "warmup_steps": integer(_default("warmup_steps"), 0, 10_000_000, "Steps the rate rises linearly from 0 "
+    "warmup_steps": integer(_default("warmup_steps"), 0, MAX_STEPS, "Steps the rate rises linearly from 0 "
                                                                      "(schedulers other than a1111)."),
-    "restart_cycle_steps": integer(_default("restart_cycle_steps"), 0, 10_000_000, "cosine_with_restarts: "
+    "restart_cycle_steps": integer(_default("restart_cycle_steps"), 0, MAX_STEPS, "cosine_with_restarts: "
                                    "steps of the first cycle; 0 = the whole run after the warmup."),
     "restart_cycle_mult": integer(_default("restart_cycle_mult"), 1, 100, "cosine_with_restarts: each cycle is "
                                                                           "this many times longer than the last."),
@@ -211,7 +211,7 @@ def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prom
         if learning_rate is not None:
             plain_rate(learning_rate)
     elif learning_rate is not None:
-        parse_schedule(learning_rate, SCHEDULE_CHECK_STEPS, 0, "learning_rate")
+        parse_schedule(learning_rate, MAX_STEPS, 0, "learning_rate")
     if optimizer is not None:  # ComfyUI leaves the combo check to VALIDATE_INPUTS once it takes the input
         check_choice("optimizer", optimizer, OPTIMIZERS)
         if optimizer_args is not None:
@@ -223,7 +223,7 @@ def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prom
         check_log_target(log_to)
     check_choice("clip_grad_mode", clip_grad_mode, CLIP_MODES)
     if clip_grad_mode not in (None, "disabled") and clip_grad_value is not None:
-        parse_schedule(clip_grad_value, SCHEDULE_CHECK_STEPS, 0, "clip_grad_value")
+        parse_schedule(clip_grad_value, MAX_STEPS, 0, "clip_grad_value")
     if prompt_template is not None and (prompt_template != CUSTOM or custom_template is not None):
         template_lines(prompt_template, custom_template or "")
 
