@@ -1,7 +1,7 @@
 """Hypernet Studio: the ComfyUI entry point (the repository root is the custom-node folder).
 
 Outside ComfyUI the same package is importable as `hypernet_studio`. Importing it chooses the
-host once: ComfyUI's when ComfyUI is present, else the headless runtime's (runtime/host.py),
+host once: ComfyUI's when ComfyUI is present, else the headless runtime's (runtime/headless_host.py),
 which the CLI and the tests configure. Importing is cheap: node modules defer
 diffusers/transformers until a node runs."""
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
@@ -15,7 +15,7 @@ if comfy_importable():
     HOST.install(ComfyHost())
     HOST.register_model_folders()
 else:
-    from .runtime.host import HEADLESS
+    from .runtime.headless_host import HEADLESS
 
     HOST.install(HEADLESS)
 

@@ -28,8 +28,8 @@ def run(steps: int, every: int) -> list[tuple[int, float]]:
     from hypernet_studio.hypernet.sd.tiny import build_tiny_components
     from hypernet_studio.hypernet.spec import HypernetSpec
     from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+    from hypernet_studio.hypernet.train.batches import prepare_examples
     from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks
-    from hypernet_studio.hypernet.train.dataset import prepare_examples
     from hypernet_studio.hypernet.train.run import train_hypernetwork
 
     samples: list[tuple[int, float]] = []

@@ -50,8 +50,8 @@ def child(model: str, precision: str, checkpointing: bool, steps: int) -> dict:
     from hypernet_studio.hypernet.sd.headless import headless_objects
     from hypernet_studio.hypernet.spec import HypernetSpec
     from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+    from hypernet_studio.hypernet.train.batches import prepare_examples
     from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks
-    from hypernet_studio.hypernet.train.dataset import prepare_examples
     from hypernet_studio.hypernet.train.run import train_hypernetwork
 
     components = tiny_sdxl.build_tiny_sdxl_components()

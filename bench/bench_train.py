@@ -90,7 +90,7 @@ class Contenders:
         from hypernet_studio.hypernet.patch import apply_hypernetwork
         from hypernet_studio.hypernet.sd.headless import headless_objects
         from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
-        from hypernet_studio.hypernet.train.dataset import prepare_examples
+        from hypernet_studio.hypernet.train.batches import prepare_examples
 
         self.model, self.clip, self.vae = headless_objects(components)
         self.components = components
@@ -163,7 +163,7 @@ class Contenders:
         return times
 
     def fresh_examples(self):
-        from hypernet_studio.hypernet.train.dataset import prepare_examples
+        from hypernet_studio.hypernet.train.batches import prepare_examples
 
         return prepare_examples(self.images, self.captions, resolution=self.resolution)
 

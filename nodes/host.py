@@ -3,7 +3,7 @@
 Nodes ask the host for folders, model files, the torch device, progress bars, interrupts and
 frontend events, always through `HOST`. Two hosts implement the `Host` protocol: `ComfyHost`
 (nodes/comfy_host.py, nothing but ComfyUI calls) inside ComfyUI, and the headless runtime's
-(runtime/host.py). The pack's entry point installs one of them once, at import; nothing else
+(runtime/headless_host.py). The pack's entry point installs one of them once, at import; nothing else
 ever asks which one is running."""
 from __future__ import annotations
 

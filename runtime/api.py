@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from .executor import EventCallback, Executor, RunResult
-from .host import HEADLESS
+from .headless_host import HEADLESS
 from .workflow import apply_overrides, load_workflow, parse_workflow
 
 Overrides = Union[Iterable[str], Mapping[str, Any], None]

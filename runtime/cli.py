@@ -81,7 +81,7 @@ def _add_folder_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _configure_folders(args: argparse.Namespace) -> None:
-    from .host import HEADLESS
+    from .headless_host import HEADLESS
 
     base_dir = args.base_dir or Path(os.environ.get("HYPERNET_STUDIO_HOME", "."))
     HEADLESS.configure(base_dir=base_dir, input_dir=args.input_dir, output_dir=getattr(args, "output_dir", None),
@@ -119,8 +119,8 @@ def _print_issues(path: Path, issues) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validation import validate_prompt
     from .workflow import WorkflowError
+    from .workflow_checks import validate_prompt
 
     _configure_folders(args)
     registry = _registry()
@@ -244,7 +244,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .executor import Executor
-    from .host import HEADLESS
+    from .headless_host import HEADLESS
     from .workflow import WorkflowError
 
     if args.device == "cuda" and not _cuda_available():
@@ -314,8 +314,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
     """(result, EXIT_OK) or (None, the exit code), with the error printed; Ctrl-C stops cleanly."""
     from .executor import NodeExecutionError
-    from .host import HEADLESS
-    from .validation import PromptValidationError
+    from .headless_host import HEADLESS
+    from .workflow_checks import PromptValidationError
 
     handler = _interrupt_handler(HEADLESS)
     # torchrun stops its processes with SIGTERM (and passes on a Ctrl-C): both stop after the step.

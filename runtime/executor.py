@@ -9,7 +9,7 @@
   IS_CHANGED, constant inputs and ancestors' signatures, so a re-run recomputes only
   what changed. IS_CHANGED returning NaN (or raising) means "always rerun".
 - The whole prompt runs under torch.inference_mode(), like ComfyUI.
-- Progress, interrupt and node events reach the nodes through the headless host (runtime/host.py).
+- Progress, interrupt and node events reach the nodes through the headless host (runtime/headless_host.py).
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 
-from .host import HEADLESS, InterruptedByUser
+from .headless_host import HEADLESS, InterruptedByUser
 from .nodeinfo import node_inputs, output_is_list, return_types
 from .progress import ProgressFactory
-from .validation import PromptValidationError, ValidationIssue, find_cycle, link_sources, validate_prompt
 from .workflow import is_link, unwrap_value
+from .workflow_checks import PromptValidationError, ValidationIssue, find_cycle, link_sources, validate_prompt
 
 EventCallback = Callable[[str, dict], None]
 # Each "always rerun" verdict gets a fresh number, so its signature never recurs.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .host import HEADLESS
+from .headless_host import HEADLESS
 
 ProgressCallback = Callable[[int, int, Optional[str], Any], None]
 

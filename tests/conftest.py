@@ -70,7 +70,7 @@ def _single_thread():
 @pytest.fixture
 def headless_dirs(tmp_path):
     """Point the headless adapter at fresh input/output/models/temp folders under tmp_path."""
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     saved = {k: getattr(HEADLESS, k) for k in
              ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir")}
@@ -86,7 +86,7 @@ def headless_dirs(tmp_path):
 @pytest.fixture
 def as_node_7(monkeypatch):
     """Run a node function as the executor would run node 7 (errors name "node 7 (HN_...)")."""
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     monkeypatch.setattr(HEADLESS, "running_node_id", "7")
     return "7"

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..sd.components import Conditioning, TextConditioning
+from .batches import TrainingExample
 from .config import LATENT_SAMPLING_MODES
-from .dataset import TrainingExample
 from .rng import generator
 
 logger = logging.getLogger(__name__)

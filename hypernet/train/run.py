@@ -5,7 +5,7 @@
     micro_step(n)     draw noise and timesteps for micro-batch n, predict, back-propagate
     optimizer_step()  the micro-batches of one step, the NaN guard, clipping, the update
     after_step()      record the loss and learning rate, validate, log, save, preview
-    validate()        the mean loss over the held-out images (validation.py), NAME-best.pt
+    validate()        the mean loss over the held-out images (validation_loss.py), NAME-best.pt
     stop()            the final save (and on interrupt a resumable step file)
 
 A1111's rules (docs/training.md): per optimizer step set the scheduled learning rate; for
@@ -34,15 +34,8 @@ from ..files import safe_join
 from ..images import save_png
 from ..network import Hypernetwork
 from .backend import TrainingBackend
-from .checkpoint import (
-    load_resume_state,
-    optimizer_state_path,
-    read_optimizer_state,
-    restore_optimizer,
-    save_checkpoint,
-)
+from .batches import BatchPlan, TrainingExample
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
-from .dataset import BatchPlan, TrainingExample
 from .distributed import TrainingProcesses
 from .latents import LatentCache, TextCache
 from .logs import RunLogs, check_log_target
@@ -50,9 +43,16 @@ from .losses import diffusion_loss, draw_sample, min_snr_weights, noised_batch
 from .optimizer import base_rate, check_scheduler, learning_rate, make_optimizer, optimizer_options
 from .previews import PreviewGrid, preview_prompts, preview_seeds
 from .prompts import PromptSource
+from .resume_files import (
+    load_resume_state,
+    optimizer_state_path,
+    read_optimizer_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from .rng import derive_seed, generator
 from .schedule import parse_schedule
-from .validation import ValidationSettings, Validator, best_so_far, split_examples
+from .validation_loss import ValidationSettings, Validator, best_so_far, split_examples
 
 logger = logging.getLogger(__name__)
 

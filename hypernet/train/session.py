@@ -13,8 +13,8 @@ import torch
 from ..errors import InputError
 from ..files import safe_join
 from ..images import save_png
+from .batches import prepare_examples
 from .config import TrainConfig, TrainHooks, TrainResult
-from .dataset import prepare_examples
 from .lossplot import loss_curve_image
 from .run import train_hypernetwork
 from .run_files import RunFolders, run_files

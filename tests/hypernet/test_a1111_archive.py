@@ -18,7 +18,7 @@ import torch
 from hypernet_studio.hypernet.file_format import convert_hypernetwork_file, load_hypernetwork, save_hypernetwork
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.hypernet.train.checkpoint import write_optimizer_state
+from hypernet_studio.hypernet.train.resume_files import write_optimizer_state
 
 ALLOWED_ENTRY = re.compile(r"^([^/]+)/((data/\d+)|version|byteorder|(\.data/serialization_id)|(data\.pkl))$")
 ALLOWED_GLOBALS = {

@@ -61,7 +61,7 @@ def test_the_tiny_families_match_no_width_in_either_direction(sdxl_model, caplog
 
 def test_the_apply_node_shows_the_warning(sdxl_model):
     from hypernet_studio.nodes.model import ApplyHypernetNode
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     events = []
     saved = HEADLESS.event_sink

@@ -101,7 +101,7 @@ def comfyui(tmp_path, monkeypatch):
     """ComfyUI's modules faked over tmp_path/comfy, and ComfyHost installed as the pack's host."""
     from hypernet_studio.nodes.comfy_host import ComfyHost
     from hypernet_studio.nodes.host import HOST
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     fake = FakeComfy(tmp_path / "comfy")
     for name, module in fake.modules().items():

@@ -10,8 +10,8 @@ from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.nodes.train import TrainHypernetNode
-from hypernet_studio.runtime import host as headless_host
-from hypernet_studio.runtime.host import HEADLESS
+from hypernet_studio.runtime import headless_host
+from hypernet_studio.runtime.headless_host import HEADLESS
 
 
 @pytest.fixture

@@ -284,7 +284,7 @@ class Interrupter:
 
     def run(self, value):
         from hypernet_studio.nodes.host import HOST
-        from hypernet_studio.runtime.host import HEADLESS
+        from hypernet_studio.runtime.headless_host import HEADLESS
 
         _record("Interrupter", value=value)
         bar = HOST.progress_bar(10)

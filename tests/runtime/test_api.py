@@ -8,9 +8,9 @@ from PIL import Image
 
 from hypernet_studio.runtime.api import run_workflow_file
 from hypernet_studio.runtime.executor import Executor
-from hypernet_studio.runtime.host import HEADLESS
-from hypernet_studio.runtime.validation import PromptValidationError
+from hypernet_studio.runtime.headless_host import HEADLESS
 from hypernet_studio.runtime.workflow import WorkflowError
+from hypernet_studio.runtime.workflow_checks import PromptValidationError
 
 TXT2IMG = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
 

@@ -8,9 +8,8 @@ import pytest
 
 from hypernet_studio.hypernet.files import atomic_write_bytes
 from hypernet_studio.nodes.host import HOST
-from hypernet_studio.runtime import cli
-from hypernet_studio.runtime import host as headless_host
-from hypernet_studio.runtime.host import HEADLESS
+from hypernet_studio.runtime import cli, headless_host
+from hypernet_studio.runtime.headless_host import HEADLESS
 
 
 class SaveText:

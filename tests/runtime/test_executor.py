@@ -2,7 +2,7 @@
 import pytest
 
 from hypernet_studio.runtime.executor import DependencyCycleError, Executor, NodeExecutionError, execution_order
-from hypernet_studio.runtime.host import HEADLESS, InterruptedByUser
+from hypernet_studio.runtime.headless_host import HEADLESS, InterruptedByUser
 
 
 def _names(calls):

@@ -80,7 +80,7 @@ def test_ksampler_reports_progress_per_step(checkpoint, monkeypatch):
         def update_absolute(self, value, total=None, preview=None):
             updates.append((value, total))
 
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     monkeypatch.setattr(HEADLESS, "progress_factory", lambda total, node_id=None: Recorder())
     _txt2img(checkpoint, seed=0, steps=5, sampler="heun")
@@ -209,8 +209,8 @@ def test_txt2img_workflow_runs_headless_end_to_end(headless_dirs):
 
 
 def test_ksampler_stops_at_the_next_step_when_interrupted(checkpoint, monkeypatch):
-    from hypernet_studio.runtime import host as headless_host
-    from hypernet_studio.runtime.host import HEADLESS
+    from hypernet_studio.runtime import headless_host
+    from hypernet_studio.runtime.headless_host import HEADLESS
 
     calls = []
     model = checkpoint[0]

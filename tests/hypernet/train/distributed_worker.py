@@ -16,8 +16,8 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork  # noqa: E402
 from hypernet_studio.hypernet.network import Hypernetwork  # noqa: E402
 from hypernet_studio.hypernet.spec import HypernetSpec  # noqa: E402
 from hypernet_studio.hypernet.train import latents as latents_module  # noqa: E402
+from hypernet_studio.hypernet.train.batches import prepare_examples  # noqa: E402
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks  # noqa: E402
-from hypernet_studio.hypernet.train.dataset import prepare_examples  # noqa: E402
 from hypernet_studio.hypernet.train.distributed import TrainingProcesses  # noqa: E402
 from hypernet_studio.hypernet.train.run import train_hypernetwork  # noqa: E402
 

@@ -7,8 +7,8 @@ from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+from hypernet_studio.hypernet.train.batches import prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig
-from hypernet_studio.hypernet.train.dataset import prepare_examples
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fakes import tiny_dataset

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hypernet_studio.hypernet.file_format import load_hypernetwork
-from hypernet_studio.hypernet.train.dataset import BatchPlan
+from hypernet_studio.hypernet.train.batches import BatchPlan
 from hypernet_studio.hypernet.train.distributed import TrainingProcesses
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from hypernet_studio.hypernet.train.dataset import prepare_examples
+from hypernet_studio.hypernet.train.batches import prepare_examples
 from hypernet_studio.hypernet.train.latents import LatentCache, TextCache, alpha_loss_weight
 
 

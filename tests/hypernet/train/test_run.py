@@ -10,8 +10,8 @@ from hypernet_studio.hypernet.errors import InputError
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
+from hypernet_studio.hypernet.train.batches import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks, TrainingDiverged
-from hypernet_studio.hypernet.train.dataset import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.rng import generator
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 

@@ -14,8 +14,8 @@ from hypernet_studio.hypernet.sd import tiny_sdxl
 from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
+from hypernet_studio.hypernet.train.batches import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks, TrainingDiverged
-from hypernet_studio.hypernet.train.dataset import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.rng import generator
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 

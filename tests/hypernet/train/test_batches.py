@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 import torch
 
-from hypernet_studio.hypernet.train.dataset import BatchPlan, bucket_size, prepare_examples
+from hypernet_studio.hypernet.train.batches import BatchPlan, bucket_size, prepare_examples
 
 
 @pytest.mark.parametrize("width,height,expected", [(512, 512, (512, 512)), (1024, 512, (704, 384)),

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .backend import NoiseSchedule, TrainingBackend
-from .dataset import TrainingExample
+from .batches import TrainingExample
 from .latents import LatentCache, TextCache
 from .losses import diffusion_loss, draw_sample, min_snr_weights, noised_batch
 from .prompts import PromptSource

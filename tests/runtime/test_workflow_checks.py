@@ -3,7 +3,7 @@ import pytest
 
 from hypernet_studio.runtime.executor import Executor
 from hypernet_studio.runtime.nodeinfo import types_match
-from hypernet_studio.runtime.validation import PromptValidationError, validate_prompt
+from hypernet_studio.runtime.workflow_checks import PromptValidationError, validate_prompt
 
 
 def _only_issue(prompt, registry):

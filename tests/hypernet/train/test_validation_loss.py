@@ -7,7 +7,7 @@ import torch
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.train.config import TrainHooks
 from hypernet_studio.hypernet.train.run import TrainingRun, train_hypernetwork
-from hypernet_studio.hypernet.train.validation import split_examples
+from hypernet_studio.hypernet.train.validation_loss import split_examples
 
 from .fakes import FakeBackend
 from .test_run import _config, _examples, _network

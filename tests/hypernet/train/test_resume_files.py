@@ -4,7 +4,7 @@ import torch
 from hypernet_studio.hypernet.file_format import save_hypernetwork, shorthash
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.hypernet.train.checkpoint import read_optimizer_state, write_optimizer_state
+from hypernet_studio.hypernet.train.resume_files import read_optimizer_state, write_optimizer_state
 
 
 def test_optimizer_state_file(tmp_path):
