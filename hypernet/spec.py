@@ -212,12 +212,18 @@ def module_parameter_count(spec: HypernetSpec, dim: int) -> int:
     return total
 
 
+def _explicit_sizes(spec: HypernetSpec, sizes: Optional[Iterable[int]], caller: str) -> list[int]:
+    """`sizes` if given, else the spec's; ValueError when the spec leaves them to the model."""
+    if sizes is not None:
+        return list(sizes)
+    if spec.sizes is None:
+        raise ValueError(f"{caller}: the spec takes its sizes from the model; pass sizes explicitly")
+    return spec.sizes
+
+
 def parameter_count(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """Total parameters over all widths, k and v modules both."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
-    if sizes is None:
-        raise ValueError("parameter_count: the spec takes its sizes from the model; pass sizes explicitly")
-    return sum(2 * module_parameter_count(spec, dim) for dim in sizes)
+    return sum(2 * module_parameter_count(spec, dim) for dim in _explicit_sizes(spec, sizes, "parameter_count"))
 
 
 # torch.save zip overhead: a fixed part (archive, pickle, metadata) plus a per-tensor part
@@ -228,21 +234,21 @@ _FILE_OVERHEAD_PER_TENSOR = 256
 
 def tensor_count(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """How many tensors (weights and biases) the file holds."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "tensor_count")
     per_linear = 4 if spec.layer_norm else 2
     return len(sizes) * 2 * per_linear * (len(spec.layer_structure) - 1)
 
 
 def file_size_bytes(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """Estimated size of the `.pt` file: fp32 weights plus torch.save's container overhead."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "file_size_bytes")
     params = parameter_count(spec, sizes)
     return 4 * params + _FILE_OVERHEAD_BYTES + _FILE_OVERHEAD_PER_TENSOR * tensor_count(spec, sizes)
 
 
 def describe_size(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> str:
     """One line for the UI: widths, parameter count and file size in MiB."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "describe_size")
     params = parameter_count(spec, sizes)
     mib = 4 * params / (1024 * 1024)
     widths = ", ".join(str(s) for s in sizes)
