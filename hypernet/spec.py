@@ -182,19 +182,27 @@ class HypernetSpec:
         self.activate_output = bool(self.activate_output)
 
     @property
+    def validated_dropout_structure(self) -> list[float]:
+        """dropout_structure as __post_init__ left it: one entry per layer_structure entry
+        (None, the constructor's "no dropout", has become zeros by then)."""
+        if self.dropout_structure is None:
+            raise ValueError("dropout_structure was set to None after construction; use dataclasses.replace")
+        return self.dropout_structure
+
+    @property
     def use_dropout(self) -> bool:
         """A1111's use_dropout flag: true when any dropout probability is set."""
-        return any(p != 0 for p in self.dropout_structure)
+        return any(p != 0 for p in self.validated_dropout_structure)
 
     @property
     def last_layer_dropout(self) -> bool:
         """A1111 writes this as dropout_structure[-2] != 0."""
-        return self.dropout_structure[-2] != 0
+        return self.validated_dropout_structure[-2] != 0
 
     def with_sizes(self, sizes: Iterable[int]) -> "HypernetSpec":
         """A copy with explicit attention widths (e.g. the model's, when sizes was None)."""
         return replace(self, sizes=list(sizes), layer_structure=list(self.layer_structure),
-                       dropout_structure=list(self.dropout_structure))
+                       dropout_structure=list(self.validated_dropout_structure))
 
     def layer_widths(self, dim: int) -> list[int]:
         """Feature width after each entry of layer_structure for an input of width `dim` (A1111 truncates)."""

@@ -92,3 +92,11 @@ def test_every_size_function_refuses_a_spec_without_sizes_by_name():
             function(spec)
     assert hn_spec.tensor_count(spec, [320]) == 2 * 2 * 2  # k and v, two Linear layers, weight and bias
 
+
+
+def test_validated_dropout_structure_is_the_filled_list_and_refuses_a_cleared_one():
+    spec = HypernetSpec(layer_structure="1, 2, 1")
+    assert spec.validated_dropout_structure == [0, 0, 0]
+    spec.dropout_structure = None
+    with pytest.raises(ValueError, match="set to None after construction"):
+        spec.with_sizes([320])
