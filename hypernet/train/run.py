@@ -157,7 +157,7 @@ class TrainingRun:
         self.plan = BatchPlan([e.size for e in self.examples], self.config.batch_size * world,
                               self.config.gradient_accumulation, self.seed)
         self.prompts = PromptSource([e.caption for e in self.examples], self.config.templates, self.name, self.seed,
-                                    self.config.shuffle_tags, self.config.tag_dropout)
+                                    self.config.shuffle_tags, self.config.tag_dropout, self.config.keep_tokens)
         self.schedule = self.backend.schedule()
         self.alphas = self.schedule.alphas_cumprod.to(device=self.device, dtype=torch.float32)
         self.logs = RunLogs(self.config, self.log_dir if self.writes else None, self.plan.steps_per_epoch,
