@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def import_pack() -> None:
     """Make `import hypernet_studio` work: the installed package if there is one, else this
-    checkout loaded under that name, as ComfyUI loads a custom-node folder."""
+    checkout loaded under that name, as ComfyUI loads a custom-node folder; then install the host
+    the nodes run against (importing installs none)."""
     if str(REPO.parent) not in sys.path:
         sys.path.insert(0, str(REPO.parent))
     try:
@@ -26,6 +27,7 @@ def import_pack() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules["hypernet_studio"] = module
         spec.loader.exec_module(module)
+    sys.modules["hypernet_studio"].install_host()
 
 
 def seconds(fn: Callable[[], object]) -> float:

@@ -81,7 +81,7 @@ def worker(steps: int, out: Path) -> None:
     examples = prepare_examples(images, [f"shape {i}" for i in range(8)], resolution=64)
     network = Hypernetwork.build(HypernetSpec(sizes=model.attention_widths()), seed=0, name="dist")
     config = TrainConfig(name="dist", steps=steps, learning_rate="1e-5", batch_size=4 // world, csv_every=0,
-                         save_every=0, preview_every=0)
+                         save_every=0, preview_every=0, templates=["[filewords]"])
     train_hypernetwork(DiffusersBackend(model, clip, vae), network, examples, config, Clock(), processes=processes)
     record = {"world_size": world, "step_s": statistics.median(b - a for a, b in zip(step_ends[1:], step_ends[2:])),
               "gradient_count": sum(p.numel() for p in network.parameters())}

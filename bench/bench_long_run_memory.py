@@ -47,7 +47,8 @@ def run(steps: int, every: int) -> list[tuple[int, float]]:
     network = Hypernetwork.build(HypernetSpec(sizes=model.attention_widths()), seed=0, name="long")
     with tempfile.TemporaryDirectory() as folder:
         config = TrainConfig(name="long", steps=steps, learning_rate="1e-5", csv_every=1, save_every=500,
-                             preview_every=0, log_dir=Path(folder) / "log", final_path=Path(folder) / "long.pt")
+                             preview_every=0, log_dir=Path(folder) / "log", final_path=Path(folder) / "long.pt",
+                             templates=["[filewords]"])
         with torch.inference_mode(False):
             train_hypernetwork(DiffusersBackend(model, clip, vae), network, examples, config, Sampler())
     return samples

@@ -75,7 +75,7 @@ def child(model: str, precision: str, checkpointing: bool, steps: int) -> dict:
     reset_peak_rss()
     started = time.perf_counter()
     config = TrainConfig(name="bench", steps=steps, csv_every=0, save_every=0, preview_every=0, precision=precision,
-                         gradient_checkpointing=checkpointing, batch_size=1)
+                         gradient_checkpointing=checkpointing, batch_size=1, templates=["[filewords]"])
     train_hypernetwork(DiffusersBackend(*objects), network, examples, config, Clock())
     seconds = [b - a for a, b in zip([started] + ends, ends)][1:]
     return {"model": model, "precision": precision, "gradient_checkpointing": checkpointing,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from ..hypernet.errors import InputError
+from ..hypernet.input_values import check_choice, single_value
 from ..hypernet.preprocess.image_folder import MAX_SIDE_DEFAULT, MAX_SIDE_MAX, check_max_side
 from ..hypernet.preprocess.options import (
     AUTO_SIZE_OBJECTIVES,
@@ -25,11 +26,11 @@ from .paths import model_choices, model_file, readable_folder, yunet_file
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
 
 CATEGORY = "hypernetwork/dataset"
-IMAGES_IN = socket("IMAGE", "Image list (items may differ in size); batches are split into items.")
+IMAGES_IN = socket("IMAGE", tooltip="Image list (items may differ in size); batches are split into items.")
 OPTIONAL_LISTS = {
-    "captions": socket("STRING", "Captions parallel to the images (one per image).", forceInput=True),
-    "masks": socket("MASK", "Masks parallel to the images (1 = transparent); transformed alongside."),
-    "stems": socket("STRING", "File stems parallel to the images (used for names).", forceInput=True),
+    "captions": socket("STRING", forceInput=True, tooltip="Captions parallel to the images (one per image)."),
+    "masks": socket("MASK", tooltip="Masks parallel to the images (1 = transparent); transformed alongside."),
+    "stems": socket("STRING", forceInput=True, tooltip="File stems parallel to the images (used for names)."),
 }
 _SIZE = "Target {} in pixels (auto_sized picks its own size)."
 
@@ -69,22 +70,26 @@ def _tag_result(captions: list[str], tags: list[str], widgets: dict) -> dict:
 
 
 LOAD_IMAGES_INPUTS = {
-    "folder": text("dataset", "Folder of images: absolute, or relative to ComfyUI's input folder."),
-    "recursive": boolean(False, "Also load images from subfolders."),
-    "caption_extension": text(".txt", "Extension of the same-stem caption files (empty = no captions)."),
-    "kohya_repeats": boolean(False, "Also read kohya-style 'N_name' subfolders (even without recursive) "
-                                    "and repeat their images N times."),
-    "offset": integer(0, 0, 1_000_000, "Skip this many files (in natural sort order).", 1),
-    "limit": integer(0, 0, 1_000_000, "Load at most this many files (0 = all).", 1),
-    "background": text("white", "Colour transparent pixels are composited on: name, #rrggbb or r,g,b."),
-    "max_megapixels": decimal(100.0, 1.0, 178.0, "Skip larger images (decompression-bomb guard; Pillow itself "
-                                                 "refuses more than about 179 megapixels).", 1.0),
+    "folder": text(default="dataset", tooltip="Folder of images: absolute, or relative to ComfyUI's input folder."),
+    "recursive": boolean(default=False, tooltip="Also load images from subfolders."),
+    "caption_extension": text(default=".txt",
+                              tooltip="Extension of the same-stem caption files (empty = no captions)."),
+    "kohya_repeats": boolean(default=False,
+                             tooltip="Also read kohya-style 'N_name' subfolders (even without recursive) and repeat "
+                                     "their images N times."),
+    "offset": integer(default=0, min=0, max=1_000_000, step=1, tooltip="Skip this many files (in natural sort order)."),
+    "limit": integer(default=0, min=0, max=1_000_000, step=1, tooltip="Load at most this many files (0 = all)."),
+    "background": text(default="white", tooltip="Colour transparent pixels are composited on: name, #rrggbb or r,g,b."),
+    "max_megapixels": decimal(default=100.0, min=1.0, max=178.0, step=1.0,
+                              tooltip="Skip larger images (decompression-bomb guard; Pillow itself refuses more than "
+                                      "about 179 megapixels)."),
 }
 # Added after the first release: optional, so workflows saved without it load with its default.
 LOAD_IMAGES_OPTIONAL = {
-    "max_side": integer(MAX_SIDE_DEFAULT, 0, MAX_SIDE_MAX, "Scale larger pictures down as they load to fit this many "
-                        "pixels a side (Lanczos, aspect kept, never up), so memory follows the training size, not "
-                        "the camera's. 0 = full size, as A1111 (a 4 MP photo then needs about twice the memory).", 64),
+    "max_side": integer(default=MAX_SIDE_DEFAULT, min=0, max=MAX_SIDE_MAX, step=64,
+                        tooltip="Scale larger pictures down as they load to fit this many pixels a side (Lanczos, "
+                                "aspect kept, never up), so memory follows the training size, not the camera's. 0 = "
+                                "full size, as A1111 (a 4 MP photo then needs about twice the memory)."),
 }
 
 
@@ -166,12 +171,6 @@ def _output_folder(folder):
     return None if folder is None else _as_input("folder", safe_join, HOST.output_directory(), folder)
 
 
-def _check_choice(input_name: str, value, choices) -> None:
-    """A combo that VALIDATE_INPUTS names is not checked by ComfyUI: check it here."""
-    if value is not None and value not in choices:
-        raise InputError(input_name, f"{value!r} is not one of {', '.join(map(str, choices))}")
-
-
 def _check_model_file(kind: str, name, explain, override="") -> None:
     """The model file exists in its folder; a safetensors file's header is readable."""
     from ..hypernet.safe_load import UnreadableFile, check_safetensors_header
@@ -198,26 +197,36 @@ def _as_input(input_name: str, function, *args):
 
 AUTO_CROP_INPUTS = {
     "images": IMAGES_IN,
-    "method": combo(CROP_METHODS, "focal: crop around faces/detail; center: crop-and-resize; split: tile long "
-                                  "images; auto_sized: best bucket; fill: fit + edge fill; stretch: ignore aspect."),
-    "width": integer(512, 64, 8192, _SIZE.format("width"), 8),
-    "height": integer(512, 64, 8192, _SIZE.format("height"), 8),
-    "face_weight": decimal(0.9, 0.0, 1.0, "Focal: weight of detected faces (0 = off).", 0.05),
-    "entropy_weight": decimal(0.15, 0.0, 1.0, "Focal: weight of the most detailed window (0 = off).", 0.05),
-    "edges_weight": decimal(0.5, 0.0, 1.0, "Focal: weight of corner/edge points (0 = off).", 0.05),
-    "face_detector": combo(FACE_DETECTORS, "auto: YuNet model if present, else OpenCV Haar, else off."),
-    "face_model": text("", "YuNet .onnx: a file in the facedetect models folder or a full path (optional)."),
-    "split_threshold": decimal(0.5, 0.0, 1.0, "Split: only images at most this elongated vs the target.", 0.05),
-    "split_overlap": decimal(0.2, 0.0, 0.9, "Split: minimum overlap between tiles.", 0.05),
-    "auto_min_dim": integer(384, 64, 4096, "Auto-sized: smallest side.", 8),
-    "auto_max_dim": integer(768, 64, 4096, "Auto-sized: largest side.", 8),
-    "auto_min_area": integer(4096, 64, 16777216, "Auto-sized: smallest area in pixels.", 1),
-    "auto_max_area": integer(409600, 64, 16777216, "Auto-sized: largest area in pixels.", 1),
-    "auto_objective": combo(AUTO_SIZE_OBJECTIVES, "Auto-sized: prefer the biggest size or the best aspect."),
-    "auto_error_threshold": decimal(0.1, 0.0, 1.0, "Auto-sized: largest aspect error allowed.", 0.01),
-    "a1111_compat": boolean(False, "Reproduce A1111's exact boxes (its scale rule, 2-bin entropy, top-left "
-                                   "fallback) instead of the fixed behaviour."),
-    "debug": boolean(False, "Also output debug pictures showing points and boxes."),
+    "method": combo(CROP_METHODS,
+                    tooltip="focal: crop around faces/detail; center: crop-and-resize; split: tile long images; "
+                            "auto_sized: best bucket; fill: fit + edge fill; stretch: ignore aspect."),
+    "width": integer(default=512, min=64, max=8192, step=8, tooltip=_SIZE.format("width")),
+    "height": integer(default=512, min=64, max=8192, step=8, tooltip=_SIZE.format("height")),
+    "face_weight": decimal(default=0.9, min=0.0, max=1.0, step=0.05,
+                           tooltip="Focal: weight of detected faces (0 = off)."),
+    "entropy_weight": decimal(default=0.15, min=0.0, max=1.0, step=0.05,
+                              tooltip="Focal: weight of the most detailed window (0 = off)."),
+    "edges_weight": decimal(default=0.5, min=0.0, max=1.0, step=0.05,
+                            tooltip="Focal: weight of corner/edge points (0 = off)."),
+    "face_detector": combo(FACE_DETECTORS, tooltip="auto: YuNet model if present, else OpenCV Haar, else off."),
+    "face_model": text(default="",
+                       tooltip="YuNet .onnx: a file in the facedetect models folder or a full path (optional)."),
+    "split_threshold": decimal(default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="Split: only images at most this elongated vs the target."),
+    "split_overlap": decimal(default=0.2, min=0.0, max=0.9, step=0.05, tooltip="Split: minimum overlap between tiles."),
+    "auto_min_dim": integer(default=384, min=64, max=4096, step=8, tooltip="Auto-sized: smallest side."),
+    "auto_max_dim": integer(default=768, min=64, max=4096, step=8, tooltip="Auto-sized: largest side."),
+    "auto_min_area": integer(default=4096, min=64, max=16777216, step=1,
+                             tooltip="Auto-sized: smallest area in pixels."),
+    "auto_max_area": integer(default=409600, min=64, max=16777216, step=1,
+                             tooltip="Auto-sized: largest area in pixels."),
+    "auto_objective": combo(AUTO_SIZE_OBJECTIVES, tooltip="Auto-sized: prefer the biggest size or the best aspect."),
+    "auto_error_threshold": decimal(default=0.1, min=0.0, max=1.0, step=0.01,
+                                    tooltip="Auto-sized: largest aspect error allowed."),
+    "a1111_compat": boolean(default=False,
+                            tooltip="Reproduce A1111's exact boxes (its scale rule, 2-bin entropy, top-left "
+                                    "fallback) instead of the fixed behaviour."),
+    "debug": boolean(default=False, tooltip="Also output debug pictures showing points and boxes."),
 }
 
 
@@ -238,8 +247,9 @@ class AutoCropNode(Node):
 
     @classmethod
     def VALIDATE_INPUTS(cls, face_detector, face_model):
-        detector, face_model = single_values({"d": face_detector})["d"], single_values({"m": face_model})["m"]
-        return validation(lambda: _check_choice("face_detector", detector, FACE_DETECTORS),
+        detector, face_model = single_value(face_detector), single_value(face_model)
+        # ComfyUI does not check a combo that VALIDATE_INPUTS takes: it is checked here
+        return validation(lambda: detector is None or check_choice("face_detector", detector, FACE_DETECTORS),
                           lambda: detector is None or yunet_file(face_model or "", detector))
 
     def crop(self, images, captions=None, masks=None, stems=None, **widgets):
@@ -268,9 +278,10 @@ class FlipImagesNode(Node):
     def INPUT_TYPES(cls):
         return {"required": {
             "images": IMAGES_IN,
-            "direction": combo(FLIP_DIRECTIONS, "horizontal = mirror left/right; both = rotate 180 degrees."),
-            "mode": combo(FLIP_MODES, "append: keep originals and add flipped copies; replace: flip in place."),
-            "swap_left_right": boolean(False, "Swap the words 'left' and 'right' in captions of mirrored copies."),
+            "direction": combo(FLIP_DIRECTIONS, tooltip="horizontal = mirror left/right; both = rotate 180 degrees."),
+            "mode": combo(FLIP_MODES, tooltip="append: keep originals and add flipped copies; replace: flip in place."),
+            "swap_left_right": boolean(default=False,
+                                       tooltip="Swap the words 'left' and 'right' in captions of mirrored copies."),
         }, "optional": dict(OPTIONAL_LISTS)}
 
     def flip(self, images, direction, mode, swap_left_right, captions=None, masks=None, stems=None):
@@ -283,26 +294,27 @@ class FlipImagesNode(Node):
 
 
 TAG_CAPTION_INPUTS = {
-    "caption_action": combo(CAPTION_ACTIONS, "What to do with incoming captions: ignore them, copy them "
-                                             "(no tagging result), prepend them to the tags, or append them "
-                                             "after the tags."),
-    "separator": text(", ", "Joins an existing caption and the tags (A1111 uses a single space)."),
-    "batch_size": integer(8, 1, 256, "Images per inference batch.", 1),
+    "caption_action": combo(CAPTION_ACTIONS,
+                            tooltip="What to do with incoming captions: ignore them, copy them (no tagging result), "
+                                    "prepend them to the tags, or append them after the tags."),
+    "separator": text(default=", ", tooltip="Joins an existing caption and the tags (A1111 uses a single space)."),
+    "batch_size": integer(default=8, min=1, max=256, step=1, tooltip="Images per inference batch."),
 }
 DEEPBOORU_SETTINGS = {
-    "threshold": decimal(0.5, 0.0, 1.0, "Keep tags with at least this probability.", 0.01),
-    "sort_by": combo(("alphabetical", "score"), "Order of the tags."),
-    "use_spaces": boolean(True, "Write 'long hair' instead of 'long_hair'."),
-    "escape_brackets": boolean(True, "Escape ( and ) so prompts don't read them as weights."),
-    "filter_tags": text("", "Comma-separated tags to leave out (spaces or underscores)."),
-    "include_ranks": boolean(False, "Write each tag as (tag:0.953) with its probability."),
-    "drop_ratings": boolean(True, "Leave out 'rating:' tags."),
-    "input_size": integer(512, 128, 1024, "Resolution the model sees (trained at 512; smaller is faster but "
-                                          "less accurate).", 32),
+    "threshold": decimal(default=0.5, min=0.0, max=1.0, step=0.01, tooltip="Keep tags with at least this probability."),
+    "sort_by": combo(("alphabetical", "score"), tooltip="Order of the tags."),
+    "use_spaces": boolean(default=True, tooltip="Write 'long hair' instead of 'long_hair'."),
+    "escape_brackets": boolean(default=True, tooltip="Escape ( and ) so prompts don't read them as weights."),
+    "filter_tags": text(default="", tooltip="Comma-separated tags to leave out (spaces or underscores)."),
+    "include_ranks": boolean(default=False, tooltip="Write each tag as (tag:0.953) with its probability."),
+    "drop_ratings": boolean(default=True, tooltip="Leave out 'rating:' tags."),
+    "input_size": integer(default=512, min=128, max=1024, step=32,
+                          tooltip="Resolution the model sees (trained at 512; smaller is faster but less accurate)."),
 }
 DEEPBOORU_LAST_INPUTS = {
-    "keep_on_device": boolean(False, "Keep the model on the GPU after tagging (faster re-runs, ~650 MB of "
-                                     "VRAM); off parks it on the CPU."),
+    "keep_on_device": boolean(default=False,
+                              tooltip="Keep the model on the GPU after tagging (faster re-runs, ~650 MB of VRAM); "
+                                      "off parks it on the CPU."),
 }
 
 
@@ -318,12 +330,13 @@ class DeepbooruTagNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        model = combo(model_choices("deepbooru", DEEPBOORU_FILE_NAME), "Deepbooru weights in models/deepbooru.")
+        model = combo(model_choices("deepbooru", DEEPBOORU_FILE_NAME), tooltip="Deepbooru weights in models/deepbooru.")
         required = {"images": IMAGES_IN, "model": model, **DEEPBOORU_SETTINGS, **TAG_CAPTION_INPUTS,
                     **DEEPBOORU_LAST_INPUTS}
         return {"required": required, "optional": {
             "captions": OPTIONAL_LISTS["captions"],
-            "model_path": text("", "Full path of a Deepbooru .pt/.safetensors file (overrides 'model')."),
+            "model_path": text(default="",
+                               tooltip="Full path of a Deepbooru .pt/.safetensors file (overrides 'model')."),
         }}
 
     @classmethod
@@ -337,7 +350,7 @@ class DeepbooruTagNode(Node):
     def tag(self, images, captions=None, model_path=None, **widgets):
         w = single_values(widgets)
         items, captions, _, _ = _aligned(images, captions)
-        override = (single_values({"p": model_path})["p"] or "").strip()
+        override = (single_value(model_path) or "").strip()
         return _tag_result(captions, _deepbooru_tags(items, w, override), w)
 
 
@@ -360,11 +373,12 @@ def _deepbooru_tags(items: list, w: dict, override: str) -> list[str]:
 
 
 WD14_SETTINGS = {
-    "threshold": decimal(0.35, 0.0, 1.0, "Keep general tags scoring above this.", 0.01),
-    "character_threshold": decimal(0.85, 0.0, 1.0, "Keep character tags scoring above this.", 0.01),
-    "replace_underscore": boolean(False, "Write 'long hair' instead of 'long_hair'."),
-    "escape_brackets": boolean(True, "Escape ( and ) so prompts don't read them as weights."),
-    "exclude_tags": text("", "Comma-separated tags to leave out."),
+    "threshold": decimal(default=0.35, min=0.0, max=1.0, step=0.01, tooltip="Keep general tags scoring above this."),
+    "character_threshold": decimal(default=0.85, min=0.0, max=1.0, step=0.01,
+                                   tooltip="Keep character tags scoring above this."),
+    "replace_underscore": boolean(default=False, tooltip="Write 'long hair' instead of 'long_hair'."),
+    "escape_brackets": boolean(default=True, tooltip="Escape ( and ) so prompts don't read them as weights."),
+    "exclude_tags": text(default="", tooltip="Comma-separated tags to leave out."),
 }
 
 
@@ -380,7 +394,7 @@ class WD14TagNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        model = combo(model_choices("wd14_tagger", "model.onnx"), "WD14 .onnx in models/wd14_tagger.")
+        model = combo(model_choices("wd14_tagger", "model.onnx"), tooltip="WD14 .onnx in models/wd14_tagger.")
         required = {"images": IMAGES_IN, "model": model, **WD14_SETTINGS, **TAG_CAPTION_INPUTS}
         return {"required": required, "optional": {"captions": OPTIONAL_LISTS["captions"]}}
 
@@ -388,7 +402,7 @@ class WD14TagNode(Node):
     def VALIDATE_INPUTS(cls, model):
         from ..hypernet.taggers.wd14 import missing_model_message
 
-        return validation(lambda: _check_model_file("wd14_tagger", single_values({"m": model})["m"],
+        return validation(lambda: _check_model_file("wd14_tagger", single_value(model),
                                                     missing_model_message))
 
     def tag(self, images, captions=None, **widgets):
@@ -405,6 +419,15 @@ class WD14TagNode(Node):
         return _tag_result(captions, tags, w)
 
 
+SAVE_DATASET_INPUTS = {
+    "images": IMAGES_IN,
+    "folder": text(default="dataset",
+                   tooltip="Folder under ComfyUI's output directory ('..' and absolute paths refused)."),
+    "naming": combo(SAVE_NAMINGS, tooltip="File names: 00000-stem, stem, or 00000."),
+    "save_alpha": boolean(default=True, tooltip="Store masks as PNG alpha (the trainer can use it as loss weight)."),
+}
+
+
 class SaveDatasetNode(Node):
     """Write the images as PNG (RGBA when a mask has transparency) with same-stem .txt captions
     into a folder under the output directory. Names are stable; writes are atomic."""
@@ -417,16 +440,11 @@ class SaveDatasetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "images": IMAGES_IN,
-            "folder": text("dataset", "Folder under ComfyUI's output directory ('..' and absolute paths refused)."),
-            "naming": combo(SAVE_NAMINGS, "File names: 00000-stem, stem, or 00000."),
-            "save_alpha": boolean(True, "Store masks as PNG alpha (the trainer can use it as loss weight)."),
-        }, "optional": dict(OPTIONAL_LISTS)}
+        return {"required": dict(SAVE_DATASET_INPUTS), "optional": dict(OPTIONAL_LISTS)}
 
     @classmethod
     def VALIDATE_INPUTS(cls, folder):
-        return validation(lambda: _output_folder(single_values({"f": folder})["f"]))
+        return validation(lambda: _output_folder(single_value(folder)))
 
     def save(self, images, folder, naming, save_alpha, captions=None, masks=None, stems=None):
         from ..hypernet.preprocess.saving import save_dataset

@@ -3,8 +3,9 @@
 Nodes ask the host for folders, model files, the torch device, progress bars, interrupts and
 frontend events, always through `HOST`. Two hosts implement the `Host` protocol: `ComfyHost`
 (nodes/comfy_host.py, nothing but ComfyUI calls) inside ComfyUI, and the headless runtime's
-(runtime/headless_host.py). The pack's entry point installs one of them once, at import; nothing else
-ever asks which one is running."""
+(runtime/headless_host.py). The pack's entry point installs one of them once (install_host, run when
+ComfyUI first reads the node mappings, or by the headless runtime); nothing else ever asks which one
+is running."""
 from __future__ import annotations
 
 import importlib.util
@@ -105,7 +106,8 @@ class _InstalledHost:
     @property
     def installed(self) -> Host:
         if self._host is None:
-            raise RuntimeError("no host installed: import the pack (hypernet_studio) or run it inside ComfyUI")
+            raise RuntimeError("no host installed: call hypernet_studio.install_host() first (ComfyUI and the "
+                               "headless runtime do)")
         return self._host
 
     def __getattr__(self, name: str) -> Any:

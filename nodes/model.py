@@ -6,6 +6,7 @@ import logging
 from ..hypernet import spec as hn_spec
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError
+from ..hypernet.input_values import check_choice
 from .host import HOST
 from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text, validation
 
@@ -16,21 +17,27 @@ FAMILY_AUTO, FAMILY_CUSTOM = "auto (from model)", "custom"
 FAMILIES = [FAMILY_AUTO, "SD1", "SD2", "SDXL", FAMILY_CUSTOM]
 
 SPEC_INPUTS = {
-    "target_family": combo(FAMILIES, "Which attention widths get modules: the model's own at training time (auto), "
-                                     "a family's (SD1 768/320/640/1280, SD2 1024/..., SDXL 2048/640/1280) or your "
-                                     "list (custom)."),
-    "custom_sizes": text("768, 320, 640, 1280", "Attention widths for target_family = custom, comma-separated."),
-    "layer_structure": text("1, 2, 1", "Width multipliers of the MLP layers; must start and end with 1 "
-                                       "(e.g. 1, 2, 1 or 1, 1.5, 1)."),
+    "target_family": combo(FAMILIES,
+                           tooltip="Which attention widths get modules: the model's own at training time (auto), a "
+                                   "family's (SD1 768/320/640/1280, SD2 1024/..., SDXL 2048/640/1280) or your list "
+                                   "(custom)."),
+    "custom_sizes": text(default="768, 320, 640, 1280",
+                         tooltip="Attention widths for target_family = custom, comma-separated."),
+    "layer_structure": text(default="1, 2, 1",
+                            tooltip="Width multipliers of the MLP layers; must start and end with 1 (e.g. 1, 2, 1 or "
+                                    "1, 1.5, 1)."),
     "activation": None,  # filled in INPUT_TYPES: torch's activation list
-    "weight_init": combo(hn_spec.WEIGHT_INITS, "A1111's weight initialisation. Normal = N(0, 0.01)."),
-    "layer_norm": boolean(False, "Add LayerNorm after every Linear (A1111 'Add layer normalization')."),
-    "use_dropout": boolean(False, "Enable dropout during training (never active at inference)."),
-    "dropout_structure": text("0, 0, 0", "Dropout probability per layer_structure entry (first unused). "
-                                         "Empty = A1111's legacy 0.3 on hidden layers."),
-    "activate_output": boolean(False, "Also apply the activation after the output layer (A1111 saves False; deep "
-                                      "nets learn badly with it on)."),
-    "init_seed": integer(0, -1, 0xFFFFFFFF, "Seed for the initial weights; -1 = unseeded global RNG like A1111."),
+    "weight_init": combo(hn_spec.WEIGHT_INITS, tooltip="A1111's weight initialisation. Normal = N(0, 0.01)."),
+    "layer_norm": boolean(default=False, tooltip="Add LayerNorm after every Linear (A1111 'Add layer normalization')."),
+    "use_dropout": boolean(default=False, tooltip="Enable dropout during training (never active at inference)."),
+    "dropout_structure": text(default="0, 0, 0",
+                              tooltip="Dropout probability per layer_structure entry (first unused). Empty = A1111's "
+                                      "legacy 0.3 on hidden layers."),
+    "activate_output": boolean(default=False,
+                               tooltip="Also apply the activation after the output layer (A1111 saves False; deep "
+                                       "nets learn badly with it on)."),
+    "init_seed": integer(default=0, min=-1, max=0xFFFFFFFF,
+                         tooltip="Seed for the initial weights; -1 = unseeded global RNG like A1111."),
 }
 
 
@@ -62,10 +69,10 @@ def _family_sizes(target_family: str, custom_sizes: str):
 
 def check_spec_text(target_family, custom_sizes, layer_structure, use_dropout, dropout_structure) -> None:
     """What the spec's text inputs say is usable (linked inputs, None, are checked when they arrive)."""
-    if target_family is not None and target_family not in FAMILIES:
-        raise InputError("target_family", f"{target_family!r} is not one of {', '.join(FAMILIES)}")
-    if target_family is not None and custom_sizes is not None:
-        _family_sizes(target_family, custom_sizes)
+    if target_family is not None:
+        check_choice("target_family", target_family, FAMILIES)
+        if custom_sizes is not None:
+            _family_sizes(target_family, custom_sizes)
     if layer_structure is None:
         return
     structure = hn_spec.parse_layer_structure(layer_structure)
@@ -86,8 +93,8 @@ class HypernetSpecNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        activation = combo(hn_spec.activation_names(), "Activation after each hidden layer (swish is Hardswish, "
-                                                       "as in A1111).", "linear")
+        activation = combo(hn_spec.activation_names(), default="linear",
+                           tooltip="Activation after each hidden layer (swish is Hardswish, as in A1111).")
         return {"required": {**SPEC_INPUTS, "activation": activation}}
 
     @classmethod
@@ -124,8 +131,9 @@ class LoadHypernetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"hypernetwork_name": files(HOST.list_models("hypernetworks"), "A file in "
-                             "models/hypernetworks (.pt from A1111/ComfyUI or our .safetensors).")}}
+        return {"required": {"hypernetwork_name": files(HOST.list_models("hypernetworks"),
+                                                        tooltip="A file in models/hypernetworks (.pt from "
+                                                                "A1111/ComfyUI or our .safetensors).")}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, hypernetwork_name):
@@ -172,12 +180,14 @@ class SaveHypernetNode(Node):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "hypernetwork": socket("HYPERNETWORK", "The hypernetwork to save."),
-            "filename": text("my_hypernet", "Name inside models/hypernetworks, subfolders allowed (a/b); no '..' "
-                                            "or absolute paths."),
-            "format": combo(["pt", "safetensors"], "pt = A1111 format, readable by A1111 and ComfyUI; safetensors = "
-                                                   "this pack only."),
-            "overwrite": boolean(False, "Replace an existing file of the same name instead of adding a counter."),
+            "hypernetwork": socket("HYPERNETWORK", tooltip="The hypernetwork to save."),
+            "filename": text(default="my_hypernet",
+                             tooltip="Name inside models/hypernetworks, subfolders allowed (a/b); no '..' or "
+                                     "absolute paths."),
+            "format": combo(["pt", "safetensors"],
+                            tooltip="pt = A1111 format, readable by A1111 and ComfyUI; safetensors = this pack only."),
+            "overwrite": boolean(default=False,
+                                 tooltip="Replace an existing file of the same name instead of adding a counter."),
         }}
 
     @classmethod
@@ -205,10 +215,11 @@ class ApplyHypernetNode(Node):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": socket("MODEL", "The diffusion model to patch (it is cloned, never changed)."),
-            "hypernetwork": socket("HYPERNETWORK", "From Load Hypernet or a trainer."),
-            "strength": decimal(1.0, -10.0, 10.0, "Multiplier m in y = x + f(x)*m (A1111's <hypernet:name:m>); 0 "
-                                                  "leaves the model unchanged.", 0.01),
+            "model": socket("MODEL", tooltip="The diffusion model to patch (it is cloned, never changed)."),
+            "hypernetwork": socket("HYPERNETWORK", tooltip="From Load Hypernet or a trainer."),
+            "strength": decimal(default=1.0, min=-10.0, max=10.0, step=0.01,
+                                tooltip="Multiplier m in y = x + f(x)*m (A1111's <hypernet:name:m>); 0 leaves the "
+                                        "model unchanged."),
         }}
 
     def apply(self, model, hypernetwork, strength):

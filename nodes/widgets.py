@@ -1,6 +1,9 @@
 """How every node in the pack is declared: input specs, the node base class, the mappings.
 
-An input spec is ComfyUI's `(TYPE, options)` tuple with a tooltip. `Node` gives each class its
+An input spec is ComfyUI's V1 `(TYPE, options)` tuple with a tooltip. The helpers that build
+one take keywords only, named as ComfyUI's V3 inputs name them
+(`decimal(default=1.0, min=0.0, max=2.0, step=0.05, tooltip=...)`), so a declaration reads the
+same whichever one wrote it; what INPUT_TYPES returns is V1's. `Node` gives each class its
 DESCRIPTION (from the docstring) and turns the library's `InputError` into an error that names
 the node and the input, so that library code never needs to know which node called it."""
 from __future__ import annotations
@@ -9,6 +12,7 @@ import functools
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from ..hypernet.errors import InputError
+from ..hypernet.input_values import single_value
 from .host import HOST
 
 Spec = tuple
@@ -18,40 +22,41 @@ def _with(options: dict, **extra: Any) -> dict:
     return {**options, **{key: value for key, value in extra.items() if value is not None}}
 
 
-def integer(default: int, low: int, high: int, tooltip: str, step: Optional[int] = None, **extra: Any) -> Spec:
-    return ("INT", _with({"default": default, "min": low, "max": high}, step=step, tooltip=tooltip, **extra))
+def integer(*, default: int, min: int, max: int, step: Optional[int] = None, tooltip: str) -> Spec:
+    return ("INT", _with({"default": default, "min": min, "max": max}, step=step, tooltip=tooltip))
 
 
-def decimal(default: float, low: float, high: float, tooltip: str, step: Optional[float] = None) -> Spec:
-    return ("FLOAT", _with({"default": default, "min": low, "max": high}, step=step, tooltip=tooltip))
+def decimal(*, default: float, min: float, max: float, step: Optional[float] = None, tooltip: str) -> Spec:
+    return ("FLOAT", _with({"default": default, "min": min, "max": max}, step=step, tooltip=tooltip))
 
 
-def boolean(default: bool, tooltip: str) -> Spec:
+def boolean(*, default: bool, tooltip: str) -> Spec:
     return ("BOOLEAN", {"default": default, "tooltip": tooltip})
 
 
-def text(default: str, tooltip: str, multiline: bool = False) -> Spec:
+def text(*, default: str, multiline: bool = False, tooltip: str) -> Spec:
     return ("STRING", _with({"default": default, "tooltip": tooltip}, multiline=multiline or None))
 
 
-def combo(options: Iterable[str], tooltip: str, default: Optional[str] = None) -> Spec:
+def combo(options: Iterable[str], *, default: Optional[str] = None, tooltip: str) -> Spec:
+    """A choice; without a default, the first option."""
     options = list(options)
     return (options, {"default": default if default is not None else options[0], "tooltip": tooltip})
 
 
-def files(names: Iterable[str], tooltip: str) -> Spec:
+def files(names: Iterable[str], *, tooltip: str) -> Spec:
     """A combo of file names with no default: the frontend shows the first one."""
     return (list(names), {"tooltip": tooltip})
 
 
-def socket(type_name: str, tooltip: str, **extra: Any) -> Spec:
+def socket(type_name: str, *, tooltip: str, **extra: Any) -> Spec:
     """A linked-only input (MODEL, IMAGE, or a STRING list with forceInput)."""
     return (type_name, {**extra, "tooltip": tooltip})
 
 
 def single_values(values: dict[str, Any]) -> dict[str, Any]:
-    """INPUT_IS_LIST nodes get every widget as a one-item list: unwrap them."""
-    return {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in values.items()}
+    """Every value of an INPUT_IS_LIST node's widgets unwrapped (see single_value)."""
+    return {name: single_value(value) for name, value in values.items()}
 
 
 def validation(*checks: Callable[[], Any]) -> Union[bool, str]:

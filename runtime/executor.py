@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 
+from .. import install_host
 from .headless_host import HEADLESS, InterruptedByUser
 from .nodeinfo import node_inputs, output_is_list, return_types
 from .progress import ProgressFactory
@@ -81,6 +82,7 @@ class Executor:
 
     def __init__(self, registry: Optional[Mapping[str, type]] = None, event_callback: Optional[EventCallback] = None,
                  show_progress: bool = False):
+        install_host()  # also for a registry given here: its nodes run against the host
         if registry is None:
             from .registry import build_registry
 

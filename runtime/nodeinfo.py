@@ -83,11 +83,6 @@ def node_inputs(cls: type) -> dict[str, InputInfo]:
     return inputs
 
 
-def widget_inputs(cls: type) -> list[InputInfo]:
-    """Widget-capable inputs in the order the frontend stores their values."""
-    return [info for info in node_inputs(cls).values() if info.is_widget]
-
-
 def return_types(cls: type) -> tuple:
     return tuple(getattr(cls, "RETURN_TYPES", ()) or ())
 

@@ -187,8 +187,9 @@ class CheckpointLoaderSimple:
         return True
 
     def load_checkpoint(self, ckpt_name):
-        from ..hypernet.sd.checkpoints import CheckpointError, load_components
+        from ..hypernet.sd.components import CheckpointError
         from ..hypernet.sd.headless import headless_objects
+        from ..hypernet.sd.loading import load_components
 
         device = HOST.torch_device()
         dtype = torch.float16 if device.type == "cuda" else None

@@ -34,6 +34,9 @@ def _load_pack() -> None:
 
 
 _load_pack()
+# The nodes the tests call run against the headless host, as in the runtime (importing the pack
+# installs none).
+sys.modules["hypernet_studio"].install_host()
 
 
 class _RepositoryRootIsAFolder:

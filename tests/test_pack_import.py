@@ -1,4 +1,5 @@
-"""The pack imports without ComfyUI, the way ComfyUI loads it, and stays cheap."""
+"""The pack imports without ComfyUI, the way ComfyUI loads it, and stays cheap; the library under it
+imports with no side effects."""
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,31 @@ def test_imports_like_comfyui_under_an_arbitrary_name_without_heavy_modules():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
+
+
+def test_importing_the_library_imports_no_node_or_runtime_module_and_installs_no_host():
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        root = {str(REPO_ROOT)!r}
+        spec = importlib.util.spec_from_file_location("hypernet_studio", root + "/__init__.py",
+                                                      submodule_search_locations=[root])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["hypernet_studio"] = module
+        spec.loader.exec_module(module)
+        import hypernet_studio.hypernet.file_format
+        loaded = [m for m in sys.modules if m.startswith(("hypernet_studio.nodes", "hypernet_studio.runtime"))]
+        assert not loaded, sorted(loaded)
+        from hypernet_studio.nodes.host import HOST
+        try:
+            HOST.installed
+        except RuntimeError as exc:
+            print("OK", exc)
+        else:
+            print("a host is installed:", HOST.installed)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK no host installed"), result.stdout
 
 
 def test_node_ids_are_prefixed_and_categorised():

@@ -1,5 +1,5 @@
 """SDXL base checkpoints, loaded offline: single files in the original SGM layout and diffusers
-folders (with text_encoder_2/). checkpoints.py detects the family and calls in here.
+folders (with text_encoder_2/). model_family.py tells the family; loading.py calls in here.
 
 A single file holds four parts, each converted with diffusers' own helpers and loaded strictly:
 - `model.diffusion_model.`: the UNet. Its diffusers config is read off the tensor shapes: widths,
@@ -28,21 +28,19 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .checkpoints import (
+from .components import CheckpointError, SDComponents
+from .ldm_configs import group_count, transformer_depth, unet_levels, vae_config_from_ldm
+from .ldm_layout import (
     ADM_KEY,
     SDXL_TEXT_G_PREFIX,
     SDXL_TEXT_L_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
-    _group_count,
-    _load_strict,
-    _on_meta,
-    _text_encoder_config,
-    transformer_depth,
-    unet_levels,
-    vae_config_from_ldm,
+    checkpoint_alphas_cumprod,
+    load_strict,
+    on_meta,
+    text_encoder_config,
 )
-from .components import CheckpointError, SDComponents, scaled_linear_alphas_cumprod
 from .sdxl import SDXL_HEAD_CHANNELS, SDXL_LATENT_SCALE, SIZE_EMBEDDING_DIM, SIZE_VALUES
 
 if TYPE_CHECKING:
@@ -92,7 +90,7 @@ def sdxl_unet_config_from_ldm(state_dict: dict) -> tuple[dict, int]:
         "use_linear_projection": unet_state[next(k for k in unet_state if k.endswith(".proj_in.weight"))].ndim == 2,
         "addition_embed_type": "text_time", "addition_time_embed_dim": SIZE_EMBEDDING_DIM,
         "projection_class_embeddings_input_dim": int(unet_state[ADM_KEY[len(UNET_PREFIX):]].shape[1]),
-        "norm_num_groups": _group_count(widths),
+        "norm_num_groups": group_count(widths),
     }
     config.update(_depth_config(input_depths, output_depths))
     return config, transformer_depth(unet_state, "middle_block.1")
@@ -119,11 +117,11 @@ def build_sdxl_unet(config: dict, middle_depth: int) -> torch.nn.Module:
 
     if middle_depth < 1:
         raise CheckpointError("the UNet's middle block has no transformer; not an SDXL layout diffusers builds")
-    unet = _on_meta(lambda: UNet2DConditionModel(**config))
+    unet = on_meta(lambda: UNet2DConditionModel(**config))
     last_depth = config["transformer_layers_per_block"][-1]
     if (last_depth if isinstance(last_depth, int) else last_depth[0]) != middle_depth:
         c = unet.config
-        unet.mid_block = _on_meta(lambda: get_mid_block(
+        unet.mid_block = on_meta(lambda: get_mid_block(
             "UNetMidBlock2DCrossAttn", temb_channels=unet.time_embedding.linear_2.out_features,
             in_channels=c.block_out_channels[-1], resnet_eps=c.norm_eps, resnet_act_fn=c.act_fn,
             resnet_groups=c.norm_num_groups, output_scale_factor=c.mid_block_scale_factor,
@@ -148,7 +146,7 @@ def _fit_text_model_level(module: torch.nn.Module, state: dict) -> dict:
 def _on_meta_text_model(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """A CLIP text model built without allocating its weights, except the position-id buffer:
     transformers does not save it (it is 0..76), so the checkpoint cannot fill it."""
-    model = _on_meta(factory)
+    model = on_meta(factory)
     for module in model.modules():
         ids = module._buffers.get("position_ids")
         if ids is not None and ids.is_meta:
@@ -165,12 +163,12 @@ def _load_clip_l(state_dict: dict, tokenizer: "CLIPTokenizer") -> "CLIPTextModel
     _check_all_converted(source, converted, "CLIP-L text encoder")
     prefix = "text_model." if any(k.startswith("text_model.") for k in converted) else ""
     layers = len({k.split(".")[2 + bool(prefix)] for k in converted if k.startswith(prefix + "encoder.layers.")})
-    config = _text_encoder_config(converted[prefix + "embeddings.token_embedding.weight"],
+    config = text_encoder_config(converted[prefix + "embeddings.token_embedding.weight"],
                                   int(converted[prefix + "embeddings.position_embedding.weight"].shape[0]), layers,
                                   int(converted[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0]), "quick_gelu",
                                   tokenizer)
     model = _on_meta_text_model(lambda: CLIPTextModel(config))
-    _load_strict(model, _fit_text_model_level(model, converted), "CLIP-L text encoder")
+    load_strict(model, _fit_text_model_level(model, converted), "CLIP-L text encoder")
     return model
 
 
@@ -182,14 +180,14 @@ def _load_clip_g(state_dict: dict, tokenizer: "CLIPTokenizer") -> "CLIPTextModel
     layers = len({k.split(".")[len(SDXL_TEXT_G_PREFIX.split(".")) + 1]
                   for k in source if k.startswith(SDXL_TEXT_G_PREFIX + "transformer.resblocks.")})
     projection = source[SDXL_TEXT_G_PREFIX + "text_projection"]
-    config = _text_encoder_config(source[SDXL_TEXT_G_PREFIX + "token_embedding.weight"],
+    config = text_encoder_config(source[SDXL_TEXT_G_PREFIX + "token_embedding.weight"],
                                   int(source[SDXL_TEXT_G_PREFIX + "positional_embedding"].shape[0]), layers,
                                   int(source[SDXL_TEXT_G_PREFIX + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
                                   "gelu", tokenizer, projection_dim=int(projection.shape[1]))
     model = _on_meta_text_model(lambda: CLIPTextModelWithProjection(config))
     converted = convert_open_clip_checkpoint(model, source, prefix=SDXL_TEXT_G_PREFIX)
     _check_all_converted(source, converted, "OpenCLIP-G text encoder")
-    _load_strict(model, _fit_text_model_level(model, converted), "OpenCLIP-G text encoder")
+    load_strict(model, _fit_text_model_level(model, converted), "OpenCLIP-G text encoder")
     return model
 
 
@@ -219,13 +217,13 @@ def _load_unet_and_vae(state_dict: dict) -> tuple[torch.nn.Module, torch.nn.Modu
     unet_source = {k: v for k, v in state_dict.items() if k.startswith(UNET_PREFIX)}
     converted = convert_ldm_unet_checkpoint(unet_source, unet_config)
     _check_all_converted(unet_source, converted, "UNet")
-    _load_strict(unet, converted, "UNet")
+    load_strict(unet, converted, "UNet")
     vae_config = dict(vae_config_from_ldm(state_dict), scaling_factor=SDXL_LATENT_SCALE)
-    vae = _on_meta(lambda: AutoencoderKL(**vae_config))
+    vae = on_meta(lambda: AutoencoderKL(**vae_config))
     vae_source = {k: v for k, v in state_dict.items() if k.startswith(VAE_PREFIX)}
     converted = convert_ldm_vae_checkpoint(vae_source, vae_config)
     _check_all_converted(vae_source, converted, "VAE")
-    _load_strict(vae, converted, "VAE")
+    load_strict(vae, converted, "VAE")
     return unet, vae
 
 
@@ -243,10 +241,9 @@ def load_sdxl_single_file(path: Path, state_dict: dict, prediction_type: str,
     except (KeyError, IndexError, StopIteration, RuntimeError, ValueError) as error:
         raise CheckpointError(f"{path.name} (detected SDXL): the weights do not fit the SDXL layout "
                               f"({type(error).__name__}: {error})") from error
-    alphas = state_dict.get("alphas_cumprod")
-    alphas = alphas.float() if alphas is not None and alphas.shape == (1000,) else scaled_linear_alphas_cumprod()
     return SDComponents(
-        unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae, alphas_cumprod=alphas,
+        unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+        alphas_cumprod=checkpoint_alphas_cumprod(state_dict),
         prediction_type=prediction_type, family="sdxl", name=path.name, latent_scale_factor=SDXL_LATENT_SCALE,
         context_dim=int(unet.config.cross_attention_dim), default_clip_layer=-2,
         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Union
 import torch
 
 from .components import TextConditioning
-from .headless import HeadlessCLIP
+from .headless_clip import HeadlessCLIP
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel
@@ -35,14 +35,11 @@ class HeadlessSDXLCLIP(HeadlessCLIP):
         tokenizer = self.components.tokenizer if side == "l" else self.components.tokenizer_2
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def clip_layer(self, layer_idx: int) -> None:
-        """Read both encoders at `layer_idx` (-1 = last layer, without the final LayerNorm).
-        An encoder with fewer layers than |layer_idx| gives its final-normed last layer instead."""
-        deepest = max(self._encoder(side).config.num_hidden_layers for side in SIDES)
-        if not -deepest <= layer_idx <= -1:
-            raise ValueError(f"clip layer {layer_idx} is out of range: the deeper text encoder has {deepest} "
-                             f"layers (use -1 .. -{deepest})")
-        self.layer_idx = layer_idx
+    def _layer_count(self) -> tuple[int, str]:
+        """clip_layer reads both encoders at its layer (-1 = last layer, without the final LayerNorm),
+        so it may count back as far as the deeper one goes; an encoder with fewer layers than
+        |layer_idx| gives its final-normed last layer instead (see _hidden)."""
+        return max(self._encoder(side).config.num_hidden_layers for side in SIDES), "the deeper text encoder"
 
     def tokenize(self, text: str) -> dict:
         """{"l": tokens, "g": tokens} for `text`: the same ids, each side padded its own way."""

@@ -20,13 +20,8 @@ if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
 TINY_MODEL_NAME = "tiny-sd (built-in)"
-TINY_MODEL_DESCRIPTION = ("tiny-sd (built-in): random weights, a few MB, built in code; "
-                          "for pipelines and tests, not for pictures")
 # Its builder is tiny_sdxl.py; the name lives here so that every built-in name is in one place.
 TINY_SDXL_MODEL_NAME = "tiny-sdxl (built-in)"
-TINY_SDXL_MODEL_DESCRIPTION = ("tiny-sdxl (built-in): SDXL's attention widths (640, 1280, context 2048) and "
-                               "pooled/size conditioning with random weights, about 1.4 GB; for pipelines "
-                               "and tests, not for pictures")
 TINY_CONTEXT_DIM = 48  # distinct from the self-attention widths, so cross-attention gets its own module
 TINY_LATENT_SCALE = 0.18215
 

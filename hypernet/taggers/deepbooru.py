@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,30 +233,9 @@ def load_deepbooru(path: Path, device: Optional[torch.device] = None) -> Deepboo
         return model
 
 
-def clear_cache() -> None:
-    """Forget the cached model (frees its memory)."""
-    with _cache_lock:
-        _cached.clear()
-
-
 def tag_images(model: DeepbooruModel, images: list[Image.Image], options: TagOptions, batch_size: int = 8,
                on_batch: Optional[Callable[[int], None]] = None, input_size: int = DEEPBOORU_INPUT_SIZE) -> list[str]:
     """One caption string per image."""
     probabilities = model.probabilities(images, batch_size, on_batch, input_size)
     return [format_tags(row, model.tags, options) for row in probabilities]
 
-
-def random_state_dict(num_tags: int = DEEPBOORU_NUM_TAGS, seed: int = 0, scale: float = 0.02,
-                      tags: Optional[list[str]] = None) -> dict:
-    """A random-weight file content in A1111's layout, for tests, benchmarks and demos.
-
-    Every tensor is a view into one shared random buffer, so `torch.save` writes it once:
-    the file is a few tens of MB instead of 644 MB, yet loads as the full architecture."""
-    with torch.device("meta"):
-        shapes = {name: tuple(p.shape) for name, p in DeepDanbooruNet(num_tags).named_parameters()}
-    generator = torch.Generator().manual_seed(seed)
-    largest = max(math.prod(shape) for shape in shapes.values())
-    buffer = torch.randn(largest, generator=generator) * scale
-    state: dict = {name: buffer[:math.prod(shape)].view(shape) for name, shape in shapes.items()}
-    state["tags"] = list(tags) if tags is not None else [f"tag_{i}" for i in range(num_tags)]
-    return state

@@ -13,7 +13,8 @@ from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
 
 if TYPE_CHECKING:
-    from ..sd.headless import HeadlessCLIP, HeadlessModel, HeadlessVAE
+    from ..sd.headless import HeadlessModel, HeadlessVAE
+    from ..sd.headless_clip import HeadlessCLIP
 
 
 class DiffusersBackend:

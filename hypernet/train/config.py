@@ -1,8 +1,9 @@
 """What a training run is told (TrainConfig), what it gives back (TrainResult), how it talks to
 its host (TrainHooks), and how it fails when the numbers blow up (TrainingDiverged).
 
-TrainConfig's defaults are the Train Hypernet node's defaults: the node builds its widgets'
-defaults from these fields, so the two cannot disagree."""
+TrainConfig's field defaults are the one home of the Train Hypernet node's defaults: the node
+declares each widget that has a field here with `TrainConfig.default(name)`, and
+tests/nodes/test_train.py checks every such widget's declared default against its field."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,8 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ..errors import InputError
+from ..input_values import check_choice
+from .templates import template_lines
 
 OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
 CLIP_MODES = ("disabled", "value", "norm")
@@ -30,7 +33,9 @@ class TrainConfig:
 
     name: str
     steps: int = 2000
-    templates: Sequence[str] = ("[filewords]",)
+    templates: Optional[Sequence[str]] = None  # the prompt template lines; None: those prompt_template names
+    prompt_template: str = "style_filewords"  # a set in templates/, or "custom": the lines of custom_template
+    custom_template: str = "a picture of [filewords], by [name]"
     learning_rate: str = "0.00001"
     batch_size: int = 1
     gradient_accumulation: int = 1
@@ -78,6 +83,10 @@ class TrainConfig:
     log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
     final_path: Optional[Path] = None  # where the finished network goes; None = not saved
     run_name: Optional[str] = None  # the name files are written under (default: name), see run_files.py
+
+    def __post_init__(self) -> None:
+        if self.templates is None:
+            self.templates = template_lines(self.prompt_template, self.custom_template)
 
     @property
     def file_stem(self) -> str:
@@ -169,9 +178,7 @@ def check_choices(config: TrainConfig) -> None:
     for name, allowed in (("clip_grad_mode", CLIP_MODES), ("precision", tuple(PRECISIONS)),
                           ("latent_sampling", LATENT_SAMPLING_MODES), ("lr_scheduler", LR_SCHEDULERS),
                           ("loss_type", LOSS_TYPES), ("log_to", LOG_TARGETS)):
-        value = getattr(config, name)
-        if value not in allowed:
-            raise InputError(name, f"{value!r} is not one of {', '.join(allowed)}")
+        check_choice(name, getattr(config, name), allowed)
     if not 0.0 <= float(config.tag_dropout) < 1.0:
         raise InputError("tag_dropout", f"must be in [0, 1), got {config.tag_dropout}")
     if not 0.0 <= float(config.validation_split) < 1.0:

@@ -8,7 +8,8 @@ import torch
 
 from hypernet_studio.hypernet import safe_load
 from hypernet_studio.hypernet.file_format import HypernetFileError, load_hypernetwork
-from hypernet_studio.hypernet.sd.checkpoints import CheckpointError, read_state_dict
+from hypernet_studio.hypernet.sd.components import CheckpointError
+from hypernet_studio.hypernet.sd.ldm_layout import read_state_dict
 from hypernet_studio.hypernet.taggers.deepbooru import read_deepbooru_file
 
 UNSAFE_ADVICE = ("weights_only", "add_safe_globals", "safe_globals", "allowlist", "\x1b[")

@@ -44,7 +44,7 @@ def test_the_owner_can_allow_more_folders(comfyui, tmp_path, monkeypatch):
 
 
 def test_deepbooru_reads_model_files_only_from_its_folder(comfyui, tmp_path):
-    from hypernet_studio.hypernet.taggers.deepbooru import random_state_dict
+    from ..hypernet.taggers.deepbooru_weights import random_state_dict
 
     outside = tmp_path / "elsewhere.pt"
     torch.save(random_state_dict(num_tags=3), outside)

@@ -144,8 +144,9 @@ def test_save_dataset_writes_stable_names_alpha_and_captions(headless_dirs):
 
 
 def test_shipped_dataset_workflow_runs_headless(headless_dirs):
-    from hypernet_studio.hypernet.taggers import deepbooru
     from hypernet_studio.runtime.api import run_workflow_file
+
+    from ..hypernet.taggers.deepbooru_weights import forget_cached_model, random_state_dict
 
     raw = headless_dirs / "input" / "dataset_raw"
     raw.mkdir()
@@ -161,11 +162,11 @@ def test_shipped_dataset_workflow_runs_headless(headless_dirs):
     model_dir = headless_dirs / "models" / "deepbooru"
     model_dir.mkdir()
     tags = ["b_tag", "a_tag", "rating:safe", "c_(x)"]
-    torch.save(deepbooru.random_state_dict(num_tags=4, tags=tags), model_dir / "model-resnet_custom_v3.pt")
-    deepbooru.clear_cache()
+    torch.save(random_state_dict(num_tags=4, tags=tags), model_dir / "model-resnet_custom_v3.pt")
+    forget_cached_model()
     overrides = {"2.width": 64, "2.height": 64, "4.input_size": 128, "4.threshold": 0.0}
     result = run_workflow_file(REPO_ROOT / "workflows" / "dataset_prep.json", overrides=overrides)
-    deepbooru.clear_cache()
+    forget_cached_model()
     out = headless_dirs / "output" / "dataset_prepared"
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["00000-cut.png", "00001-cut-flip.png", "00002-tall.png",

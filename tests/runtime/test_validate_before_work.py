@@ -15,11 +15,11 @@ TRAIN = Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet.json
 def studio(tmp_path, monkeypatch):
     """A base folder with the example inputs, and loaders that record every call."""
     from hypernet_studio.hypernet.preprocess import pipeline
-    from hypernet_studio.hypernet.sd import checkpoints
+    from hypernet_studio.hypernet.sd import loading
 
     write_examples(tmp_path)
     calls = []
-    monkeypatch.setattr(checkpoints, "load_components", lambda *a, **k: calls.append(("checkpoint", a)))
+    monkeypatch.setattr(loading, "load_components", lambda *a, **k: calls.append(("checkpoint", a)))
     monkeypatch.setattr(pipeline, "load_folder_lists", lambda *a, **k: calls.append(("images", a)))
     return tmp_path, calls
 

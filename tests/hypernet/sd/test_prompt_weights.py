@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hypernet_studio.hypernet.sd.headless import HeadlessCLIP
+from hypernet_studio.hypernet.sd.headless_clip import HeadlessCLIP
 from hypernet_studio.hypernet.sd.prompt_weights import parse_weighted_prompt
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 

@@ -8,13 +8,10 @@ import torch
 from PIL import Image
 
 from hypernet_studio.hypernet.taggers import deepbooru
-from hypernet_studio.hypernet.taggers.deepbooru import (
-    DeepDanbooruNet,
-    load_deepbooru,
-    random_state_dict,
-    read_deepbooru_file,
-)
+from hypernet_studio.hypernet.taggers.deepbooru import DeepDanbooruNet, load_deepbooru, read_deepbooru_file
 from hypernet_studio.hypernet.taggers.deepbooru_post import TagOptions
+
+from .deepbooru_weights import forget_cached_model, random_state_dict
 
 
 def _spec_convolutions(num_tags):
@@ -104,14 +101,14 @@ def test_forward_on_a_small_input_gives_probabilities_per_tag_as_the_spec_math()
 def test_file_loads_with_tags_is_cached_and_reloads_when_replaced(tmp_path):
     path = tmp_path / "model-resnet_custom_v3.pt"
     torch.save(random_state_dict(num_tags=3, tags=["a", "b", "c"]), path)
-    deepbooru.clear_cache()
+    forget_cached_model()
     model = load_deepbooru(path)
     assert model.tags == ["a", "b", "c"] and model.net.num_tags == 3
     assert load_deepbooru(path) is model
     torch.save(random_state_dict(num_tags=2, tags=["x", "y"]), path)
     reloaded = load_deepbooru(path)
     assert reloaded is not model and reloaded.tags == ["x", "y"]
-    deepbooru.clear_cache()
+    forget_cached_model()
 
 
 def test_tagging_pipeline_formats_each_image(monkeypatch, tmp_path):
@@ -122,7 +119,7 @@ def test_tagging_pipeline_formats_each_image(monkeypatch, tmp_path):
                         lambda images, *a, **k: np.array([[0.9, 0.6, 0.99], [0.1, 0.7, 0.2]])[:len(images)])
     images = [Image.new("RGB", (10, 20)), Image.new("RGB", (30, 5))]
     assert deepbooru.tag_images(model, images, TagOptions()) == ["a tag, b tag", "a tag"]
-    deepbooru.clear_cache()
+    forget_cached_model()
 
 
 def test_input_is_fitted_with_edge_fill_to_the_model_size():

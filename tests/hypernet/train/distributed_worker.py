@@ -50,7 +50,7 @@ def examples():
 def config(folder: Path, **overrides) -> TrainConfig:
     values = dict(name="net", steps=3, learning_rate="0.05", optimizer="SGD", seed=7, csv_every=1,
                   latent_sampling="deterministic", save_every=1, preview_every=0, batch_size=2,
-                  log_dir=folder / "log", final_path=folder / "models" / "net.pt")
+                  templates=["[filewords]"], log_dir=folder / "log", final_path=folder / "models" / "net.pt")
     values.update(overrides)
     return TrainConfig(**values)
 
