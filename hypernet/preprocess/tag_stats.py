@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..sd.headless import TOKENS_PER_CHUNK
+from ..sd.headless_clip import TOKENS_PER_CHUNK
 from .tag_syntax import Tag, encoder_text, split_tags
 
 if TYPE_CHECKING:
