@@ -25,7 +25,10 @@ class ContextMemoPatch:
         self.patch, self.hypernetwork, self.lazy = patch, hypernetwork, True
         self._dropout = any(isinstance(layer, torch.nn.Dropout) for module in hypernetwork.modules()
                             for layer in module.modules())
-        self.reset()
+        # The cached output (reset() forgets it): the context it is for, that tensor's version, (k, v).
+        self._input: Optional[torch.Tensor] = None
+        self._version: Optional[int] = None
+        self._outputs: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     def reset(self) -> None:
         """Forget the cached output (call before every UNet call: the weights may have changed)."""

@@ -1,8 +1,23 @@
-"""Training, with A1111 parity (docs/training.md).
+"""Training, with A1111 parity (docs/training.md). Every module, in the order a run meets them:
 
-batches.py sizes the images into buckets and orders the batches; latents.py encodes images and
-prompts once; run.py is the loop (a TrainingRun whose methods are its steps), configured by
-config.py and using losses.py, optimizer.py and schedule.py; backend.py is the small protocol the
-loop runs against, with backend_diffusers.py (headless models) and backend_comfy.py (ComfyUI's);
-templates.py and prompts.py make the prompts; resume_files.py, csvlog.py and lossplot.py write what a
-run leaves behind; session.py runs one training from the objects a graph passes around."""
+session.py          one training run from the objects a graph passes around (backend, network, data)
+run_files.py        where a run writes, so that a re-run never silently replaces an earlier result
+config.py           what a run is told (TrainConfig), gives back (TrainResult), its hooks, its failure
+batches.py          images sized into buckets (TrainingExample) and the order of the batches (BatchPlan)
+templates.py        the prompt template sets; prompts.py fills them with captions (tag shuffle/dropout)
+run.py              the loop: a TrainingRun whose methods are its steps
+prepared_run.py     what a run builds before its first step (PreparedRun) and prepare_run()
+latents.py          images encoded into latents and prompts into conditionings, once
+conditioning.py     what the loop hands a backend's predict() (the context, SDXL's pooled output)
+backend.py          the small protocol the loop runs against, and the noise schedule;
+                    backend_diffusers.py (headless models) and backend_comfy.py (ComfyUI's)
+distributed.py      several processes (torchrun): shares, the one all-reduce per step, SingleProcess
+random_draws.py     seeds derived from (seed, purpose, step, ...) and the noise/timestep draws
+losses.py           the objective: q-sampling, the loss types, min-SNR weights
+optimizer.py        the torch optimizer and its options
+learning_rate.py    the learning rate: A1111 schedule strings (also clipping's), torch/diffusers schedulers
+validation_loss.py  the held-out split and the validation loss
+previews.py         preview grids (prompts x seeds) during training
+resume_files.py     the .pt and .pt.optim a run saves and resumes from
+logs.py             what a run logs as it goes: csvlog.py (the loss CSV) and TensorBoard
+lossplot.py         the loss curve as a picture"""

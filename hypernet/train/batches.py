@@ -1,6 +1,6 @@
 """The training set: every image at its bucket size with its caption and alpha, and the order
 in which batches are drawn (A1111's grouped batches). Every random choice is a pure function
-of (seed, purpose, index), see rng.py."""
+of (seed, purpose, index), see random_draws.py."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from ..errors import InputError
 from ..images import image_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tensor
-from .rng import derive_seed
+from .random_draws import derive_seed
 
 
 @dataclass

@@ -10,20 +10,21 @@ decision at the same step, and nothing waits for a collective another process ne
 
 Each process's loss is its samples' share of the global mean (summed per-sample losses over
 the global micro-batch size), so the summed gradient is the gradient of the global mean
-whatever the split; with equal shares this is the usual mean of per-process means."""
+whatever the split; with equal shares this is the usual mean of per-process means.
+
+A process training alone gets SingleProcess, the same interface with nothing to share: the
+training loop never asks how many processes there are."""
 from __future__ import annotations
 
 import atexit
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 
-# torchrun's environment: rank of this process, number of processes, rank within this machine.
-RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # How long a collective may wait before the process gives up (a process that died is noticed by
 # torchrun much sooner; this only bounds a hang that torchrun cannot see).
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -58,6 +59,17 @@ class TrainingProcesses:
     def writes(self) -> bool:
         """Only rank 0 writes files and shows progress."""
         return self.rank == 0
+
+    @property
+    def own_seed_labels(self) -> tuple[int, ...]:
+        """Labels for the seeds of draws each process makes for itself (dropout masks): its rank."""
+        return (self.rank,)
+
+    @property
+    def shares_interrupts(self) -> bool:
+        """True: an interrupt raised between steps becomes a stop that the next step's all-reduce
+        shares, so no process is left waiting in a collective."""
+        return True
 
     def device(self) -> torch.device:
         """The GPU `LOCAL_RANK` when there is CUDA, else the CPU."""
@@ -111,10 +123,75 @@ class TrainingProcesses:
         flags = flat[offset + 1:].tolist()
         return StepAgreement(flat[offset], flags[0] > 0, tuple(r for r in range(self.world_size) if flags[1 + r] > 0))
 
+    def agree_on_step(self, step_loss: Callable[[], torch.Tensor], parameters: Sequence[torch.nn.Parameter],
+                      stop_asked: Callable[[], bool], step: int, device: torch.device) -> StepAgreement:
+        """This process's part of step `step` (`step_loss` runs its micro-batches), then the
+        step's one all-reduce, which also shares whether the user asked to stop (`stop_asked`).
+        An error in `step_loss` is shared first and then raised here; the other processes raise
+        a RuntimeError naming this one."""
+        error: Optional[BaseException] = None
+        try:
+            loss = step_loss()
+        except Exception as exc:  # shared by the all-reduce below, then raised on this process
+            error, loss = exc, torch.zeros((), device=device)
+        agreed = self.agree(parameters, loss, stop_asked(), error is not None)
+        if error is not None:
+            raise error
+        if agreed.failed_ranks:
+            raise RuntimeError(f"process(es) {list(agreed.failed_ranks)} failed at step {step}; "
+                               "every process stops (see that process's error)")
+        return agreed
+
+    def stop_after_step(self, stop_asked: Callable[[], bool]) -> bool:
+        """False: the processes stop only on the flag a step's all-reduce shared (agree_on_step)."""
+        return False
+
     @staticmethod
     def bytes_per_step(parameters: Sequence[torch.nn.Parameter], world_size: int) -> int:
         """Bytes each process sends into the step's all-reduce (fp32 gradients, loss, flags)."""
         return 4 * (sum(p.numel() for p in parameters) + 2 + world_size)
+
+
+class SingleProcess:
+    """TrainingProcesses' stand-in for a process that trains alone (no torchrun): every position
+    of a micro-batch is its own, agreeing keeps its own values, it writes, and it draws as a run
+    always has (no rank in any seed, so saved runs resume bit-identically)."""
+
+    rank = 0
+    world_size = 1
+    writes = True
+    own_seed_labels: tuple[int, ...] = ()
+    # An interrupt raised between steps propagates at once: there is no one to wait for.
+    shares_interrupts = False
+
+    def start(self, device: torch.device) -> None:
+        """Nothing to join."""
+
+    def share(self, positions: int) -> range:
+        """Every position of the micro-batch."""
+        return range(positions)
+
+    def check_same_start(self, step: int, tensors: Sequence[torch.Tensor], device: torch.device) -> None:
+        """Nothing to compare with."""
+
+    def agree(self, parameters: Sequence[torch.nn.Parameter], loss: torch.Tensor, stop: bool,
+              failed: bool) -> StepAgreement:
+        """The local values as they are: the gradients stay, the loss is this process's, no one else failed."""
+        return StepAgreement(loss, stop, ())
+
+    def agree_on_step(self, step_loss: Callable[[], torch.Tensor], parameters: Sequence[torch.nn.Parameter],
+                      stop_asked: Callable[[], bool], step: int, device: torch.device) -> StepAgreement:
+        """The step's loss; an error raises at once, and the stop is asked after the step
+        (stop_after_step), so `stop_asked` is not called here."""
+        return self.agree(parameters, step_loss(), False, False)
+
+    def stop_after_step(self, stop_asked: Callable[[], bool]) -> bool:
+        """Whether the user asked to stop, asked once the step is done and recorded."""
+        return stop_asked()
+
+
+# What a training run is told about the processes it shares the work with.
+Processes = Union[TrainingProcesses, SingleProcess]
 
 
 def _fingerprint(step: int, tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:

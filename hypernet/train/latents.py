@@ -2,7 +2,7 @@
 
 Images are encoded by the VAE once (per latent sampling mode) and each distinct prompt by
 CLIP once; per step only cached tensors are gathered, unless tag shuffle/dropout makes a new
-prompt. Every random draw is a pure function of (seed, purpose, index), see rng.py."""
+prompt. Every random draw is a pure function of (seed, purpose, index), see random_draws.py."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..sd.components import Conditioning, TextConditioning
 from .batches import TrainingExample
 from .config import LATENT_SAMPLING_MODES
-from .rng import generator
+from .random_draws import generator
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@ prediction (docs/training.md states A1111's rules this follows, and the options 
 
 A1111: the mean squared error between prediction and target (eps, or v for v-prediction
 models), weighted per pixel by the alpha weight when asked. Options: the L1, Huber and
-smooth-L1 losses (torch's, delta/beta 1), min-SNR-gamma weighting per sample (Hang et al. 2023:
-min(SNR, gamma) / SNR for eps, / (SNR + 1) for v, with SNR = abar / (1 - abar)), and offset
-noise (a per-channel constant added to the noise, Guttenberg 2023)."""
+smooth-L1 losses (torch's, delta/beta 1) and min-SNR-gamma weighting per sample (Hang et al. 2023:
+min(SNR, gamma) / SNR for eps, / (SNR + 1) for v, with SNR = abar / (1 - abar)). The noise and
+timesteps themselves are drawn in random_draws.py (offset noise included)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,22 +33,6 @@ def noised_batch(x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
     x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
     target = noise if prediction_type == "epsilon" else a_t.sqrt() * noise - (1 - a_t).sqrt() * x0
     return NoisedBatch(x_t, timesteps, target)
-
-
-def draw_noise(shape: torch.Size, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
-    """eps ~ N(0, I), plus `noise_offset` times one N(0, 1) value per sample and channel when on
-    (drawn after eps from the same generator, so the default draws are A1111's)."""
-    noise = torch.randn(shape, generator=generator)
-    if noise_offset > 0:
-        noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
-    return noise
-
-
-def draw_sample(draws: torch.Generator, num_train_timesteps: int, latent_shape: Sequence[int],
-                noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sample's timestep [1] and noise [1, C, h, w], in that order, from its own generator."""
-    timestep = torch.randint(0, num_train_timesteps, (1,), generator=draws)
-    return timestep, draw_noise((1, *latent_shape[-3:]), draws, noise_offset)
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float,

@@ -15,7 +15,7 @@ import random
 from typing import Sequence
 
 from ..errors import InputError
-from .rng import derive_seed
+from .random_draws import derive_seed
 
 
 def render_prompt(template: str, caption: str, name: str, rng: random.Random,

@@ -3,7 +3,7 @@ reads and writes optimizer-state files (docs/file-format.md describes both).
 
 The `.optim` file has A1111's keys (optimizer_name, hash = shorthash of the .pt,
 optimizer_state_dict), so A1111 can resume from it too, plus ours: the run's seed (every
-random draw is derived from seed and step, see rng.py), the GradScaler state, and the step.
+random draw is derived from seed and step, see random_draws.py), the GradScaler state, and the step.
 Both files are written atomically, the .pt first; a crash in between leaves an .optim whose
 hash no longer matches, which is then ignored rather than misapplied. As in A1111, a state
 whose hash does not match its `.pt` is ignored and the optimizer starts from scratch."""

@@ -18,9 +18,9 @@ import torch
 from .backend import NoiseSchedule, TrainingBackend
 from .batches import TrainingExample
 from .latents import LatentCache, TextCache
-from .losses import diffusion_loss, draw_sample, min_snr_weights, noised_batch
+from .losses import diffusion_loss, min_snr_weights, noised_batch
 from .prompts import PromptSource
-from .rng import derive_seed, generator
+from .random_draws import derive_seed, draw_sample, generator
 
 
 def split_examples(examples: Sequence[TrainingExample], fraction: float, seed: int

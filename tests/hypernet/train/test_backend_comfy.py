@@ -78,7 +78,7 @@ def test_sdxl_trains_on_comfyuis_pooled_output_and_size_values():
     # Reference: the same batch through the stand-in UNet with y built from the CLIP's pooled output.
     from hypernet_studio.hypernet.patch import HypernetPatch
     from hypernet_studio.hypernet.train.batches import BatchPlan
-    from hypernet_studio.hypernet.train.rng import generator
+    from hypernet_studio.hypernet.train.random_draws import generator
 
     examples = _examples(4)
     indices = BatchPlan([e.size for e in examples], 2, 1, seed=7).batch(0)

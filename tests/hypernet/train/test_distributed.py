@@ -10,7 +10,7 @@ import torch
 
 from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.train.batches import BatchPlan
-from hypernet_studio.hypernet.train.distributed import TrainingProcesses
+from hypernet_studio.hypernet.train.distributed import SingleProcess, TrainingProcesses
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from . import distributed_worker as worker
@@ -126,3 +126,46 @@ def test_shares_cover_a_global_batch_that_does_not_split_evenly():
     assert shares == [[0, 1, 2], [3, 4], [5, 6]]
     assert TrainingProcesses.from_environment({"WORLD_SIZE": "1"}) is None
     assert TrainingProcesses.from_environment({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}).rank == 1
+
+
+def test_a_single_process_takes_every_position_and_agrees_with_itself():
+    alone = SingleProcess()
+    assert (alone.rank, alone.world_size, alone.writes, alone.own_seed_labels) == (0, 1, True, ())
+    assert list(alone.share(5)) == [0, 1, 2, 3, 4] and list(alone.share(0)) == []
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    parameter.grad = torch.tensor([1.0, 2.0, 3.0])
+    loss = torch.tensor(0.5)
+    agreed = alone.agree([parameter], loss, True, False)
+    assert agreed.loss is loss and agreed.stop and agreed.failed_ranks == ()
+    assert torch.equal(parameter.grad, torch.tensor([1.0, 2.0, 3.0])), "the gradients stay as they are"
+    assert not alone.agree([parameter], loss, False, True).stop
+    alone.start(torch.device("cpu"))
+    alone.check_same_start(0, [parameter], torch.device("cpu"))
+
+
+def test_a_single_process_raises_at_once_and_asks_to_stop_after_the_step():
+    alone, asked = SingleProcess(), []
+
+    def stop_asked():
+        asked.append(True)
+        return True
+
+    def failing_step():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        alone.agree_on_step(failing_step, [], stop_asked, 1, torch.device("cpu"))
+    agreed = alone.agree_on_step(lambda: torch.tensor(2.0), [], stop_asked, 1, torch.device("cpu"))
+    assert float(agreed.loss) == 2.0 and not agreed.stop and asked == [], "not asked during the step"
+    assert alone.stop_after_step(stop_asked) and asked == [True]
+    assert not TrainingProcesses(0, 2, 0).stop_after_step(stop_asked) and asked == [True]
+    assert TrainingProcesses(1, 2, 1).own_seed_labels == (1,) and not alone.shares_interrupts
+
+
+def test_no_processes_means_a_single_process(tmp_path):
+    config = worker.config(tmp_path, batch_size=4, save_every=0, csv_every=0, log_dir=None, final_path=None)
+    implicit = train_hypernetwork(FakeBackend(), worker.network(), worker.examples(), config)
+    explicit = train_hypernetwork(FakeBackend(), worker.network(), worker.examples(), config, processes=SingleProcess())
+    assert implicit.losses == explicit.losses
+    assert torch.equal(torch.cat([p.detach().flatten() for p in implicit.hypernetwork.parameters()]),
+                       torch.cat([p.detach().flatten() for p in explicit.hypernetwork.parameters()]))

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
-from hypernet_studio.hypernet.train.losses import diffusion_loss, draw_noise, min_snr_weights
+from hypernet_studio.hypernet.train.losses import diffusion_loss, min_snr_weights
 
 ALPHAS = scaled_linear_alphas_cumprod()
 
@@ -44,16 +44,3 @@ def test_min_snr_weighs_each_samples_mean():
     per_sample = ((prediction - target) ** 2).mean(dim=(1, 2, 3))
     got = diffusion_loss(prediction, target, None, "mse", weights)
     torch.testing.assert_close(got, (per_sample * weights).mean(), rtol=1e-6, atol=0)
-
-
-def test_noise_offset_adds_one_value_per_sample_and_channel():
-    shape = torch.Size([2, 4, 8, 8])
-    plain = draw_noise(shape, torch.Generator().manual_seed(3))
-    offset = draw_noise(shape, torch.Generator().manual_seed(3), 0.1)
-    generator = torch.Generator().manual_seed(3)
-    eps = torch.randn(shape, generator=generator)
-    expected = eps + 0.1 * torch.randn((2, 4, 1, 1), generator=generator)
-    assert torch.equal(plain, eps), "off: exactly A1111's draw"
-    torch.testing.assert_close(offset, expected, rtol=0, atol=0)
-    difference = offset - plain
-    assert torch.allclose(difference, difference[:, :, :1, :1].expand_as(difference))

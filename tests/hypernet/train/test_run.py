@@ -12,8 +12,8 @@ from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.batches import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks, TrainingDiverged
-from hypernet_studio.hypernet.train.rng import generator
-from hypernet_studio.hypernet.train.run import train_hypernetwork
+from hypernet_studio.hypernet.train.random_draws import generator
+from hypernet_studio.hypernet.train.run import TrainingRun, train_hypernetwork
 
 from .fakes import CHANNELS, CONTEXT, FakeBackend, tiny_dataset
 
@@ -31,7 +31,7 @@ def _network(activation="linear", dropout=None, init="XavierNormal", seed=0):
 
 def _config(tmp_path=None, **overrides):
     values = dict(name="net", steps=10, learning_rate="0.001", seed=7, csv_every=1, latent_sampling="deterministic",
-                  save_every=0, preview_every=0)
+                  save_every=0, preview_every=0, templates=["[filewords]"])
     if tmp_path is not None:
         values.update(log_dir=tmp_path / "log", final_path=tmp_path / "models" / "net.pt")
     values.update(overrides)
@@ -217,6 +217,35 @@ def test_bad_settings_are_refused_with_the_input_named(overrides, input_name, te
         train_hypernetwork(FakeBackend(), trained, _examples(2), _config(**{"steps": 20, **overrides}))
     assert caught.value.input_name == input_name
     assert "Train Hypernet" not in str(caught.value), "the library never names a node"
+
+
+@pytest.mark.parametrize("overrides,input_name", [
+    ({"lr_scheduler": "cosine", "learning_rate": "1e-4:10, 1e-5"}, "learning_rate"),
+    ({"lr_scheduler": "cosine", "warmup_steps": 10}, "warmup_steps"),
+    ({"lr_scheduler": "cosine_with_restarts", "min_learning_rate": 0.5, "learning_rate": "0.1"}, "min_learning_rate"),
+    ({"lr_scheduler": "sometimes"}, "lr_scheduler"),
+    ({"loss_type": "l3"}, "loss_type"),
+    ({"min_snr_gamma": -1}, "min_snr_gamma"),
+    ({"validation_split": 1.0}, "validation_split"),
+    ({"preview_seeds": "1, two"}, "preview_seeds"),
+])
+def test_bad_options_are_refused_before_any_work(overrides, input_name):
+    backend = FakeBackend()
+    with pytest.raises(InputError) as caught:
+        train_hypernetwork(backend, _network(), _examples(2), _config(**overrides))
+    assert caught.value.input_name == input_name
+    assert backend.encoded_images == 0, "refused before anything was encoded"
+
+
+@pytest.mark.parametrize("step", [lambda run: run.micro_step(0), lambda run: run.optimizer_step(0.001),
+                                  lambda run: run.validate(), lambda run: run.preview(), lambda run: run.stop()])
+def test_stepping_before_prepare_is_a_clear_error(step):
+    run = TrainingRun(FakeBackend(), _network(), _examples(2), _config())
+    with pytest.raises(RuntimeError, match="call prepare") as caught:
+        step(run)
+    assert not isinstance(caught.value, AttributeError)
+    state = run.prepare()
+    assert run.state is state and float(run.micro_step(0)) > 0, "prepared, the same step runs"
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

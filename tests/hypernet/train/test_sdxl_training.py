@@ -16,7 +16,7 @@ from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.backend_diffusers import DiffusersBackend
 from hypernet_studio.hypernet.train.batches import BatchPlan, prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks, TrainingDiverged
-from hypernet_studio.hypernet.train.rng import generator
+from hypernet_studio.hypernet.train.random_draws import generator
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 PIXELS = 32  # a 4x4 latent: SDXL's layout at the smallest size its two levels allow

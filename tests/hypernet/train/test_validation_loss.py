@@ -27,11 +27,11 @@ def test_the_split_is_deterministic_from_the_seed_and_never_empties_training():
 def test_held_out_images_never_reach_a_training_batch():
     run = TrainingRun(FakeBackend(), _network(), _examples(8), _config(steps=20, validation_split=0.25,
                                                                         batch_size=2))
-    run.prepare()
-    held = {e.caption for e in run.validation_examples}
+    state = run.prepare()
+    held = {e.caption for e in state.validation_examples}
     assert len(held) == 2
-    seen = {run.examples[i].caption for number in range(40) for i in run.plan.batch(number)}
-    assert seen and seen.isdisjoint(held) and len(run.examples) == 6
+    seen = {state.examples[i].caption for number in range(40) for i in state.plan.batch(number)}
+    assert seen and seen.isdisjoint(held) and len(state.examples) == 6
 
 
 def test_the_validation_loss_is_identical_on_unchanged_weights():
