@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..hypernet.errors import InputError
+from ..hypernet.input_values import check_choice
 from ..hypernet.train import previews
 from ..hypernet.train.config import (
     CLIP_MODES,
@@ -23,10 +23,10 @@ from ..hypernet.train.config import (
     TrainHooks,
     validate_name,
 )
+from ..hypernet.train.learning_rate import parse_schedule, plain_rate
 from ..hypernet.train.logs import check_log_target
-from ..hypernet.train.optimizer import parse_optimizer_args, plain_rate
+from ..hypernet.train.optimizer import parse_optimizer_args
 from ..hypernet.train.run_files import RunFolders
-from ..hypernet.train.schedule import parse_schedule
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
 from .host import HOST, TRAINING_FOLDER
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
@@ -40,101 +40,116 @@ MAX_STEPS = 10_000_000  # the steps inputs' maximum; a schedule's syntax is chec
 _default = TrainConfig.default
 
 TRAIN_INPUTS = {
-    "model": socket("MODEL", "The checkpoint's MODEL: SD1, SD2 (eps or v prediction) or SDXL base."),
-    "clip": socket("CLIP", "The checkpoint's CLIP; each distinct prompt is encoded once and cached."),
-    "vae": socket("VAE", "The checkpoint's VAE; every image is encoded once and cached."),
-    "images": socket("IMAGE", "Training images (a list from the dataset nodes; sizes may differ)."),
-    "captions": socket("STRING", "One caption per image; becomes [filewords].", forceInput=True),
-    "name": text("my-hypernet", "Name of the network: the file name and [name] in templates."),
-    "steps": integer(_default("steps"), 1, MAX_STEPS, "Train until this many optimizer steps are done (a "
-                                                       "continued network counts on)."),
-    "learning_rate": text(_default("learning_rate"), "A1111 schedule: a rate, or 'rate:step, rate:step, rate' "
-                                                     "(e.g. 5e-5:100, 5e-6:1500, 5e-7)."),
-    "batch_size": integer(_default("batch_size"), 1, 256, "Images per micro-batch (same-size bucket)."),
-    "gradient_accumulation": integer(_default("gradient_accumulation"), 1, 1024, "Micro-batches per optimizer "
-                                                                                 "step; the loss is divided by it."),
-    "optimizer": combo(OPTIMIZERS, "torch.optim optimizer with torch's defaults (A1111 uses AdamW).",
-                       _default("optimizer")),
-    "clip_grad_mode": combo(CLIP_MODES, "Gradient clipping: off, by value, or by norm.", _default("clip_grad_mode")),
-    "clip_grad_value": text(_default("clip_grad_value"), "Clipping value, as a schedule string like the "
-                                                         "learning rate."),
-    "seed": integer(_default("seed"), 0, MAX_SEED, "Seed for noise, timesteps, batch order, prompts and a new "
-                                                   "network's weights."),
-    "prompt_template": combo(TEMPLATE_SETS + (CUSTOM,), "Template set (A1111's six) or 'custom' to use "
-                                                        "custom_template.", "style_filewords"),
-    "custom_template": text("a picture of [filewords], by [name]", "Custom template lines ([name], [filewords]); "
-                                                                   "used when prompt_template is custom.", True),
-    "shuffle_tags": boolean(_default("shuffle_tags"), "Shuffle the comma-separated caption tags for every use."),
-    "tag_dropout": decimal(_default("tag_dropout"), 0.0, 0.95, "Probability of dropping each caption tag for "
-                                                               "every use.", 0.05),
-    "latent_sampling": combo(LATENT_SAMPLING_MODES, "once: one VAE sample cached; deterministic: the mean; random: "
-                                                    "a fresh sample each use.", _default("latent_sampling")),
-    "use_alpha_weight": boolean(_default("use_alpha_weight"), "Weight the loss by the image alpha (from masks: "
-                                                              "1 = transparent counts 0)."),
-    "resolution": integer(512, 64, 2048, "Training side length; images keep their aspect in buckets of about "
-                                         "resolution² pixels.", 64),
-    "aspect_buckets": boolean(True, "On: cover-and-crop into aspect buckets. Off: stretch to resolution² (A1111)."),
-    "save_every": integer(_default("save_every"), 0, 1_000_000, "Save name-STEP.pt (+ .optim with optimizer and "
-                                                                "RNG state) every N steps; 0 = only at the end."),
-    "preview_every": integer(_default("preview_every"), 0, 1_000_000, "Sample a preview image every N steps; "
-                                                                      "0 = never."),
-    "preview_prompt": text(_default("preview_prompt"), "Prompt for previews; empty = the first training prompt.",
-                           True),
-    "preview_seed": integer(_default("preview_seed"), 0, MAX_SEED, "Seed of the preview noise."),
-    "preview_steps": integer(_default("preview_steps"), 1, 150, "Sampling steps per preview (euler, normal "
-                                                                "schedule, cfg 7, as KSampler)."),
-    "csv_every": integer(_default("csv_every"), 0, 1_000_000, "Write a hypernetwork_loss.csv row every N steps; "
-                                                              "0 = no CSV."),
-    "precision": combo(PRECISIONS, "Autocast dtype; weights stay fp32 (fp16 uses a GradScaler).",
-                       _default("precision")),
-    "gradient_checkpointing": boolean(_default("gradient_checkpointing"), "Recompute UNet activations in "
-                                                                          "backward: less memory, slower."),
-    "offload_encoders": boolean(_default("offload_encoders"), "Move VAE and CLIP off the training device once "
-                                                              "everything is cached."),
+    "model": socket("MODEL", tooltip="The checkpoint's MODEL: SD1, SD2 (eps or v prediction) or SDXL base."),
+    "clip": socket("CLIP", tooltip="The checkpoint's CLIP; each distinct prompt is encoded once and cached."),
+    "vae": socket("VAE", tooltip="The checkpoint's VAE; every image is encoded once and cached."),
+    "images": socket("IMAGE", tooltip="Training images (a list from the dataset nodes; sizes may differ)."),
+    "captions": socket("STRING", forceInput=True, tooltip="One caption per image; becomes [filewords]."),
+    "name": text(default="my-hypernet", tooltip="Name of the network: the file name and [name] in templates."),
+    "steps": integer(default=_default("steps"), min=1, max=MAX_STEPS,
+                     tooltip="Train until this many optimizer steps are done (a continued network counts on)."),
+    "learning_rate": text(default=_default("learning_rate"),
+                          tooltip="A1111 schedule: a rate, or 'rate:step, rate:step, rate' (e.g. 5e-5:100, "
+                                  "5e-6:1500, 5e-7)."),
+    "batch_size": integer(default=_default("batch_size"), min=1, max=256,
+                          tooltip="Images per micro-batch (same-size bucket)."),
+    "gradient_accumulation": integer(default=_default("gradient_accumulation"), min=1, max=1024,
+                                     tooltip="Micro-batches per optimizer step; the loss is divided by it."),
+    "optimizer": combo(OPTIMIZERS, default=_default("optimizer"),
+                       tooltip="torch.optim optimizer with torch's defaults (A1111 uses AdamW)."),
+    "clip_grad_mode": combo(CLIP_MODES, default=_default("clip_grad_mode"),
+                            tooltip="Gradient clipping: off, by value, or by norm."),
+    "clip_grad_value": text(default=_default("clip_grad_value"),
+                            tooltip="Clipping value, as a schedule string like the learning rate."),
+    "seed": integer(default=_default("seed"), min=0, max=MAX_SEED,
+                    tooltip="Seed for noise, timesteps, batch order, prompts and a new network's weights."),
+    "prompt_template": combo(TEMPLATE_SETS + (CUSTOM,), default=_default("prompt_template"),
+                             tooltip="Template set (A1111's six) or 'custom' to use custom_template."),
+    "custom_template": text(default=_default("custom_template"), multiline=True,
+                            tooltip="Custom template lines ([name], [filewords]); used when prompt_template is "
+                                    "custom."),
+    "shuffle_tags": boolean(default=_default("shuffle_tags"),
+                            tooltip="Shuffle the comma-separated caption tags for every use."),
+    "tag_dropout": decimal(default=_default("tag_dropout"), min=0.0, max=0.95, step=0.05,
+                           tooltip="Probability of dropping each caption tag for every use."),
+    "latent_sampling": combo(LATENT_SAMPLING_MODES, default=_default("latent_sampling"),
+                             tooltip="once: one VAE sample cached; deterministic: the mean; random: a fresh sample "
+                                     "each use."),
+    "use_alpha_weight": boolean(default=_default("use_alpha_weight"),
+                                tooltip="Weight the loss by the image alpha (from masks: 1 = transparent counts 0)."),
+    "resolution": integer(default=_default("resolution"), min=64, max=2048, step=64,
+                          tooltip="Training side length; images keep their aspect in buckets of about resolution² "
+                                  "pixels."),
+    "aspect_buckets": boolean(default=_default("aspect_buckets"),
+                              tooltip="On: cover-and-crop into aspect buckets. Off: stretch to resolution² (A1111)."),
+    "save_every": integer(default=_default("save_every"), min=0, max=1_000_000,
+                          tooltip="Save name-STEP.pt (+ .optim with optimizer and RNG state) every N steps; 0 = only "
+                                  "at the end."),
+    "preview_every": integer(default=_default("preview_every"), min=0, max=1_000_000,
+                             tooltip="Sample a preview image every N steps; 0 = never."),
+    "preview_prompt": text(default=_default("preview_prompt"), multiline=True,
+                           tooltip="Prompt for previews; empty = the first training prompt."),
+    "preview_seed": integer(default=_default("preview_seed"), min=0, max=MAX_SEED,
+                            tooltip="Seed of the preview noise."),
+    "preview_steps": integer(default=_default("preview_steps"), min=1, max=150,
+                             tooltip="Sampling steps per preview (euler, normal schedule, cfg 7, as KSampler)."),
+    "csv_every": integer(default=_default("csv_every"), min=0, max=1_000_000,
+                         tooltip="Write a hypernetwork_loss.csv row every N steps; 0 = no CSV."),
+    "precision": combo(PRECISIONS, default=_default("precision"),
+                       tooltip="Autocast dtype; weights stay fp32 (fp16 uses a GradScaler)."),
+    "gradient_checkpointing": boolean(default=_default("gradient_checkpointing"),
+                                      tooltip="Recompute UNet activations in backward: less memory, slower."),
+    "offload_encoders": boolean(default=_default("offload_encoders"),
+                                tooltip="Move VAE and CLIP off the training device once everything is cached."),
 }
 # Widgets added after the first release are optional, so that saved workflows (UI and API format)
 # keep every old value in its place and get these at their defaults.
 NEW_WIDGETS = {
-    "overwrite": boolean(_default("overwrite"), "Replace the files of an earlier run of this name. Off: a name "
-                                                "that has results gets the next number (NAME_00001), as Save "
-                                                "Hypernet does; continuing a run from its own step file is kept."),
-    "lr_scheduler": combo(LR_SCHEDULERS, "a1111: the learning_rate schedule string. Others (learning_rate = the "
-                                         "peak rate): constant/linear/cosine with a warmup, or cosine with restarts.",
-                          _default("lr_scheduler")),
-    "warmup_steps": integer(_default("warmup_steps"), 0, MAX_STEPS, "Steps the rate rises linearly from 0 "
-                                                                     "(schedulers other than a1111)."),
-    "restart_cycle_steps": integer(_default("restart_cycle_steps"), 0, MAX_STEPS, "cosine_with_restarts: "
-                                   "steps of the first cycle; 0 = the whole run after the warmup."),
-    "restart_cycle_mult": integer(_default("restart_cycle_mult"), 1, 100, "cosine_with_restarts: each cycle is "
-                                                                          "this many times longer than the last."),
-    "min_learning_rate": decimal(_default("min_learning_rate"), 0.0, 1.0, "cosine_with_restarts: the rate at "
-                                                                          "the bottom of each cycle.", 1e-7),
-    "weight_decay": decimal(_default("weight_decay"), -1.0, 10.0, "Optimizer weight decay; -1 = the optimizer's "
-                                                                  "own default (AdamW 0.01, as A1111).", 0.001),
-    "optimizer_args": text(_default("optimizer_args"), "More optimizer options, e.g. 'betas=0.9,0.99 eps=1e-8' "
-                                                       "(names as in torch.optim; empty = torch's defaults)."),
-    "loss_type": combo(LOSS_TYPES, "mse (A1111), l1, huber or smooth_l1.", _default("loss_type")),
-    "min_snr_gamma": decimal(_default("min_snr_gamma"), 0.0, 100.0, "Min-SNR-gamma loss weighting (5 is "
-                                                                    "common); 0 = off (A1111).", 0.5),
-    "noise_offset": decimal(_default("noise_offset"), 0.0, 1.0, "Offset noise (0.05-0.1 helps very dark or "
-                                                                "bright pictures); 0 = off (A1111).", 0.01),
-    "validation_split": decimal(_default("validation_split"), 0.0, 0.9, "Fraction of the images held out for the "
-                                                                        "validation loss (chosen from the seed).",
-                                0.05),
-    "validation_every": integer(_default("validation_every"), 1, 1_000_000, "Compute the validation loss every "
-                                                                            "N steps (and at the end)."),
-    "preview_seeds": text(_default("preview_seeds"), "Several preview seeds, e.g. '1, 2, 3': with one "
-                                                     "preview_prompt per line the previews are a prompt x seed "
-                                                     "grid. Empty = preview_seed."),
-    "log_to": combo(LOG_TARGETS, "Also log to TensorBoard (needs the tensorboard extra) under the run's folder.",
-                    _default("log_to")),
+    "overwrite": boolean(default=_default("overwrite"),
+                         tooltip="Replace the files of an earlier run of this name. Off: a name that has results "
+                                 "gets the next number (NAME_00001), as Save Hypernet does; continuing a run from "
+                                 "its own step file is kept."),
+    "lr_scheduler": combo(LR_SCHEDULERS, default=_default("lr_scheduler"),
+                          tooltip="a1111: the learning_rate schedule string. Others (learning_rate = the peak rate): "
+                                  "constant/linear/cosine with a warmup, or cosine with restarts."),
+    "warmup_steps": integer(default=_default("warmup_steps"), min=0, max=MAX_STEPS,
+                            tooltip="Steps the rate rises linearly from 0 (schedulers other than a1111)."),
+    "restart_cycle_steps": integer(default=_default("restart_cycle_steps"), min=0, max=MAX_STEPS,
+                                   tooltip="cosine_with_restarts: steps of the first cycle; 0 = the whole run after "
+                                           "the warmup."),
+    "restart_cycle_mult": integer(default=_default("restart_cycle_mult"), min=1, max=100,
+                                  tooltip="cosine_with_restarts: each cycle is this many times longer than the last."),
+    "min_learning_rate": decimal(default=_default("min_learning_rate"), min=0.0, max=1.0, step=1e-7,
+                                 tooltip="cosine_with_restarts: the rate at the bottom of each cycle."),
+    "weight_decay": decimal(default=_default("weight_decay"), min=-1.0, max=10.0, step=0.001,
+                            tooltip="Optimizer weight decay; -1 = the optimizer's own default (AdamW 0.01, as A1111)."),
+    "optimizer_args": text(default=_default("optimizer_args"),
+                           tooltip="More optimizer options, e.g. 'betas=0.9,0.99 eps=1e-8' (names as in torch.optim; "
+                                   "empty = torch's defaults)."),
+    "loss_type": combo(LOSS_TYPES, default=_default("loss_type"), tooltip="mse (A1111), l1, huber or smooth_l1."),
+    "min_snr_gamma": decimal(default=_default("min_snr_gamma"), min=0.0, max=100.0, step=0.5,
+                             tooltip="Min-SNR-gamma loss weighting (5 is common); 0 = off (A1111)."),
+    "noise_offset": decimal(default=_default("noise_offset"), min=0.0, max=1.0, step=0.01,
+                            tooltip="Offset noise (0.05-0.1 helps very dark or bright pictures); 0 = off (A1111)."),
+    "validation_split": decimal(default=_default("validation_split"), min=0.0, max=0.9, step=0.05,
+                                tooltip="Fraction of the images held out for the validation loss (chosen from the "
+                                        "seed)."),
+    "validation_every": integer(default=_default("validation_every"), min=1, max=1_000_000,
+                                tooltip="Compute the validation loss every N steps (and at the end)."),
+    "preview_seeds": text(default=_default("preview_seeds"),
+                          tooltip="Several preview seeds, e.g. '1, 2, 3': with one preview_prompt per line the "
+                                  "previews are a prompt x seed grid. Empty = preview_seed."),
+    "log_to": combo(LOG_TARGETS, default=_default("log_to"),
+                    tooltip="Also log to TensorBoard (needs the tensorboard extra) under the run's folder."),
 }
 OPTIONAL_INPUTS = {
-    "hypernet_spec": socket("HYPERNET_SPEC", "Architecture for a new network."),
-    "hypernetwork": socket("HYPERNETWORK", "A network to continue (its .optim beside the file resumes exactly)."),
-    "masks": socket("MASK", "Masks parallel to the images, for use_alpha_weight."),
-    "validation_images": socket("IMAGE", "A held-out set for the validation loss (instead of validation_split)."),
-    "validation_captions": socket("STRING", "Captions of the validation images.", forceInput=True),
+    "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network."),
+    "hypernetwork": socket("HYPERNETWORK",
+                           tooltip="A network to continue (its .optim beside the file resumes exactly)."),
+    "masks": socket("MASK", tooltip="Masks parallel to the images, for use_alpha_weight."),
+    "validation_images": socket("IMAGE",
+                                tooltip="A held-out set for the validation loss (instead of validation_split)."),
+    "validation_captions": socket("STRING", forceInput=True, tooltip="Captions of the validation images."),
 }
 
 
@@ -179,14 +194,7 @@ class NodeHooks(TrainHooks):
 
 def train_config(widgets: dict[str, Any]) -> TrainConfig:
     """TrainConfig from the widget values (the run's folders are chosen when it starts)."""
-    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]),
-                                   templates=template_lines(widgets["prompt_template"], widgets["custom_template"]))
-
-
-def check_choice(input_name: str, value, choices) -> None:
-    """A combo that VALIDATE_INPUTS names is not checked by ComfyUI: check it here."""
-    if value is not None and value not in choices:
-        raise InputError(input_name, f"{value!r} is not one of {', '.join(choices)}")
+    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]))
 
 
 def host_arguments(config: TrainConfig, node_id) -> dict[str, Any]:
@@ -221,7 +229,8 @@ def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prom
     if log_to is not None:
         check_choice("log_to", log_to, LOG_TARGETS)
         check_log_target(log_to)
-    check_choice("clip_grad_mode", clip_grad_mode, CLIP_MODES)
+    if clip_grad_mode is not None:
+        check_choice("clip_grad_mode", clip_grad_mode, CLIP_MODES)
     if clip_grad_mode not in (None, "disabled") and clip_grad_value is not None:
         parse_schedule(clip_grad_value, MAX_STEPS, 0, "clip_grad_value")
     if prompt_template is not None and (prompt_template != CUSTOM or custom_template is not None):

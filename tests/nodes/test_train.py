@@ -1,5 +1,6 @@
 """The Train Hypernet node, headless on the tiny model, run the way the executor runs it
 (under torch.inference_mode, every input a list)."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.sd.headless import headless_objects
 from hypernet_studio.hypernet.sd.tiny import build_tiny_components
 from hypernet_studio.hypernet.spec import HypernetSpec
-from hypernet_studio.nodes.train import TrainHypernetNode
+from hypernet_studio.hypernet.train.config import TrainConfig
+from hypernet_studio.nodes.train import TrainHypernetNode, train_config
 from hypernet_studio.runtime import headless_host
 from hypernet_studio.runtime.headless_host import HEADLESS
 
@@ -53,6 +55,26 @@ def test_input_contract():
                 assert options["min"] <= options["default"] <= options["max"], name
     assert types["required"]["learning_rate"][1]["default"] == "0.00001"
     assert len(TrainHypernetNode.RETURN_TYPES) == len(TrainHypernetNode.RETURN_NAMES) == 5
+
+
+def test_every_widget_declares_its_train_config_fields_default():
+    declared = TrainHypernetNode.INPUT_TYPES()
+    widgets = {name: options for group in ("required", "optional") for name, (_, options) in declared[group].items()
+               if "default" in options}
+    field_defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)
+                      if field.default is not dataclasses.MISSING}
+    assert set(widgets) - set(field_defaults) == {"name"}, "every other widget is a TrainConfig field with a default"
+    assert {"resolution", "aspect_buckets", "prompt_template", "custom_template"} <= set(widgets)
+    for name in set(widgets) & set(field_defaults):
+        assert widgets[name]["default"] == field_defaults[name], name
+
+
+def test_the_config_holds_the_lines_of_the_chosen_template():
+    custom = {key: value[0] for key, value in _widgets(prompt_template="custom",
+                                                       custom_template=" [name], [filewords]\n\nby [name] ").items()}
+    assert train_config(custom).templates == ["[name], [filewords]", "by [name]"]
+    chosen_set = {key: value[0] for key, value in _widgets(prompt_template="subject").items()}
+    assert train_config(chosen_set).templates[0] == "a photo of a [name]"
 
 
 def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
