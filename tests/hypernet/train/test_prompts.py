@@ -116,9 +116,9 @@ def test_training_builds_prompts_with_keep_tokens():
     network = Hypernetwork.build(HypernetSpec(layer_structure=[1, 2, 1], sizes=[CHANNELS, CONTEXT]), seed=0,
                                  name="net")
     backend = FakeBackend()
-    config = TrainConfig(name="net", steps=12, learning_rate="0.001", seed=7, save_every=0, preview_every=0,
-                         csv_every=0, shuffle_tags=True, tag_dropout=0.3, keep_tokens=1)
+    config = TrainConfig(name="net", templates=("[filewords]",), steps=12, learning_rate="0.001", seed=7, save_every=0,
+                         preview_every=0, csv_every=0, shuffle_tags=True, tag_dropout=0.3, keep_tokens=1)
     train_hypernetwork(backend, network, examples, config)
     prompts = set(backend.encoded_texts)
     assert len(prompts) > 4
-    assert all(p.split(",")[0] in {f"tag{i}" for i in range(4)} for p in prompts)
+    assert all(p.split(",")[0] in {f"tag{i}" for i in range(4)} for p in prompts), prompts
