@@ -11,18 +11,18 @@ compared and counted:
 - names are compared exactly (case included), as written after the steps above."""
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 SEPARATOR = ", "
 # The number at the end of an emphasis group, "(name:1.2)": the part after the last colon.
 _WEIGHT = re.compile(r"^(?P<name>.*?)\s*:\s*(?P<weight>[-+]?(?:\d+(?:\.\d*)?|\.\d+))$", re.S)
 
 
-@dataclass(frozen=True)
-class Tag:
-    """One tag: its name and the emphasis written around it ("(" and ":1.2)" for "(name:1.2)")."""
+class Tag(NamedTuple):
+    """One tag: its name and the emphasis written around it ("(" and ":1.2)" for "(name:1.2)").
+    A tuple, so that the many tags of a caption list are cheap to make and compare."""
 
     name: str
     opening: str = ""
@@ -35,7 +35,7 @@ class Tag:
 
     def renamed(self, name: str) -> "Tag":
         """The same emphasis around another name."""
-        return replace(self, name=name)
+        return self._replace(name=name)
 
 
 def collapse_spaces(text: str) -> str:
@@ -58,6 +58,7 @@ def _group_spans_whole(text: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=65536)  # a caption list repeats the same tags many times
 def parse_tag(written: str) -> Tag:
     """The Tag that `written` (one comma-free piece of a caption) holds."""
     name, opening, closing = collapse_spaces(written), "", ""
