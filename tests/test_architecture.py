@@ -88,3 +88,131 @@ def test_no_comment_points_outside_the_repository():
         assert OUTSIDE_FOLDER not in text, f"{path.relative_to(REPO_ROOT)} points outside the repository"
         for reference in re.findall(r"\bdocs/[\w./-]+\.md", text):
             assert (REPO_ROOT / reference).is_file(), f"{path.relative_to(REPO_ROOT)} points to missing {reference}"
+
+
+MAX_CLASS_LINES = 300
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> pack modules it imports, at the top or inside a function (both run eventually)."""
+    modules = {_module_name(path): path for path in SOURCES}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(_tree(path)):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = package[:len(package) - node.level + 1]
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            graph[name].update(c for c in candidates if c in modules and c != name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles():
+    # A package's __init__ importing its own submodules is how a package exposes them, not a cycle.
+    graph = {name: {t for t in targets if not name.startswith(t + ".")} for name, targets in _import_graph().items()}
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_the_cycle_finder_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_file_name_appears_twice():
+    names = [path.name for path in SOURCES if path.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def _classes(package: str):
+    for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ClassDef):
+                yield path, node
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_class_is_longer_than_the_limit(package):
+    long = [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+            for path, node in _classes(package) if node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES]
+    assert not long, long
+
+
+def _self_attributes(function: ast.FunctionDef) -> set[str]:
+    assigned = set()
+    for node in ast.walk(function):
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        for target in targets:
+            for element in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if (isinstance(element, ast.Attribute) and isinstance(element.value, ast.Name)
+                        and element.value.id == "self"):
+                    assigned.add(element.attr)
+    return assigned
+
+
+def _undeclared_attributes(cls: ast.ClassDef) -> set[str]:
+    """Attributes a method gives `self` that neither `__init__` nor the class body declares."""
+    declared = {target.id for node in cls.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(target, ast.Name)}
+    methods = [node for node in cls.body if isinstance(node, ast.FunctionDef)]
+    declared |= {attr for m in methods if m.name in ("__init__", "__post_init__") for attr in _self_attributes(m)}
+    return {attr for m in methods if m.name not in ("__init__", "__post_init__")
+            for attr in _self_attributes(m)} - declared
+
+
+def test_every_library_object_declares_its_state_in_init():
+    late = [f"{path.relative_to(REPO_ROOT)}:{cls.lineno} {cls.name}: {sorted(attrs)}"
+            for path, cls in _classes("hypernet") if (attrs := _undeclared_attributes(cls))]
+    assert not late, late
+
+
+def test_the_state_check_sees_a_late_attribute():
+    cls = ast.parse("class A:\n def __init__(self):\n  self.a = 1\n def go(self):\n  self.a, self.b = 2, 3\n").body[0]
+    assert _undeclared_attributes(cls) == {"b"}
+
+
+@pytest.mark.parametrize("package", ["hypernet/train", "hypernet/sd"])
+def test_the_package_map_names_every_module(package):
+    folder = REPO_ROOT / package
+    docstring = ast.get_docstring(_tree(folder / "__init__.py")) or ""
+    missing = [p.name for p in sorted(folder.glob("*.py")) if p.name != "__init__.py" and p.name not in docstring]
+    assert not missing, f"{package}/__init__.py does not name {missing}"
