@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -39,13 +40,17 @@ def atomic_path(final: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success it replaces `final` atomically.
 
     The temporary file is created with mode 0666 less the user's umask (0644 under umask 022), as
-    a plain `open()` would, so the result is readable where the user's other files are. On any
-    exception the temporary file is removed and `final` is left untouched."""
+    a plain `open()` would, so the result is readable where the user's other files are. A writer
+    that replaces the temporary file with one of its own (safetensors writes mode 0600) gets that
+    mode back. On any exception the temporary file is removed and `final` is left untouched."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _new_temporary_file(final)
+    umask_mode = stat.S_IMODE(tmp_path.stat().st_mode)  # read, not os.umask(): that is process-wide
     try:
         yield tmp_path
+        if stat.S_IMODE(tmp_path.stat().st_mode) != umask_mode:
+            os.chmod(tmp_path, umask_mode)
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
