@@ -15,7 +15,7 @@ from ..files import safe_join
 from ..images import save_png
 from .batches import prepare_examples
 from .config import TrainConfig, TrainHooks, TrainResult
-from .lossplot import loss_curve_image
+from .lossplot import LossHistory, loss_curve_image
 from .run import train_hypernetwork
 from .run_files import RunFolders, run_files
 
@@ -112,8 +112,7 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
         if config.validation_split > 0:
             notes.append("validation images are connected, so validation_split is not used")
     result = train_hypernetwork(backend, network, examples, config, hooks, held_out, processes)
-    curve = loss_curve_image(result.losses, result.first_step, result.learning_rates, result.validation_steps,
-                             result.validation_losses, title=f"{config.name} loss")
+    curve = loss_curve_image(LossHistory.of_run(result), title=f"{config.name} loss")
     curve_path = None
     if config.log_dir is not None and (processes is None or processes.writes):
         curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
