@@ -5,7 +5,8 @@
 - spec.py, network.py, file_format.py: the hypernetwork, its modules and its files;
 - patch.py     where a hypernetwork is applied (the attention patch), training_patch.py in training;
 - sd/          the headless Stable Diffusion engine (checkpoints, tokenizer, sampling, tiny model);
-- files.py, images.py, errors.py: safe paths and atomic writes, tensor <-> picture, InputError.
+- files.py, images.py, errors.py: safe paths and atomic writes, tensor <-> picture, InputError;
+- image_grid.py a labelled grid of pictures (rows x columns, row and column labels).
 
 It never imports ComfyUI, nodes/ or runtime/, and its errors never name a node. Importing the
 package is cheap: submodules pull in diffusers/transformers only when used."""

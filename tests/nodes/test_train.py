@@ -88,7 +88,7 @@ def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
     assert (log / "tinynet-4.pt.optim").is_file() and (log / "images" / "tinynet-4.png").is_file()
     assert len((log / "hypernetwork_loss.csv").read_text().splitlines()) == 5
     assert curve.shape[0] == 1 and curve.shape[-1] == 3
-    assert len(previews) == 1 and previews[0].shape == (1, 64, 64, 3)
+    assert len(previews) == 1 and previews[0].shape[0] == 1 and min(previews[0].shape[1:3]) > 64, "64x64, labelled"
     steps = [data for name, data in events if name == "hypernet.train_step"]
     assert steps and steps[-1]["step"] == 4 and steps[-1]["node"] == "7"
     assert set(steps[-1]) == {"node", "step", "loss", "lr"} and steps[-1]["lr"] == pytest.approx(0.001)
