@@ -127,15 +127,31 @@ def kohya_repeats(path: Path, folder: Path) -> int:
     return 1
 
 
+def caption_path(image_path: Path, caption_extension: str = ".txt") -> Optional[Path]:
+    """Where the image's same-stem caption file would be; None when captions are off ('')."""
+    if not caption_extension:
+        return None
+    suffix = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    return image_path.with_suffix(suffix)
+
+
 def read_caption(image_path: Path, caption_extension: str = ".txt") -> str:
     """The same-stem caption file's text (UTF-8, BOM tolerated, stripped), or ""."""
-    if not caption_extension:
+    path = caption_path(image_path, caption_extension)
+    if path is None or not path.is_file():
         return ""
-    suffix = caption_extension if caption_extension.startswith(".") else "." + caption_extension
-    caption_path = image_path.with_suffix(suffix)
-    if not caption_path.is_file():
-        return ""
-    return caption_path.read_text(encoding="utf-8-sig", errors="replace").strip()
+    return path.read_text(encoding="utf-8-sig", errors="replace").strip()
+
+
+def uncaptioned_warning(images: list[LoadedImage], caption_extension: str) -> Optional[str]:
+    """One warning for all the images without a caption file (they train with an empty [filewords])."""
+    expected = [(image.path, caption_path(image.path, caption_extension)) for image in images]
+    missing = [(image, caption) for image, caption in expected if caption is not None and not caption.is_file()]
+    if not missing:
+        return None
+    image, caption = missing[0]
+    return (f"{len(missing)} of {len(images)} images have no caption file (e.g. {caption.name} for "
+            f"{image.name}): they train with an empty caption ([filewords])")
 
 
 def check_max_side(value: object) -> int:
@@ -309,6 +325,10 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
             path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
             caption=read_caption(path, caption_extension),
             repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
+    missing_captions = uncaptioned_warning(result.images, caption_extension)
+    if missing_captions:
+        result.warnings.append(missing_captions)
+        logger.warning(missing_captions)
     if not result.images:
         reason = f"{skipped} file(s) could not be read" if skipped else \
             f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")

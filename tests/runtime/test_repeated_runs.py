@@ -63,8 +63,17 @@ def test_train_twice_then_resume_twice_changes_only_the_continued_run(base):
     assert _final_step(base, "example-hypernet_00002") == 6
 
 
-def test_train_resume_train_changes_only_the_continued_run(base):
+def test_train_resume_train_changes_only_the_continued_run(base, capsys):
     _run(base, "train_hypernet.json", TRAIN)
+    capsys.readouterr()
     _run(base, "resume_training.json", RESUME, continued="example-hypernet")
+    assert ": continued from step 4 with optimizer state" in capsys.readouterr().out
     _run(base, "train_hypernet.json", TRAIN)
     assert [_final_step(base, n) for n in ("example-hypernet", "example-hypernet_00001")] == [6, 4]
+
+
+def test_a_schedule_that_ends_early_says_why_the_run_stopped(base, capsys):
+    _run(base, "train_hypernet.json", [*TRAIN, "--set", "4.learning_rate=0.0005:2"])
+    assert _final_step(base, "example-hypernet") == 2
+    assert ": stopped at step 2 of 4: the learning_rate schedule '0.0005:2' ends at step 2" \
+        in capsys.readouterr().out
