@@ -3,16 +3,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 from typing import Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+# The longest file or folder name common file systems take (ext4, APFS: 255 bytes; NTFS: 255 UTF-16 units).
+MAX_NAME_BYTES = 255
 
 
 class UnsafePathError(ValueError):
     """A user-supplied name would escape its folder."""
+
+
+def natural_key(text: str) -> list:
+    """Sort key where "img2" < "img10" (digit runs compare as numbers), case-insensitive."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def check_name_text(name: str, reserve: int = 0) -> None:
+    """Refuse what no file system takes, before any path is built from `name`: a NUL character,
+    or a name part longer than MAX_NAME_BYTES less `reserve` (what the caller appends to it)."""
+    if "\0" in name:
+        raise UnsafePathError(f"{name!r} holds a NUL character, which no file name may contain")
+    for part in name.replace("\\", "/").split("/"):
+        if len(part.encode("utf-8")) + reserve > MAX_NAME_BYTES:
+            raise UnsafePathError(f"{part[:24]!r}... is {len(part)} characters long; a file name can be at most "
+                                  f"{MAX_NAME_BYTES - reserve} (bytes, UTF-8) here")
 
 
 def safe_join(base: PathLike, name: str) -> Path:
@@ -22,6 +41,7 @@ def safe_join(base: PathLike, name: str) -> Path:
     away), so a typo never writes somewhere unexpected."""
     if not name or not str(name).strip():
         raise UnsafePathError("empty file name")
+    check_name_text(str(name))
     text = str(name).replace("\\", "/")
     if text.startswith("/") or os.path.isabs(name) or (len(text) > 1 and text[1] == ":"):
         raise UnsafePathError(f"absolute paths are not allowed: {name!r}")

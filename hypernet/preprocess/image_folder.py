@@ -23,6 +23,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import natural_key
 from .options import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,6 @@ class LoadResult:
     folder: Path
     images: list[LoadedImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def natural_key(text: str) -> list:
-    """Sort key where "img2" < "img10" (digit runs compare as numbers), case-insensitive."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def parse_color(color: str) -> tuple[int, int, int]:

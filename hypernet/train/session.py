@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import torch
 
 from ..errors import InputError
-from ..files import safe_join
+from ..files import UnsafePathError, safe_join
 from ..images import save_png
 from .batches import prepare_examples
 from .config import TrainConfig, TrainHooks, TrainResult
@@ -157,7 +157,10 @@ def _validation_examples(data: TrainingData, config: TrainConfig) -> list:
 
 def _with_run_files(config: TrainConfig, folders: RunFolders, network: "Hypernetwork") -> tuple[TrainConfig, str]:
     """The config with the run's files, and a note when earlier results made it take a new name."""
-    files = run_files(folders, config.name, int(network.step), getattr(network, "filename", None))
+    try:
+        files = run_files(folders, config.name, int(network.step), getattr(network, "filename", None))
+    except UnsafePathError as exc:  # e.g. NAME.pt is a link to a file outside the folder
+        raise InputError("name", f"{exc}; choose another name") from None
     note = ""
     if files.name != config.name:
         note = (f"'{config.name}' already has results this run would replace, so it writes under '{files.name}' "
