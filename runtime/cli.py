@@ -15,6 +15,25 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 EXIT_OK, EXIT_EXECUTION, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+DISTRIBUTION = "hypernet-studio"
+
+
+def pack_version() -> str:
+    """The version in pyproject.toml (its one home): the file beside this checkout or custom-node
+    folder, else the installed distribution's metadata (a wheel carries no pyproject.toml)."""
+    import re
+    from importlib import metadata
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        project = pyproject.read_text(encoding="utf-8").split("[project]", 1)[-1].split("\n[", 1)[0]
+        found = re.search(r'^version\s*=\s*"([^"]+)"', project, re.MULTILINE)
+        if found:
+            return found.group(1)
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _registry() -> dict:
@@ -36,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 success, 1 a node failed while running, 2 invalid input "
                "(file, JSON, workflow, --set), 130 interrupted\n"
                "example: hypernet-studio run workflows/txt2img.json --set 3.seed=7 --base-dir ~/hs")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {pack_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a workflow (UI or API format)")
