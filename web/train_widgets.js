@@ -50,12 +50,16 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
       watchControls(this);
-      applyRules(this, true);
+      applyRules(this, false);
+      // A node new from the menu fits its visible widgets once every extension has added its own
+      // (the live chart); a loaded one (onConfigure ran by then) keeps its saved size.
+      requestAnimationFrame(() => { if (!this.hypernetConfigured) this.setSize([this.size[0], this.computeSize()[1]]); });
       return result;
     };
     const onConfigure = nodeType.prototype.onConfigure;
     nodeType.prototype.onConfigure = function () {
       const result = onConfigure?.apply(this, arguments);
+      this.hypernetConfigured = true;
       applyRules(this, false);
       return result;
     };
