@@ -101,6 +101,17 @@ def list_image_files(folder: Path, recursive: bool = False,
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
 
 
+def check_pictures_reachable(folder: Path, recursive: bool, kohya_folders: bool = False) -> None:
+    """With recursive off, a folder whose pictures all lie in subfolders would load nothing: say
+    how many there are and what to turn on (InputError for 'recursive')."""
+    if recursive or not Path(folder).is_dir() or list_image_files(folder, False, kohya_folders=kohya_folders):
+        return
+    nested = list_image_files(folder, True)
+    if nested:
+        raise InputError("recursive", f"{folder} has no pictures at its top level; found {len(nested)} pictures in "
+                                      "subfolders; turn on recursive")
+
+
 def folder_fingerprint(folder: Path, recursive: bool = False, use_kohya_repeats: bool = False) -> Optional[str]:
     """A hash of the names, sizes and times of every file the loader would look at (images and
     captions), so a cache re-runs the load when any of them changes; None for a missing folder."""
@@ -298,6 +309,7 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
+    check_pictures_reachable(folder, recursive, use_kohya_repeats)
     files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)
     files = files[max(0, offset):]
     if limit > 0:

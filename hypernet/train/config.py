@@ -92,6 +92,13 @@ class TrainConfig:
             self.templates = template_lines(self.prompt_template, self.custom_template)
 
     @property
+    def template_list(self) -> Sequence[str]:
+        """The prompt template lines: `templates`, or (were it set to None later) the chosen set's."""
+        if self.templates is None:
+            return template_lines(self.prompt_template, self.custom_template)
+        return self.templates
+
+    @property
     def file_stem(self) -> str:
         """NAME in NAME-STEP.pt and images/NAME-STEP.png."""
         return self.run_name or self.name

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, cast
 
 import numpy as np
 import torch
 
 from .config import TrainResult
 from .csvlog import read_loss_rows
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 LEGEND = {"raw": "training loss (each step)", "smooth": "training loss (moving average)",
           "validation": "validation loss", "lr": "learning rate"}
@@ -89,7 +95,7 @@ def smoothing_window(steps: Sequence[int]) -> int:
     return max(SMOOTHING_MIN_STEPS, int(span * SMOOTHING_SHARE))
 
 
-def loss_plot_figure(history: LossHistory, title: str = "loss", size: tuple[int, int] = (800, 480)) -> Any:
+def loss_plot_figure(history: LossHistory, title: str = "loss", size: tuple[int, int] = (800, 480)) -> Figure:
     """A matplotlib Figure of the run's curves (drawn on the Agg canvas, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -99,7 +105,7 @@ def loss_plot_figure(history: LossHistory, title: str = "loss", size: tuple[int,
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     steps, losses = history.steps, history.losses
-    handles = []
+    handles: list[Line2D] = []
     if losses:
         handles += axes.plot(steps, losses, color="#9dbbe0", linewidth=0.8, label=LEGEND["raw"])
         handles += axes.plot(steps, step_moving_average(steps, losses, smoothing_window(steps)), color="#1f5fbf",
@@ -121,7 +127,7 @@ def loss_plot_figure(history: LossHistory, title: str = "loss", size: tuple[int,
     return figure
 
 
-def _draw_rates(axes: Any, steps: Sequence[int], rates: Sequence[float]) -> list:
+def _draw_rates(axes: Axes, steps: Sequence[int], rates: Sequence[float]) -> list[Line2D]:
     """The learning rate on a second axis from 0, so that a constant rate is a flat line mid-height."""
     rate_axes = axes.twinx()
     lines = rate_axes.plot(steps[:len(rates)], rates, color="#2b8a3e", linestyle="--", linewidth=1.0,
@@ -135,9 +141,10 @@ def _draw_rates(axes: Any, steps: Sequence[int], rates: Sequence[float]) -> list
 
 
 def loss_curve_image(history: LossHistory, title: str = "loss", width: int = 800, height: int = 480,
-                     figure: Optional[Any] = None) -> torch.Tensor:
+                     figure: Optional[Figure] = None) -> torch.Tensor:
     """The curves as a float IMAGE [1,H,W,3] (ComfyUI's picture type)."""
     figure = figure or loss_plot_figure(history, title, (width, height))
-    figure.canvas.draw()
-    rgba = np.asarray(figure.canvas.buffer_rgba())
+    canvas = cast("FigureCanvasAgg", figure.canvas)  # loss_plot_figure's figures are on the Agg canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
     return torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0).unsqueeze(0)

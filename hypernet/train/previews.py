@@ -3,8 +3,9 @@ the same seeds each time, so grids from different steps compare side by side. Ea
 labelled with its prompt (shortened to PROMPT_LABEL_CHARS characters), each column with its seed."""
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -67,20 +68,21 @@ class PreviewGrid:
     """Renders the prompt x seed grid with the current weights: one row per prompt, labelled."""
 
     def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule, texts: TextCache, config: TrainConfig,
-                 prompts: list[str], latent_shape: tuple[int, int, int]):
+                 prompts: list[str], latent_shape: Sequence[int]):  # one latent's [C, h, w]
         self.backend, self.schedule, self.config = backend, schedule, config
         self.seeds = preview_seeds(config)
         self.latent_shape = latent_shape
         self.conds = [texts.batch([prompt, config.preview_negative]) for prompt in prompts]
         self.row_labels, self.column_labels = preview_labels(prompts, self.seeds)
 
-    def render(self, autocast: Callable[[], object]) -> torch.Tensor:
+    def render(self, autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         """The labelled grid as one IMAGE [1,H,W,3] (see image_grid.py; call in eval mode, without
         gradients)."""
         cells = [[self._sample(cond, seed, autocast) for seed in self.seeds] for cond in self.conds]
         return labelled_grid(cells, self.row_labels, self.column_labels)
 
-    def _sample(self, cond: Conditioning, seed: int, autocast: Callable[[], object]) -> torch.Tensor:
+    def _sample(self, cond: Conditioning, seed: int,
+                autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         config = self.config
         with torch.no_grad(), autocast():
             latent = sample(_SamplingView(self.backend, self.schedule), torch.zeros(1, *self.latent_shape),

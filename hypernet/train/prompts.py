@@ -8,7 +8,7 @@ conditioning); with either, a line is drawn again every time the image is used."
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Sequence, Union
 
 from ..errors import InputError
 from .random_draws import derive_seed
@@ -43,8 +43,9 @@ class PromptSource:
         return render_prompt(template, self.captions[index], self.name, rng,
                              self.shuffle_tags, self.tag_dropout)
 
-    def prompt(self, index: int, micro_batch: int) -> str:
-        """The prompt image `index` trains with at global micro-batch number `micro_batch`."""
+    def prompt(self, index: int, micro_batch: Union[int, str]) -> str:
+        """The prompt image `index` trains with at global micro-batch number `micro_batch` (or at a
+        draw named by a label, such as "validation")."""
         if self._fixed is not None:
             return self._fixed[index]
         return self._render(index, micro_batch)

@@ -40,6 +40,9 @@ CASES = [
     (["3.target_family=custom", "3.custom_sizes=12.5"], "node 3 (HN_HypernetSpec), input 'custom_sizes'"),
     (["2.folder=no_such_folder"], "hypernet-studio examples"),
     (["2.background=not-a-colour"], "node 2 (HN_LoadImages), input 'background'"),
+    (["2.folder=."], "node 2 (HN_LoadImages), input 'recursive': "),
+    (['4.name="a\\u0000b"'], "node 4 (HN_TrainHypernet), input 'name': 'a\\x00b' holds a NUL character"),
+    (["4.name=" + "a" * 300], "node 4 (HN_TrainHypernet), input 'name': 'aaaaaaaaaaaaaaaaaaaaaaaa'... is 300"),
     (["1.ckpt_name=missing.safetensors"], "node 1 (CheckpointLoaderSimple), input 'ckpt_name'"),
 ]
 
