@@ -221,6 +221,17 @@ def check_run_names(name: str) -> None:
         raise InputError("name", f"{exc}; choose another name") from None
 
 
+def check_steps_beyond_file(steps: int, hypernetwork_name: str) -> None:
+    """`steps` goes beyond the step stored in the file Load Hypernet `hypernetwork_name` reads."""
+    from ..hypernet.train.resume_files import stored_step
+    from .model import hypernetwork_file
+
+    stored = stored_step(hypernetwork_file(hypernetwork_name))
+    if stored is not None and int(steps) <= stored:
+        raise InputError("steps", f"{steps} is not above the step of '{hypernetwork_name}', which is already "
+                                  f"trained for {stored} steps; set steps above {stored} to continue it")
+
+
 def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
                       lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None) -> None:
     """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options."""
