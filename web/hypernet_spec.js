@@ -19,6 +19,7 @@ function showSizeText(node, text) {
       getMinHeight: () => SIZE_TEXT_HEIGHT,
     });
     widget.hypernetBox = box;
+    widget.serialize = false; // LGraphNode.serialize() reads this flag, not the option
     // The widget arrives after the node was sized: grow the node so that the text is not cut off.
     const needed = node.computeSize();
     if (node.size[1] < needed[1]) node.setSize([node.size[0], needed[1]]);

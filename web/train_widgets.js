@@ -24,6 +24,8 @@ function applyRules(node, fit) {
     const hide = hidden.has(widget.name);
     if (Boolean(widget.hidden) !== hide) changed = true;
     widget.hidden = hide;
+    // The Vue node renderer (the opt-in "modern node design") reads the flag from the options.
+    if (widget.options) widget.options.hidden = hide;
   }
   if (changed && fit) node.setSize([node.size[0], node.computeSize()[1]]);
   if (changed) node.setDirtyCanvas?.(true, true);

@@ -61,6 +61,8 @@ def test_glue_uses_comfyui_entry_points_and_our_names():
     assert 'from "../../scripts/app.js"' in chart and 'from "../../scripts/api.js"' in chart
     assert '"hypernet.train_step"' in chart and '"HN_TrainHypernet"' in chart
     assert "serialize: false" in chart and "serialize: false" in spec
+    # The frontend's serialize() skips a widget by `widget.serialize === false`, not by the option.
+    assert "widget.serialize = false" in chart and "widget.serialize = false" in spec
     assert '"HN_HypernetSpec"' in spec and "onExecuted" in spec
     assert not re.search(r"^\s*import\b", core, re.M) and "app." not in core, "the core module stays side-effect free"
     assert not list((REPO / "web").rglob("*.test.*")), "tests never live in web/ (the frontend loads every .js there)"
