@@ -15,18 +15,17 @@ import struct
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 
-from .files import UnsafePathError, atomic_path, next_free_path, safe_join
+from .files import PathLike, UnsafePathError, atomic_path, next_free_path, safe_join
 from .network import Hypernetwork
 from .safe_load import UnreadableFile, load_safetensors, load_torch_weights
 from .spec import WEIGHT_INITS, HypernetSpec, legacy_dropout_structure
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 
 A1111_METADATA_KEYS = (
     "step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",

@@ -11,11 +11,12 @@ import json
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-PathLike = Union[str, Path]
+from .files import PathLike
+
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Sentences of torch's and safetensors' texts that advise an unsafe step or repeat the obvious.
 _UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|allowlist|trust|arbitrary code|file an issue", re.IGNORECASE)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import torch
 
-from ..safe_load import PathLike, UnreadableFile, load_safetensors, load_torch_weights
+from ..files import PathLike
+from ..safe_load import UnreadableFile, load_safetensors, load_torch_weights
 from .components import CheckpointError, scaled_linear_alphas_cumprod
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 import torch
 
-from ..safe_load import PathLike
+from ..files import PathLike
 from .components import CheckpointError, PredictionType, SDComponents, scaled_linear_alphas_cumprod
 from .ldm_layout import read_state_dict
 from .model_family import detect_family, detect_prediction_type

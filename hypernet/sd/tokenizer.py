@@ -14,8 +14,9 @@ import copy
 import functools
 import gzip
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Optional
 
+from ..files import PathLike
 from .components import CheckpointError
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP's vocabulary ships with the pack (MIT, see clip_vocab/LICENSE.txt): SD1, SD2 and SDXL use it.
 BUNDLED_BPE_FILE = Path(__file__).resolve().parent / "clip_vocab" / BPE_FILE_NAME
-PathLike = Union[str, Path]
 
 
 def bytes_to_unicode() -> dict[int, str]:

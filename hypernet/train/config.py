@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     shuffle_tags: bool = False
     tag_dropout: float = 0.0
+    keep_tokens: int = 0  # kohya's: leading caption tags that shuffle and dropout leave in place (prompts.py)
     latent_sampling: str = "once"
     use_alpha_weight: bool = False
     precision: str = "fp32"

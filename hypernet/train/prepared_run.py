@@ -134,7 +134,7 @@ def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, devi
     plan = BatchPlan([e.size for e in examples], config.batch_size * processes.world_size,
                      config.gradient_accumulation, seed)
     prompts = PromptSource([e.caption for e in examples], config.template_list, name, seed, config.shuffle_tags,
-                           config.tag_dropout)
+                           config.tag_dropout, config.keep_tokens)
     return _RunData(seed, resume, examples, validation_examples, plan, prompts)
 
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 
 from ..file_format import HypernetFileError, read_torch_file, save_hypernetwork, shorthash, write_torch_file
-from ..files import atomic_path
+from ..files import PathLike, atomic_path
 from ..network import Hypernetwork
 
 logger = logging.getLogger(__name__)
 
 RESUME_FORMAT = "hypernet-studio.train.v1"
-PathLike = Union[str, Path]
 
 
 def optimizer_state_path(path: PathLike) -> Path:
