@@ -8,7 +8,8 @@
 - sd/          the headless Stable Diffusion engine (checkpoints, tokenizer, sampling, tiny model);
 - files.py, images.py, errors.py: safe paths and atomic writes, tensor <-> picture, InputError;
 - safe_load.py reads weight files safely (weights_only or safetensors), input_values.py checks a
-  node input's value (check_choice, single_value).
+  node input's value (check_choice, single_value);
+- image_grid.py a labelled grid of pictures (rows x columns, row and column labels).
 
 It never imports ComfyUI, nodes/ or runtime/, and its errors never name a node. Importing the
 package is cheap: submodules pull in diffusers/transformers only when used."""

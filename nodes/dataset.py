@@ -112,9 +112,9 @@ class LoadImagesNode(Node):
         return _folder_fingerprint(folder, recursive, kohya_repeats)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, folder, background, max_side=None):
-        return validation(lambda: _existing_folder(folder), lambda: _check_colour(background),
-                          lambda: _check_max_side(max_side))
+    def VALIDATE_INPUTS(cls, folder, background, max_side=None, recursive=None, kohya_repeats=None):
+        return validation(lambda: _existing_folder(folder), lambda: _reachable(folder, recursive, kohya_repeats),
+                          lambda: _check_colour(background), lambda: _check_max_side(max_side))
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels,
              max_side=MAX_SIDE_DEFAULT):
@@ -138,6 +138,15 @@ def _existing_folder(folder) -> None:
     path = readable_folder(folder)
     if not path.is_dir():
         raise InputError("folder", f"{path} does not exist. {HOST.examples_hint()}".strip())
+
+
+def _reachable(folder, recursive, kohya_repeats) -> None:
+    """With recursive off, the folder's pictures are not all in subfolders (queue time, not after
+    the model has loaded)."""
+    from ..hypernet.preprocess.image_folder import check_pictures_reachable
+
+    if folder is not None and recursive is not None:
+        check_pictures_reachable(readable_folder(folder), bool(recursive), bool(kohya_repeats))
 
 
 def _folder_fingerprint(folder: str, recursive: bool, kohya_repeats: bool):

@@ -5,7 +5,7 @@ import logging
 
 from ..hypernet import spec as hn_spec
 from ..hypernet.errors import InputError
-from ..hypernet.files import UnsafePathError
+from ..hypernet.files import UnsafePathError, check_name_text, natural_key
 from ..hypernet.input_values import check_choice
 from .host import HOST
 from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text, validation
@@ -114,6 +114,10 @@ class HypernetSpecNode(Node):
 def hypernetwork_file(name: str):
     """The file Load Hypernet reads; the error names the folders searched and what to do."""
     try:
+        check_name_text(name)
+    except UnsafePathError as exc:
+        raise InputError("hypernetwork_name", str(exc)) from None
+    try:
         return HOST.resolve_model("hypernetworks", name)
     except FileNotFoundError:
         folders = ", ".join(str(f) for f in HOST.model_folders("hypernetworks"))
@@ -131,7 +135,9 @@ class LoadHypernetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"hypernetwork_name": files(HOST.list_models("hypernetworks"),
+        # Natural order, so that a run's step files list as -5, -10, -15 (not -10, -15, -5).
+        names = sorted(HOST.list_models("hypernetworks"), key=natural_key)
+        return {"required": {"hypernetwork_name": files(names,
                                                         tooltip="A file in models/hypernetworks (.pt from "
                                                                 "A1111/ComfyUI or our .safetensors).")}}
 

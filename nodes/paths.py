@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..hypernet.errors import InputError
+from ..hypernet.files import UnsafePathError, check_name_text
 from .host import ALLOWED_DIRS_ENV, HOST
 
 Explain = Callable[[str, Sequence[Path]], str]
@@ -26,6 +27,10 @@ def readable_folder(text: str, input_name: str = "folder") -> Path:
     text = (text or "").strip()
     if not text:
         raise InputError(input_name, "is empty: name a folder of images under the input folder")
+    try:
+        check_name_text(text)
+    except UnsafePathError as exc:
+        raise InputError(input_name, str(exc)) from None
     roots = HOST.read_roots()
     path = Path(os.path.expanduser(text))
     path = path if path.is_absolute() else HOST.input_directory() / path

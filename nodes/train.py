@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..hypernet.errors import InputError
+from ..hypernet.files import UnsafePathError, safe_join
 from ..hypernet.input_values import check_choice
 from ..hypernet.train import previews
 from ..hypernet.train.config import (
@@ -212,11 +214,32 @@ def run_folders(overwrite: bool) -> RunFolders:
     return RunFolders(HOST.model_folders("hypernetworks")[0], HOST.output_directory() / TRAINING_FOLDER, overwrite)
 
 
+def check_run_names(name: str) -> None:
+    """NAME.pt and the log folder NAME stay inside their folders (not links that lead out of them)."""
+    folders = run_folders(overwrite=False)
+    try:
+        safe_join(folders.models_folder, f"{name}.pt")
+        safe_join(folders.log_root, name)
+    except UnsafePathError as exc:
+        raise InputError("name", f"{exc}; choose another name") from None
+
+
+def check_steps_beyond_file(steps: int, hypernetwork_name: str) -> None:
+    """`steps` goes beyond the step stored in the file Load Hypernet `hypernetwork_name` reads."""
+    from ..hypernet.train.resume_files import stored_step
+    from .model import hypernetwork_file
+
+    stored = stored_step(hypernetwork_file(hypernetwork_name))
+    if stored is not None and int(steps) <= stored:
+        raise InputError("steps", f"{steps} is not above the step of '{hypernetwork_name}', which is already "
+                                  f"trained for {stored} steps; set steps above {stored} to continue it")
+
+
 def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
                       lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None) -> None:
     """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options."""
     if name is not None:
-        validate_name(name)
+        check_run_names(validate_name(name))
     if lr_scheduler not in (None, "a1111"):
         check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
         if learning_rate is not None:

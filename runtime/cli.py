@@ -15,6 +15,25 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 EXIT_OK, EXIT_EXECUTION, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+DISTRIBUTION = "hypernet-studio"
+
+
+def pack_version() -> str:
+    """The version in pyproject.toml (its one home): the file beside this checkout or custom-node
+    folder, else the installed distribution's metadata (a wheel carries no pyproject.toml)."""
+    import re
+    from importlib import metadata
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        project = pyproject.read_text(encoding="utf-8").split("[project]", 1)[-1].split("\n[", 1)[0]
+        found = re.search(r'^version\s*=\s*"([^"]+)"', project, re.MULTILINE)
+        if found:
+            return found.group(1)
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _registry() -> dict:
@@ -36,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 success, 1 a node failed while running, 2 invalid input "
                "(file, JSON, workflow, --set), 130 interrupted\n"
                "example: hypernet-studio run workflows/txt2img.json --set 3.seed=7 --base-dir ~/hs")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {pack_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a workflow (UI or API format)")
@@ -45,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_folder_arguments(run)
     run.add_argument("--output-dir", type=Path, help="output folder (default: BASE/output)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
-    run.add_argument("--quiet", action="store_true", help="no per-node lines or progress bars")
+    run.add_argument("--quiet", action="store_true",
+                     help="only the files written and errors: no per-node lines, notes, warnings or progress bars")
     run.add_argument("--nproc-per-node", type=int, metavar="N",
                      help="train on N processes on this machine (one per GPU): hands over to torchrun, "
                           "as `torchrun --standalone --nproc-per-node N -m hypernet_studio.runtime run ...`")
@@ -245,6 +266,7 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .executor import Executor
     from .headless_host import HEADLESS
+    from .terminal import NodeReporter, pack_logs_reported
     from .workflow import WorkflowError
 
     if args.device == "cuda" and not _cuda_available():
@@ -260,16 +282,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     quiet = args.quiet or HEADLESS.rank != 0  # under torchrun only rank 0 reports
-    reporter = _NodeReporter(prompt, quiet=quiet)
+    reporter = NodeReporter(prompt, quiet=quiet)
     executor = Executor(registry, event_callback=reporter, show_progress=not quiet and sys.stderr.isatty())
     extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
-    with _previews_removed_afterwards(HEADLESS.temp_directory()):
+    with _previews_removed_afterwards(HEADLESS.temp_directory()), pack_logs_reported(reporter):
         result, code = _execute(executor, prompt, extra_pnginfo, args.workflow)
     if result is None or HEADLESS.rank != 0:
         return code
     for path in result.files:
-        if path not in reporter.written and HEADLESS.temp_directory() not in path.parents:
-            print(f"wrote {path}")
+        if HEADLESS.temp_directory() not in path.parents:
+            reporter.wrote(path)
     for node_id, node_ui in result.ui.items():  # e.g. Save Hypernet's path, Hypernet Spec's size
         if not getattr(registry[prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
             continue  # e.g. a tagger's per-image tags: too many lines for a terminal
@@ -376,49 +398,6 @@ def _interrupt_handler(headless):
                   + (" (Ctrl-C again to abort)" if alone else ""), file=sys.stderr)
         headless.interrupt.set()
     return handle
-
-
-class _NodeReporter:
-    """Prints one line per node as the executor's events arrive, and what the nodes report."""
-
-    def __init__(self, prompt: dict, quiet: bool = False):
-        self.prompt = prompt
-        self.quiet = quiet
-        self.started = time.perf_counter()
-        self.node_started = self.started
-        self.current: Optional[str] = None
-        self.count = 0
-        self.written: set[Path] = set()
-
-    def __call__(self, event: str, data: dict) -> None:
-        if event == "wrote":
-            self.written.add(Path(data["path"]))
-            print(f"wrote {data['path']}", flush=True)
-        elif event == "progress_text":  # e.g. an interrupted trainer saying what it saved
-            print(f"    {data.get('text')}", file=sys.stderr, flush=True)
-        elif self.quiet:
-            return
-        elif event == "execution_cached" and data.get("nodes"):
-            print(f"cached: {', '.join(self.name(n) for n in data['nodes'])}", file=sys.stderr)
-        elif event == "executing":
-            self._finish_current()
-            if data.get("node") is not None:
-                self.count += 1
-                self.current, self.node_started = data["node"], time.perf_counter()
-                print(f"[{self.count}] {self.name(self.current)} ...", file=sys.stderr, flush=True)
-
-    def _finish_current(self) -> None:
-        if self.current is not None:
-            print(f"    {self.name(self.current)} done in {time.perf_counter() - self.node_started:.2f}s",
-                  file=sys.stderr)
-            self.current = None
-
-    def name(self, node_id: str) -> str:
-        """`#ID class "title"`, as the per-node lines show a node."""
-        node = self.prompt.get(node_id, {})
-        title = (node.get("_meta") or {}).get("title")
-        class_type = node.get("class_type", "?")
-        return f"#{node_id} {class_type}" + (f" \"{title}\"" if title and title != class_type else "")
 
 
 if __name__ == "__main__":

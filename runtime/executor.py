@@ -262,10 +262,14 @@ class Executor:
             node = prompt.get(node_id or "", {})
             return f"#{node_id} {node.get('class_type', '')}".strip()
 
+        def on_event(event: str, data: dict) -> None:
+            progress.note_event(data)
+            self._emit(event, data)
+
         progress = ProgressFactory(on_progress, self.show_progress, describe)
         saved = (HEADLESS.running_node_id, HEADLESS.progress_factory, HEADLESS.event_sink)
         HEADLESS.progress_factory = progress
-        HEADLESS.event_sink = self._emit
+        HEADLESS.event_sink = on_event
         try:
             yield progress
         finally:

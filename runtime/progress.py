@@ -9,6 +9,9 @@ from typing import Any, Callable, Optional
 from .headless_host import HEADLESS
 
 ProgressCallback = Callable[[int, int, Optional[str], Any], None]
+# Values a node's event may carry that its bar shows as tqdm's postfix (the trainer's
+# hypernet.train_step event carries both, a few times a second).
+POSTFIX_KEYS = ("loss", "lr")
 
 
 class ProgressBar:
@@ -42,6 +45,11 @@ class ProgressBar:
         if self._on_update is not None:
             self._on_update(self.current, self.total, self.node_id, preview)
 
+    def set_postfix(self, values: dict[str, float]) -> None:
+        """Show `values` after the bar (tqdm's own postfix, e.g. `loss=0.123, lr=5e-4`)."""
+        if self._bar is not None:
+            self._bar.set_postfix(values)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -63,6 +71,14 @@ class ProgressFactory:
         bar = ProgressBar(total, node_id, self._on_update, self._display, description)
         self._open.append(bar)
         return bar
+
+    def note_event(self, data: dict) -> None:
+        """Show an event's loss and learning rate on its node's open bars."""
+        values = {key: data[key] for key in POSTFIX_KEYS if isinstance(data.get(key), (int, float))}
+        if values:
+            for bar in self._open:
+                if bar.node_id == data.get("node"):
+                    bar.set_postfix(values)
 
     def close_all(self) -> None:
         for bar in self._open:

@@ -120,7 +120,34 @@ def validate_prompt(prompt: Mapping[str, Any], registry: Mapping[str, type]) -> 
         pending.extend(sources)
 
     issues.extend(_cycle_issues(coerced, outputs))
+    issues.extend(_resumed_step_issues(coerced, checked))
     return ValidationResult(issues, outputs, coerced)
+
+
+def _resumed_step_issues(prompt: dict, checked: set[str]) -> list[ValidationIssue]:
+    """Train Hypernet continuing the file a Load Hypernet node reads: `steps` must go beyond the
+    file's step. ComfyUI never shows a node its linked inputs at validation, so only this
+    runtime, which sees the whole graph, refuses it before any model loads."""
+    from ..hypernet.errors import InputError
+    from ..nodes.model import LoadHypernetNode
+    from ..nodes.train import TrainHypernetNode, check_steps_beyond_file
+
+    issues = []
+    for node_id in sorted(checked, key=_id_key):
+        node = prompt[node_id]
+        link, steps = node["inputs"].get("hypernetwork"), node["inputs"].get("steps")
+        if node.get("class_type") != TrainHypernetNode.NODE_ID or not is_link(link) or not isinstance(steps, int):
+            continue
+        source = prompt.get(str(link[0])) or {}
+        name = (source.get("inputs") or {}).get("hypernetwork_name")
+        if source.get("class_type") != LoadHypernetNode.NODE_ID or not isinstance(name, str):
+            continue
+        try:
+            check_steps_beyond_file(steps, name)
+        except InputError as exc:
+            issues.append(ValidationIssue("custom_validation_failed", exc.message, node_id, node["class_type"],
+                                          exc.input_name))
+    return issues
 
 
 class _NodeCheck:

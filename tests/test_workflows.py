@@ -43,3 +43,69 @@ def test_widgets_values_match_the_editor_layout(path):
         for name, value in zip(expected, values):
             if name == "<control>":
                 assert value in CONTROL_VALUES, (path.name, node["id"], value)
+
+
+# The editor draws a node's title bar above `pos` (LiteGraph.NODE_TITLE_HEIGHT, 30 px in frontend
+# 1.35); a slot row is 20 px, a widget row 20 px + 4 px spacing; the node adds 6 px, and 8 more
+# below its widgets (LGraphNode.computeSize).
+TITLE_BAR, SLOT_ROW, WIDGET_ROW, NODE_PADDING, WIDGETS_PADDING = 30, 20, 24, 6, 8
+MIN_GAP = 10  # px between two nodes, so neither covers the other's edge or title
+
+
+def _rectangle(node):
+    (x, y), (width, height) = node["pos"], node["size"]
+    return x, y - TITLE_BAR, x + width, y + height
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_no_node_covers_another(path):
+    """Issue 17: in train_hypernet.json the Spec node covered Load Images' last widgets."""
+    nodes = json.loads(path.read_text())["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            ax0, ay0, ax1, ay1 = _rectangle(a)
+            bx0, by0, bx1, by1 = _rectangle(b)
+            apart = ax1 + MIN_GAP <= bx0 or bx1 + MIN_GAP <= ax0 or ay1 + MIN_GAP <= by0 or by1 + MIN_GAP <= ay0
+            assert apart, f"{path.name}: node {a['id']} ({a['type']}) and node {b['id']} ({b['type']}) overlap"
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_groups_hold_their_nodes_whole_and_keep_their_titles_free(path):
+    """A node that reaches into a group lies inside it, below the group's title (font_size * 1.4 px
+    in the editor); groups do not overlap each other."""
+    workflow = json.loads(path.read_text())
+    groups = []
+    for group in workflow.get("groups", []):
+        x, y, width, height = group["bounding"]
+        groups.append((x, y, x + width, y + height))
+        body = (x, y + group.get("font_size", 24) * 1.4, x + width, y + height)
+        for node in workflow["nodes"]:
+            rectangle = _rectangle(node)
+            if _overlap(rectangle, groups[-1]):
+                inside = (body[0] <= rectangle[0] and body[1] <= rectangle[1] and rectangle[2] <= body[2]
+                          and rectangle[3] <= body[3])
+                assert inside, f"{path.name}: node {node['id']} ({node['type']}) sticks out of '{group['title']}'"
+    for i, a in enumerate(groups):
+        assert not any(_overlap(a, b) for b in groups[i + 1:]), path.name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_every_node_is_saved_at_least_as_tall_as_the_editor_draws_it(path):
+    """The editor grows a node that is saved smaller than its slots and widgets need, and a grown
+    node can cover the one below it; so each saved height is at least that need (a lower bound:
+    multiline text boxes and the chart are taller than one row)."""
+    registry, _ = build_registry(include_standins=True)
+    for node in json.loads(path.read_text())["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        cls = registry[node["type"]]
+        inputs = node_inputs(cls).values()
+        sockets = sum(1 for info in inputs if not info.is_widget)
+        widgets = len(node.get("widgets_values", []))
+        need = (SLOT_ROW * max(sockets, len(cls.RETURN_TYPES), 1) + NODE_PADDING
+                + (WIDGET_ROW * widgets + WIDGETS_PADDING if widgets else 0))
+        assert node["size"][1] >= need, (path.name, node["id"], node["type"], node["size"], need)

@@ -3,6 +3,7 @@
 import { app } from "../../scripts/app.js";
 
 const SPEC_NODE = "HN_HypernetSpec";
+const SIZE_TEXT_HEIGHT = 44; // px: two lines of 11 px text and the textarea's padding
 
 function showSizeText(node, text) {
   let widget = node.widgets?.find((w) => w.name === "size_info");
@@ -15,8 +16,13 @@ function showSizeText(node, text) {
       serialize: false,
       getValue: () => box.value,
       setValue: (value) => { box.value = value ?? ""; },
+      getMinHeight: () => SIZE_TEXT_HEIGHT,
     });
     widget.hypernetBox = box;
+    widget.serialize = false; // LGraphNode.serialize() reads this flag, not the option
+    // The widget arrives after the node was sized: grow the node so that the text is not cut off.
+    const needed = node.computeSize();
+    if (node.size[1] < needed[1]) node.setSize([node.size[0], needed[1]]);
   }
   widget.hypernetBox.value = text;
   node.setDirtyCanvas?.(true, true);

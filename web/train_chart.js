@@ -38,12 +38,15 @@ function addChartWidget(node) {
   canvas.style.width = "100%";
   canvas.style.height = `${CHART_HEIGHT - 10}px`;
   node.hypernetChartCanvas = canvas;
-  node.addDOMWidget("loss_chart", "hypernet_loss_chart", canvas, {
+  const widget = node.addDOMWidget("loss_chart", "hypernet_loss_chart", canvas, {
     serialize: false,
     hideOnZoom: false,
     getMinHeight: () => CHART_HEIGHT,
     getMaxHeight: () => CHART_HEIGHT,
   });
+  // LGraphNode.serialize() skips a widget by its own `serialize` flag, not the option: without it
+  // the chart's "" lands in widgets_values after the node's real values.
+  widget.serialize = false;
   requestAnimationFrame(() => redraw(node));
 }
 

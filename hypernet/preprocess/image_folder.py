@@ -23,6 +23,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import natural_key
 from .options import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,6 @@ class LoadResult:
     folder: Path
     images: list[LoadedImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def natural_key(text: str) -> list:
-    """Sort key where "img2" < "img10" (digit runs compare as numbers), case-insensitive."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def parse_color(color: str) -> tuple[int, int, int]:
@@ -105,6 +101,17 @@ def list_image_files(folder: Path, recursive: bool = False,
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
 
 
+def check_pictures_reachable(folder: Path, recursive: bool, kohya_folders: bool = False) -> None:
+    """With recursive off, a folder whose pictures all lie in subfolders would load nothing: say
+    how many there are and what to turn on (InputError for 'recursive')."""
+    if recursive or not Path(folder).is_dir() or list_image_files(folder, False, kohya_folders=kohya_folders):
+        return
+    nested = list_image_files(folder, True)
+    if nested:
+        raise InputError("recursive", f"{folder} has no pictures at its top level; found {len(nested)} pictures in "
+                                      "subfolders; turn on recursive")
+
+
 def folder_fingerprint(folder: Path, recursive: bool = False, use_kohya_repeats: bool = False) -> Optional[str]:
     """A hash of the names, sizes and times of every file the loader would look at (images and
     captions), so a cache re-runs the load when any of them changes; None for a missing folder."""
@@ -127,15 +134,31 @@ def kohya_repeats(path: Path, folder: Path) -> int:
     return 1
 
 
+def caption_path(image_path: Path, caption_extension: str = ".txt") -> Optional[Path]:
+    """Where the image's same-stem caption file would be; None when captions are off ('')."""
+    if not caption_extension:
+        return None
+    suffix = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    return image_path.with_suffix(suffix)
+
+
 def read_caption(image_path: Path, caption_extension: str = ".txt") -> str:
     """The same-stem caption file's text (UTF-8, BOM tolerated, stripped), or ""."""
-    if not caption_extension:
+    path = caption_path(image_path, caption_extension)
+    if path is None or not path.is_file():
         return ""
-    suffix = caption_extension if caption_extension.startswith(".") else "." + caption_extension
-    caption_path = image_path.with_suffix(suffix)
-    if not caption_path.is_file():
-        return ""
-    return caption_path.read_text(encoding="utf-8-sig", errors="replace").strip()
+    return path.read_text(encoding="utf-8-sig", errors="replace").strip()
+
+
+def uncaptioned_warning(images: list[LoadedImage], caption_extension: str) -> Optional[str]:
+    """One warning for all the images without a caption file (they train with an empty [filewords])."""
+    expected = [(image.path, caption_path(image.path, caption_extension)) for image in images]
+    missing = [(image, caption) for image, caption in expected if caption is not None and not caption.is_file()]
+    if not missing:
+        return None
+    image, caption = missing[0]
+    return (f"{len(missing)} of {len(images)} images have no caption file (e.g. {caption.name} for "
+            f"{image.name}): they train with an empty caption ([filewords])")
 
 
 def check_max_side(value: object) -> int:
@@ -286,6 +309,7 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
+    check_pictures_reachable(folder, recursive, use_kohya_repeats)
     files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)
     files = files[max(0, offset):]
     if limit > 0:
@@ -309,6 +333,10 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
             path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
             caption=read_caption(path, caption_extension),
             repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
+    missing_captions = uncaptioned_warning(result.images, caption_extension)
+    if missing_captions:
+        result.warnings.append(missing_captions)
+        logger.warning(missing_captions)
     if not result.images:
         reason = f"{skipped} file(s) could not be read" if skipped else \
             f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")

@@ -8,9 +8,11 @@ SDXL base); here they are moved, cast and frozen.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 
@@ -25,6 +27,25 @@ from .tiny_sdxl import build_tiny_sdxl_components
 from .tokenizer import find_tokenizer
 
 Device = Optional[Union[str, torch.device]]
+# diffusers' ModelMixin.to() warns "There are modules in UNet2DConditionModel that should be kept
+# in float32: []" on every cast with dtype=, even when that list is empty (nothing to keep).
+DIFFUSERS_MODEL_LOGGER = "diffusers.models.modeling_utils"
+EMPTY_FP32_LIST_WARNING = "should be kept in float32: []"
+
+
+def _not_the_empty_fp32_warning(record: logging.LogRecord) -> bool:
+    return EMPTY_FP32_LIST_WARNING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _empty_fp32_warning_silenced() -> Iterator[None]:
+    """Drop only that record, and only while we cast; diffusers' other warnings stay."""
+    diffusers_logger = logging.getLogger(DIFFUSERS_MODEL_LOGGER)
+    diffusers_logger.addFilter(_not_the_empty_fp32_warning)
+    try:
+        yield
+    finally:
+        diffusers_logger.removeFilter(_not_the_empty_fp32_warning)
 
 
 def _finish(components: SDComponents, device: Device, dtype: Optional[torch.dtype]) -> SDComponents:
@@ -34,7 +55,8 @@ def _finish(components: SDComponents, device: Device, dtype: Optional[torch.dtyp
     for attribute in components.module_names():
         module = getattr(components, attribute)
         target_dtype = torch.float32 if attribute == "vae" or dtype is None else dtype
-        module.to(device=device, dtype=target_dtype)
+        with _empty_fp32_warning_silenced():
+            module.to(device=device, dtype=target_dtype)
         module.eval().requires_grad_(False)
     return components
 

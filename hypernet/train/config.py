@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ..errors import InputError
+from ..files import UnsafePathError, check_name_text
 from ..input_values import check_choice
 from .templates import template_lines
 
@@ -25,6 +26,9 @@ LR_SCHEDULERS = ("a1111", "constant_with_warmup", "linear", "cosine", "cosine_wi
 LOSS_TYPES = ("mse", "l1", "huber", "smooth_l1")
 LOG_TARGETS = ("none", "tensorboard")
 _NAME = re.compile(r"^[\w][\w .\-]*$")
+# The longest ending a run adds to its name (a numbered run's step file's optimizer state), so
+# that a name accepted at validation fits every file the run may write.
+LONGEST_RUN_FILE_ENDING = "_00001-10000000.pt.optim"
 
 
 @dataclass
@@ -174,6 +178,10 @@ class TrainHooks:
 def validate_name(name: str) -> str:
     """A network name usable as a file name: letters, digits, space, '.', '_', '-'."""
     name = str(name).strip()
+    try:
+        check_name_text(name, reserve=len(LONGEST_RUN_FILE_ENDING))
+    except UnsafePathError as exc:
+        raise InputError("name", str(exc)) from None
     if not _NAME.match(name):
         raise InputError("name", f"{name!r}: use letters, digits, spaces, '.', '_' or '-' "
                                  "(it becomes the file name)")

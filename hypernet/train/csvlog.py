@@ -58,6 +58,14 @@ class LossCSV:
         return True
 
 
+def read_loss_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a loss CSV (none when it is missing); a half-written last line is skipped."""
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if _complete(row)]
+
+
 def _complete(row: dict) -> bool:
     """A row with every column, its step a number (a crash can leave half a line)."""
     return all(row.get(column) not in (None, "") for column in COLUMNS) and str(row["step"]).isdigit()

@@ -1,5 +1,6 @@
 """Preview grids during training: every preview prompt (one per line) with every preview seed,
-the same seeds each time, so grids from different steps compare side by side."""
+the same seeds each time, so grids from different steps compare side by side. Each row is
+labelled with its prompt (shortened to PROMPT_LABEL_CHARS characters), each column with its seed."""
 from __future__ import annotations
 
 import contextlib
@@ -8,11 +9,14 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..image_grid import labelled_grid
 from ..sd.sampling import sample
 from .backend import NoiseSchedule, TrainingBackend
 from .conditioning import Conditioning, joined, rows
 from .config import TrainConfig
 from .latents import TextCache
+
+PROMPT_LABEL_CHARS = 80  # a row label shows this much of its prompt (it wraps to the cell's width)
 
 
 class _SamplingView:
@@ -52,8 +56,16 @@ def preview_seeds(config: TrainConfig) -> list[int]:
     return seeds
 
 
+def preview_labels(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[str]]:
+    """The grid's row labels (the prompts, long ones cut with an ellipsis) and column labels (the seeds)."""
+    rows = [" ".join(prompt.split()) for prompt in prompts]
+    rows = [row if len(row) <= PROMPT_LABEL_CHARS else row[:PROMPT_LABEL_CHARS - 1].rstrip() + "\u2026"
+            for row in rows]
+    return rows, [f"seed {seed}" for seed in seeds]
+
+
 class PreviewGrid:
-    """Renders the prompt x seed grid with the current weights: one row per prompt."""
+    """Renders the prompt x seed grid with the current weights: one row per prompt, labelled."""
 
     def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule, texts: TextCache, config: TrainConfig,
                  prompts: list[str], latent_shape: Sequence[int]):  # one latent's [C, h, w]
@@ -61,14 +73,13 @@ class PreviewGrid:
         self.seeds = preview_seeds(config)
         self.latent_shape = latent_shape
         self.conds = [texts.batch([prompt, config.preview_negative]) for prompt in prompts]
+        self.row_labels, self.column_labels = preview_labels(prompts, self.seeds)
 
     def render(self, autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
-        """The grid as one IMAGE [1, rows*H, cols*W, 3] (call in eval mode, without gradients)."""
-        rows = []
-        for cond in self.conds:
-            cells = [self._sample(cond, seed, autocast) for seed in self.seeds]
-            rows.append(torch.cat(cells, dim=2))
-        return torch.cat(rows, dim=1)
+        """The labelled grid as one IMAGE [1,H,W,3] (see image_grid.py; call in eval mode, without
+        gradients)."""
+        cells = [[self._sample(cond, seed, autocast) for seed in self.seeds] for cond in self.conds]
+        return labelled_grid(cells, self.row_labels, self.column_labels)
 
     def _sample(self, cond: Conditioning, seed: int,
                 autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:

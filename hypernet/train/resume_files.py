@@ -66,6 +66,27 @@ def save_checkpoint(hypernetwork: Hypernetwork, path: Path, optimizer: torch.opt
     return path
 
 
+def stored_step(path: PathLike) -> Optional[int]:
+    """The step a hypernetwork file records, read cheaply and safely for validation: a
+    .safetensors file's header only, a .pt memory-mapped with weights_only; None when the file
+    cannot be read that way (loading it reports why)."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() != ".pt":
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                state = json.loads((handle.metadata() or {}).get("hypernetwork", "{}"))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file: Load Hypernet's own check names it
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return int(step) if isinstance(step, (int, float)) else None
+
+
 def load_resume_state(hypernetwork: Hypernetwork) -> Optional[dict]:
     """The `.optim` payload saved beside the file `hypernetwork` came from, if it matches it."""
     filename = getattr(hypernetwork, "filename", None)

@@ -4,7 +4,9 @@ A run named NAME writes `models/.../NAME.pt` and a log folder `.../NAME/` (step 
 CSV, loss curve). If those hold results this run would replace, the run takes the next free name,
 NAME_00001, NAME_00002..., as Save Hypernet does, unless `overwrite` is on. Continuing a network
 from this very run's files is not a replacement: a run resumed from `NAME-500.pt` writes on in
-NAME as long as nothing there holds a later step."""
+NAME as long as nothing there holds a later step. Any other name is taken only when it is wholly
+free: no final file, no `.optim`, no log folder with anything in it; so a second resume of the
+same step file never lands in a numbered run it did not start from."""
 from __future__ import annotations
 
 import re
@@ -14,6 +16,7 @@ from typing import Optional
 
 from ..files import safe_join
 from ..safe_load import UnreadableFile, load_torch_weights
+from .resume_files import optimizer_state_path
 
 MAX_RUN_NUMBER = 99_999
 
@@ -50,15 +53,30 @@ def run_files(folders: RunFolders, name: str, start_step: int = 0,
 
 def would_replace(files: RunFiles, start_step: int, starting_file: Optional[str]) -> bool:
     """True when a run from `start_step` would overwrite a result held under `files`."""
+    if not _continues(files, starting_file):
+        return _holds_anything(files)
     if _final_file_is_later(files.final_path, start_step, starting_file):
         return True
     if not files.log_dir.is_dir():
         return False
-    if start_step == 0:
-        return any(files.log_dir.iterdir())
     later = re.compile(rf"^{re.escape(files.name)}-(\d+)\.(pt|png)$")
     return any(int(match.group(1)) > start_step for path in files.log_dir.rglob("*")
                if (match := later.match(path.name)))
+
+
+def _continues(files: RunFiles, starting_file: Optional[str]) -> bool:
+    """The starting file is this run's own: its final file or a file in its log folder."""
+    if not starting_file:
+        return False
+    start = Path(starting_file).resolve()
+    return start == files.final_path.resolve() or files.log_dir.resolve() in start.parents
+
+
+def _holds_anything(files: RunFiles) -> bool:
+    """Any file of the run exists: the final file, its `.optim`, or anything in the log folder."""
+    if files.final_path.exists() or optimizer_state_path(files.final_path).exists():
+        return True
+    return files.log_dir.is_dir() and any(files.log_dir.iterdir())
 
 
 def _final_file_is_later(final: Path, start_step: int, starting_file: Optional[str]) -> bool:
@@ -67,8 +85,6 @@ def _final_file_is_later(final: Path, start_step: int, starting_file: Optional[s
         return False
     if starting_file and Path(starting_file).resolve() == final.resolve():
         return False
-    if start_step == 0:
-        return True
     try:
         stored = load_torch_weights(final, "a hypernetwork")
     except UnreadableFile:

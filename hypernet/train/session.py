@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import torch
 
 from ..errors import InputError
-from ..files import safe_join
+from ..files import UnsafePathError, safe_join
 from ..images import save_png
 from .batches import prepare_examples
 from .config import TrainConfig, TrainHooks, TrainResult
-from .lossplot import loss_curve_image
+from .lossplot import LossHistory, loss_curve_image
 from .run import train_hypernetwork
 from .run_files import RunFolders, run_files
 
@@ -111,14 +111,39 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
         held_out = _validation_examples(data, config)
         if config.validation_split > 0:
             notes.append("validation images are connected, so validation_split is not used")
+    start_step = int(network.step)
     result = train_hypernetwork(backend, network, examples, config, hooks, held_out, processes)
-    curve = loss_curve_image(result.losses, result.first_step, result.learning_rates, result.validation_steps,
-                             result.validation_losses, title=f"{config.name} loss")
+    for note in run_notes(config, result, start_step, processes):
+        logger.info(note)
+        notes.append(note)
+    curve = loss_curve_image(LossHistory.of_run(result), title=f"{config.name} loss")
     curve_path = None
     if config.log_dir is not None and (processes is None or processes.writes):
         curve_path = save_png(curve, safe_join(config.log_dir, "loss_curve.png"))
         (hooks or TrainHooks()).on_file_written(curve_path)
     return TrainOutputs(result, curve, curve_path, config.file_stem, notes)
+
+
+def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
+              processes: Optional["TrainingProcesses"] = None) -> list[str]:
+    """What the run did that its settings alone do not say: where it continued from, how many
+    processes shared each step, and why it stopped before `steps`."""
+    notes = []
+    if start_step:
+        notes.append(f"continued from step {start_step} " + ("with optimizer state" if result.resumed_optimizer else
+                                                             "without optimizer state (no matching .optim beside the "
+                                                             "file: the optimizer starts fresh, as A1111's does)"))
+    if processes is not None and processes.world_size > 1:
+        per_step = config.batch_size * processes.world_size * config.gradient_accumulation
+        notes.append(f"trained on {processes.world_size} processes: global batch {config.batch_size} x "
+                     f"{processes.world_size} processes x {config.gradient_accumulation} accumulation = "
+                     f"{per_step} images per step")
+    step = int(result.hypernetwork.step)
+    if not result.interrupted and step < config.steps and config.lr_scheduler == "a1111":
+        notes.append(f"stopped at step {step} of {config.steps}: the learning_rate schedule "
+                     f"'{config.learning_rate}' ends at step {step} (end it with a rate without ':step', "
+                     f"e.g. '{config.learning_rate}, 1e-5', to train on)")
+    return notes
 
 
 def _validation_examples(data: TrainingData, config: TrainConfig) -> list:
@@ -132,7 +157,10 @@ def _validation_examples(data: TrainingData, config: TrainConfig) -> list:
 
 def _with_run_files(config: TrainConfig, folders: RunFolders, network: "Hypernetwork") -> tuple[TrainConfig, str]:
     """The config with the run's files, and a note when earlier results made it take a new name."""
-    files = run_files(folders, config.name, int(network.step), getattr(network, "filename", None))
+    try:
+        files = run_files(folders, config.name, int(network.step), getattr(network, "filename", None))
+    except UnsafePathError as exc:  # e.g. NAME.pt is a link to a file outside the folder
+        raise InputError("name", f"{exc}; choose another name") from None
     note = ""
     if files.name != config.name:
         note = (f"'{config.name}' already has results this run would replace, so it writes under '{files.name}' "

@@ -30,6 +30,17 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, mask, mode):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.pt"], "no temporary file is left"
 
 
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_writer_that_replaces_the_temporary_file_still_gets_the_umask_mode(tmp_path, umask, mask, mode):
+    """safetensors' save_file writes its own file, mode 0600, over the temporary one."""
+    from safetensors.torch import save_file
+
+    umask(mask)
+    with atomic_path(tmp_path / "a.safetensors") as tmp:
+        save_file({"w": torch.zeros(1)}, str(tmp))
+    assert os.stat(tmp_path / "a.safetensors").st_mode & 0o777 == mode
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = atomic_write_text(tmp_path / "keep.txt", "old")
     with pytest.raises(RuntimeError):

@@ -195,3 +195,17 @@ def test_megapixel_limit_cannot_promise_more_than_pillow_opens():
     # Pillow raises DecompressionBombError above 2 x MAX_IMAGE_PIXELS whatever our limit says.
     limit = LoadImagesNode.INPUT_TYPES()["required"]["max_megapixels"][1]["max"]
     assert limit * 1_000_000 <= 2 * Image.MAX_IMAGE_PIXELS
+
+
+def test_pictures_only_in_subfolders_are_refused_at_validation_while_recursive_is_off(headless_dirs):
+    """Issue 17: this was an empty load after the model had loaded; now the queue refuses it."""
+    nested = headless_dirs / "input" / "nested"
+    for sub in ("a", "b"):
+        (nested / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(nested / sub / "x.png")
+    verdict = LoadImagesNode.VALIDATE_INPUTS("nested", "white", recursive=False, kohya_repeats=False)
+    assert verdict == (f"input 'recursive': {nested} has no pictures at its top level; found 2 pictures in "
+                       "subfolders; turn on recursive")
+    assert LoadImagesNode.VALIDATE_INPUTS("nested", "white", recursive=True, kohya_repeats=False) is True
+    Image.new("RGB", (8, 8)).save(nested / "top.png")
+    assert LoadImagesNode.VALIDATE_INPUTS("nested", "white", recursive=False, kohya_repeats=False) is True

@@ -88,7 +88,7 @@ def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
     assert (log / "tinynet-4.pt.optim").is_file() and (log / "images" / "tinynet-4.png").is_file()
     assert len((log / "hypernetwork_loss.csv").read_text().splitlines()) == 5
     assert curve.shape[0] == 1 and curve.shape[-1] == 3
-    assert len(previews) == 1 and previews[0].shape == (1, 64, 64, 3)
+    assert len(previews) == 1 and previews[0].shape[0] == 1 and min(previews[0].shape[1:3]) > 64, "64x64, labelled"
     steps = [data for name, data in events if name == "hypernet.train_step"]
     assert steps and steps[-1]["step"] == 4 and steps[-1]["node"] == "7"
     assert set(steps[-1]) == {"node", "step", "loss", "lr"} and steps[-1]["lr"] == pytest.approx(0.001)
@@ -205,6 +205,7 @@ def test_the_validation_workflow_reports_validation_loss_and_a_preview_grid(head
 
     from PIL import Image
 
+    from hypernet_studio.hypernet.image_grid import grid_layout
     from hypernet_studio.runtime.api import run_workflow_file
     from hypernet_studio.runtime.examples import write_examples
 
@@ -219,7 +220,10 @@ def test_the_validation_workflow_reports_validation_loss_and_a_preview_grid(head
     val_loss = result.outputs["4"][4][0]
     assert math.isfinite(val_loss) and abs(val_loss - float(rows[-1]["val_loss"])) < 1e-6
     assert (log / "example-validated-best.pt").is_file()
-    assert Image.open(log / "images" / "example-validated-20.png").size == (128, 128), "2 prompts x 2 seeds"
+    labels = (["a picture of red, square", "a picture of blue, circle"], ["seed 1", "seed 2"])
+    layout = grid_layout(*labels, 64, 64)
+    assert Image.open(log / "images" / "example-validated-20.png").size == (layout.width, layout.height), \
+        "2 prompts x 2 seeds of 64x64, labelled"
     assert any(line.startswith("validation loss") for line in result.ui["4"]["text"])
     validations = [data for name, data in live if name == "hypernet.train_step" and "val_loss" in data]
     assert [d["step"] for d in validations] == [10, 20], "the live chart gets each validation"

@@ -355,3 +355,14 @@ def test_run_says_every_file_it_wrote_and_leaves_no_previews(tmp_path, capsys):
     assert all(p.is_file() for p in wrote)
     temp = tmp_path / "temp"
     assert not temp.exists() or not any(temp.rglob("*.png")), "previews are removed when the run ends"
+
+
+def test_version_prints_the_version_in_pyproject(capsys):
+    import re
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hypernet-studio {version}"

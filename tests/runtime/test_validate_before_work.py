@@ -40,6 +40,9 @@ CASES = [
     (["3.target_family=custom", "3.custom_sizes=12.5"], "node 3 (HN_HypernetSpec), input 'custom_sizes'"),
     (["2.folder=no_such_folder"], "hypernet-studio examples"),
     (["2.background=not-a-colour"], "node 2 (HN_LoadImages), input 'background'"),
+    (["2.folder=."], "node 2 (HN_LoadImages), input 'recursive': "),
+    (['4.name="a\\u0000b"'], "node 4 (HN_TrainHypernet), input 'name': 'a\\x00b' holds a NUL character"),
+    (["4.name=" + "a" * 300], "node 4 (HN_TrainHypernet), input 'name': 'aaaaaaaaaaaaaaaaaaaaaaaa'... is 300"),
     (["1.ckpt_name=missing.safetensors"], "node 1 (CheckpointLoaderSimple), input 'ckpt_name'"),
 ]
 
@@ -103,3 +106,26 @@ def test_max_side_zero_or_a_size_validates(studio):
     for value in ("0", "64", "2048"):
         assert cli.main(["validate", str(TRAIN), "--base-dir", str(base), "--set", f"2.max_side={value}"]) == 0
     assert calls == []
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_steps_at_or_below_the_resumed_files_step_exit_2_before_any_work(studio, capsys, command, suffix):
+    """Issue 17: read from the file's metadata at validation, not after the checkpoint has loaded."""
+    from hypernet_studio.hypernet.file_format import load_hypernetwork, save_hypernetwork
+    from hypernet_studio.runtime.examples import make_random_hypernetwork
+
+    base, calls = studio
+    folder = base / "models" / "hypernetworks" / "example-hypernet"
+    network = load_hypernetwork(make_random_hypernetwork(folder / "seed.pt", sizes=[8]))
+    network.step = 40
+    save_hypernetwork(network, folder / f"example-hypernet-40{suffix}")
+    resume = TRAIN.with_name("resume_training.json")
+    arguments = [command, str(resume), "--base-dir", str(base), "--set",
+                 f"3.hypernetwork_name=example-hypernet/example-hypernet-40{suffix}"]
+    for steps in (40, 12):
+        assert cli.main([*arguments, "--set", f"4.steps={steps}"]) == 2
+        err = capsys.readouterr().err
+        assert "node 4 (HN_TrainHypernet), input 'steps'" in err and "already trained for 40 steps" in err, err
+    assert calls == [], "nothing was loaded"
+    assert cli.main(["validate", *arguments[1:], "--set", "4.steps=41"]) == 0

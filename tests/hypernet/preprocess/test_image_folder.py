@@ -91,8 +91,21 @@ def test_sixteen_bit_palette_cmyk_gif_and_tiff(tmp_path):
     assert rgb[0, 0, 0] > 0.9 and rgb[0, 0, 2] < 0.1  # first frame
 
 
+def test_images_without_a_caption_file_get_one_warning_that_counts_them(tmp_path, caplog):
+    for name in ("a", "b", "c"):
+        _save(tmp_path / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "b.txt").write_text("")  # an empty caption file is a choice, not a missing file
+    with caplog.at_level(logging.WARNING):
+        result = load_image_folder(tmp_path)
+    assert result.warnings == ["2 of 3 images have no caption file (e.g. a.txt for a.png): they train with an "
+                               "empty caption ([filewords])"]
+    assert [r.getMessage() for r in caplog.records] == result.warnings
+    assert load_image_folder(tmp_path, caption_extension="").warnings == [], "captions off: nothing is missing"
+
+
 def test_bad_files_are_skipped_with_one_warning_each(tmp_path, caplog):
     _save(tmp_path / "good.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "good.txt").write_text("a caption")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "garbage.jpg").write_bytes(b"this is not an image at all")
     buffer = io.BytesIO()
@@ -193,7 +206,7 @@ def test_pillows_anonymous_warnings_become_one_warning_naming_the_file(tmp_path,
     (tmp_path / "a_broken.tif").write_bytes(_tiff_with_tag_data_beyond_the_end())
     (tmp_path / "b_exif.png").write_bytes(_png_with_chunk(b"eXIf", b"II*\x00\x08\x00\x00\x00\x05\x00"))
     with caplog.at_level(logging.WARNING):
-        result = load_image_folder(tmp_path)
+        result = load_image_folder(tmp_path, caption_extension="")
     assert [item.stem for item in result.images] == ["b_exif"]
     assert [str(w.message) for w in recwarn.list] == []
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -61,7 +61,8 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_previews_decode(tiny, tmp_p
     result, _ = _train(tiny, precision="bf16", preview_every=3, preview_steps=2, log_dir=tmp_path)
     assert all(p.dtype == torch.float32 for p in result.hypernetwork.parameters())
     assert all(torch.isfinite(torch.tensor(result.losses)))
-    assert result.previews[0].shape == (1, 64, 64, 3)
+    preview = result.previews[0]
+    assert preview.shape[0] == 1 and preview.shape[-1] == 3 and min(preview.shape[1:3]) > 64, "a 64x64 cell, labelled"
 
 
 def test_the_context_module_runs_once_per_unet_call_and_matches_per_layer_math(tiny):

@@ -4,8 +4,17 @@ import csv
 import numpy as np
 import torch
 
+from hypernet_studio.hypernet.train.config import TrainResult
 from hypernet_studio.hypernet.train.csvlog import COLUMNS, LossCSV
-from hypernet_studio.hypernet.train.lossplot import LEGEND, loss_curve_image, loss_plot_figure, moving_average
+from hypernet_studio.hypernet.train.lossplot import (
+    LEGEND,
+    LossHistory,
+    loss_curve_image,
+    loss_plot_figure,
+    moving_average,
+    smoothing_window,
+    step_moving_average,
+)
 
 
 def _rows(path):
@@ -44,20 +53,21 @@ def test_zero_disables_the_csv(tmp_path):
 
 
 def test_loss_curve_is_an_image():
-    image = loss_curve_image([1.0, 0.5, 0.25, 0.2, 0.1], width=200, height=120)
+    image = loss_curve_image(LossHistory.of_steps([1.0, 0.5, 0.25, 0.2, 0.1]), width=200, height=120)
     assert image.shape == (1, 120, 200, 3) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-    rising = loss_curve_image([0.1, 0.2, 0.3, 0.4, 0.5], width=200, height=120)
+    rising = loss_curve_image(LossHistory.of_steps([0.1, 0.2, 0.3, 0.4, 0.5]), width=200, height=120)
     assert not torch.equal(image, rising)
-    assert loss_curve_image([], width=100, height=80).shape == (1, 80, 100, 3)
+    assert loss_curve_image(LossHistory(), width=100, height=80).shape == (1, 80, 100, 3)
 
 
 def test_the_plot_names_what_it_draws():
     """What is drawn, read back from the figure: titled axes, a legend that tells raw from smoothed
     loss, the validation loss and the learning rate on a second axis."""
-    figure = loss_plot_figure([1.0, 0.8, 0.6, 0.5, 0.45, 0.4], first_step=11,
-                              learning_rates=[1e-4, 9e-5, 8e-5, 7e-5, 6e-5, 5e-5],
-                              validation_steps=[13, 16], validation_losses=[0.7, 0.65], title="net loss")
+    figure = loss_plot_figure(LossHistory.of_steps([1.0, 0.8, 0.6, 0.5, 0.45, 0.4], first_step=11,
+                                                   learning_rates=[1e-4, 9e-5, 8e-5, 7e-5, 6e-5, 5e-5],
+                                                   validation_steps=[13, 16], validation_losses=[0.7, 0.65]),
+                              title="net loss")
     loss_axes, rate_axes = figure.axes
     assert (loss_axes.get_xlabel(), loss_axes.get_ylabel(), rate_axes.get_ylabel()) == ("step", "loss",
                                                                                         "learning rate")
@@ -67,7 +77,7 @@ def test_the_plot_names_what_it_draws():
     assert list(raw.get_xdata()) == list(range(11, 17)) and list(validation.get_xdata()) == [13, 16]
     assert list(rate_axes.get_lines()[0].get_ydata()) == [1e-4, 9e-5, 8e-5, 7e-5, 6e-5, 5e-5]
     assert "last 0.40000" in loss_axes.get_title()
-    plain = loss_plot_figure([1.0, 0.5])
+    plain = loss_plot_figure(LossHistory.of_steps([1.0, 0.5]))
     assert [t.get_text() for t in plain.axes[0].get_legend().get_texts()] == [LEGEND["raw"], LEGEND["smooth"]]
 
 
@@ -103,3 +113,69 @@ def test_a_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path):
     resumed = LossCSV(path, every=1, steps_per_epoch=10, resume_step=3)
     resumed.record(4, 2.0, 0.1)
     assert [(r["step"], r["loss"]) for r in _rows(path)][-2:] == [("3", "1.0000000"), ("4", "2.0000000")]
+
+
+def _resumed_result(tmp_path):
+    """A run trained steps 1..6 (CSV every 2 steps, with a validation at 4), was cut short, and a
+    continued run trained steps 5..8: the CSV still holds rows 2 and 4 of the first part."""
+    path = tmp_path / "loss.csv"
+    first = LossCSV(path, every=2, steps_per_epoch=10, columns=COLUMNS + ("val_loss",))
+    for step in range(1, 7):
+        first.record(step, 1.0 - step / 10, 2e-4, val_loss=0.95 if step == 4 else None)
+    resumed = LossCSV(path, every=2, steps_per_epoch=10, resume_step=4, columns=COLUMNS + ("val_loss",))
+    result = TrainResult(None, first_step=5, csv_path=path)
+    for step in range(5, 9):
+        resumed.record(step, 0.5 - step / 100, 2e-4)
+        result.losses.append(0.5 - step / 100)
+        result.learning_rates.append(2e-4)
+    return result
+
+
+def test_a_continued_run_draws_the_whole_run_from_its_csv(tmp_path):
+    """Issue 17: after a resume, the curve showed only the resumed steps though the CSV held all."""
+    history = LossHistory.of_run(_resumed_result(tmp_path))
+    assert history.steps == [2, 4, 5, 6, 7, 8]
+    assert np.allclose(history.losses, [0.8, 0.6, 0.45, 0.44, 0.43, 0.42])
+    assert history.learning_rates == [2e-4] * 6
+    assert (history.validation_steps, history.validation_losses) == ([4], [0.95])
+    raw = loss_plot_figure(history).axes[0].get_lines()[0]
+    assert list(raw.get_xdata()) == [2, 4, 5, 6, 7, 8]
+
+
+def test_a_fresh_run_draws_only_its_own_steps(tmp_path):
+    result = TrainResult(None, losses=[0.3, 0.2], learning_rates=[1e-4, 1e-4], first_step=1,
+                         csv_path=tmp_path / "none-yet.csv")
+    assert LossHistory.of_run(result).steps == [1, 2]
+
+
+def test_the_moving_average_smooths_even_a_short_run():
+    """Issue 17: with fewer than 40 steps the window was 1 step, so the line equalled the raw loss."""
+    losses = [1.0, 0.0] * 10
+    smooth = loss_plot_figure(LossHistory.of_steps(losses)).axes[0].get_lines()[1]
+    assert smoothing_window(list(range(1, 21))) == 2
+    assert np.allclose(smooth.get_ydata()[1:], 0.5), "each point is the mean of its 2-step window"
+    assert not np.allclose(smooth.get_ydata(), losses)
+    assert smoothing_window(list(range(1, 1001))) == 100, "a tenth of the drawn steps"
+
+
+def test_the_moving_average_counts_steps_not_points():
+    """CSV rows 100 steps apart do not average with each other over a 10-step window."""
+    steps, values = [100, 200, 201, 202], [4.0, 2.0, 1.0, 0.0]
+    assert np.allclose(step_moving_average(steps, values, 10), [4.0, 2.0, 1.5, 1.0])
+
+
+def test_a_constant_learning_rate_gets_an_axis_from_zero():
+    """Issue 17: a constant 2e-4 got an axis of 1.900-2.100e-4, a zoom into nothing."""
+    figure = loss_plot_figure(LossHistory.of_steps([0.5] * 5, learning_rates=[2e-4] * 5))
+    bottom, top = figure.axes[1].get_ylim()
+    assert bottom == 0.0 and np.isclose(top, 2.2e-4, rtol=1e-9)
+    ticks = [tick for tick in figure.axes[1].get_yticks() if bottom <= tick <= top]
+    assert ticks[0] == 0.0 and ticks[-1] >= 1.5e-4, "ticks spread over the whole axis"
+
+
+def test_step_ticks_are_whole_numbers():
+    """Issue 17: a short run's step axis had ticks like 42.5."""
+    figure = loss_plot_figure(LossHistory.of_steps([0.5, 0.4, 0.3, 0.2], first_step=41))
+    figure.canvas.draw()
+    ticks = figure.axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)

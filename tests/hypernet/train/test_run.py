@@ -8,6 +8,7 @@ import torch
 
 from hypernet_studio.hypernet.errors import InputError
 from hypernet_studio.hypernet.file_format import load_hypernetwork
+from hypernet_studio.hypernet.image_grid import grid_layout, labelled_grid
 from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.batches import BatchPlan, prepare_examples
@@ -199,7 +200,8 @@ def test_alpha_weight_changes_the_loss_and_previews_are_made(tmp_path):
                                   _config(tmp_path, steps=2, use_alpha_weight=True, preview_every=2,
                                           preview_steps=3, preview_prompt="a test"))
     assert weighted.losses != pytest.approx(plain.losses)
-    assert len(weighted.previews) == 1 and weighted.previews[0].shape == (1, 16, 16, 3)
+    layout = grid_layout(["a test"], ["seed 0"], 16, 16)  # preview_seed's default is 0
+    assert len(weighted.previews) == 1 and weighted.previews[0].shape == (1, layout.height, layout.width, 3)
     assert weighted.preview_paths[0].name == "net-2.png" and weighted.preview_paths[0].is_file()
 
 
@@ -342,6 +344,11 @@ def test_a_host_interrupt_raised_inside_the_model_call_keeps_the_finished_steps(
     assert not (tmp_path / "other" / "models" / "net.pt").exists()
 
 
+def _cell(grid, layout, row, column):
+    x0, y0, x1, y1 = layout.cell_box(row, column)
+    return grid[:, y0:y1, x0:x1]
+
+
 def test_previews_are_prompt_by_seed_grids_with_fixed_seeds(tmp_path):
     def run(prompt, seeds, steps=2):
         config = _config(tmp_path, steps=steps, preview_every=2, preview_steps=2, preview_prompt=prompt,
@@ -349,12 +356,18 @@ def test_previews_are_prompt_by_seed_grids_with_fixed_seeds(tmp_path):
         return train_hypernetwork(FakeBackend(), _network(), _examples(2), config)
 
     grid = run("a cat\n\na dog", "1, 2").previews[0]
-    assert grid.shape == (1, 32, 32, 3), "two prompts (rows) x two seeds (columns) of 16x16"
+    labels = (["a cat", "a dog"], ["seed 1", "seed 2"])
+    layout = grid_layout(*labels, 16, 16)
+    assert grid.shape == (1, layout.height, layout.width, 3), "two prompts (rows) x two seeds (columns) of 16x16"
+    cells = [[_cell(grid, layout, r, c) for c in range(2)] for r in range(2)]
+    assert torch.equal(grid, labelled_grid(cells, *labels)), "labelled with the prompts and seeds asked for"
     cell = run("a dog", "2").previews[0]
-    torch.testing.assert_close(grid[:, 16:, 16:], cell, rtol=0, atol=1e-6)
+    one = grid_layout(["a dog"], ["seed 2"], 16, 16)
+    torch.testing.assert_close(cells[1][1], _cell(cell, one, 0, 0), rtol=0, atol=1e-6)
     twice = run("a cat\na dog", "1 2", steps=4)
     assert len(twice.previews) == 2 and twice.preview_paths[-1].name == "net-4.png"
-    assert not torch.equal(twice.previews[0][:, :16, :16], twice.previews[0][:, :16, 16:]), "seeds differ"
+    assert not torch.equal(_cell(twice.previews[0], layout, 0, 0), _cell(twice.previews[0], layout, 0, 1)), \
+        "seeds differ"
 
 
 def test_tensorboard_gets_loss_validation_rate_and_previews(tmp_path):

@@ -62,3 +62,34 @@ def test_an_interrupted_run_can_be_resumed_in_place(tmp_path):
     torch.save({"step": 7}, tmp_path / "log" / "style" / "style-7.pt")
     step_file = tmp_path / "log" / "style" / "style-7.pt"
     assert run_files(folders, "style", start_step=7, starting_file=str(step_file)).name == "style"
+
+
+def test_a_second_resume_of_the_same_step_file_never_takes_another_runs_name(tmp_path):
+    """Issue 17: train twice, resume twice from the first run's step file. The second resume must
+    not write into the second run (style_00001), whose files hold no later step."""
+    folders = RunFolders(tmp_path / "models", tmp_path / "log")
+    _run(folders, "style", 10)
+    _run(folders, "style_00001", 10)
+    step_file = str(tmp_path / "log" / "style" / "style-10.pt")
+    assert run_files(folders, "style", start_step=10, starting_file=step_file).name == "style"
+    _run(folders, "style", 15)  # the first resume continued the first run to step 15
+    assert run_files(folders, "style", start_step=10, starting_file=step_file).name == "style_00002"
+
+
+def test_a_name_is_free_only_when_none_of_its_files_exist(tmp_path):
+    folders = RunFolders(tmp_path / "models", tmp_path / "log")
+    folders.models_folder.mkdir()
+    (folders.models_folder / "style.pt.optim").write_bytes(b"state")
+    assert run_files(folders, "style").name == "style_00001", "an .optim alone belongs to a run"
+    (folders.log_root / "style_00001").mkdir(parents=True)
+    (folders.log_root / "style_00001" / "hypernetwork_loss.csv").write_text("step\n")
+    assert run_files(folders, "style").name == "style_00002", "a CSV alone belongs to a run"
+
+
+def test_continuing_another_names_file_never_writes_into_an_existing_run(tmp_path):
+    """A network from elsewhere (other.pt, step 20) trained on under 'style', which holds step 10."""
+    folders = RunFolders(tmp_path / "models", tmp_path / "log")
+    _run(folders, "style", 10)
+    _run(folders, "other", 20)
+    other = str(tmp_path / "models" / "other.pt")
+    assert run_files(folders, "style", start_step=20, starting_file=other).name == "style_00001"
