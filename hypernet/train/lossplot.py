@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..images import agg_figure, figure_image
 from .config import TrainResult
 from .csvlog import read_loss_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -71,11 +71,6 @@ class LossHistory:
                    [float(row["val_loss"]) for row in validated])
 
 
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean over `window` values (shorter at the start)."""
-    return step_moving_average(range(len(values)), values, window)
-
-
 def step_moving_average(steps: Sequence[int], values: Sequence[float], window: int) -> np.ndarray:
     """At each point, the mean of the values whose step lies in the `window` steps ending there
     (fewer at the start); `steps` ascending."""
@@ -97,12 +92,9 @@ def smoothing_window(steps: Sequence[int]) -> int:
 
 def loss_plot_figure(history: LossHistory, title: str = "loss", size: tuple[int, int] = (800, 480)) -> Figure:
     """A matplotlib Figure of the run's curves (drawn on the Agg canvas, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = agg_figure(*size)
     axes = figure.add_subplot()
     steps, losses = history.steps, history.losses
     handles: list[Line2D] = []
@@ -143,8 +135,4 @@ def _draw_rates(axes: Axes, steps: Sequence[int], rates: Sequence[float]) -> lis
 def loss_curve_image(history: LossHistory, title: str = "loss", width: int = 800, height: int = 480,
                      figure: Optional[Figure] = None) -> torch.Tensor:
     """The curves as a float IMAGE [1,H,W,3] (ComfyUI's picture type)."""
-    figure = figure or loss_plot_figure(history, title, (width, height))
-    canvas = cast("FigureCanvasAgg", figure.canvas)  # loss_plot_figure's figures are on the Agg canvas
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    return torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0).unsqueeze(0)
+    return figure_image(figure or loss_plot_figure(history, title, (width, height)))

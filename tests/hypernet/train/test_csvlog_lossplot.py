@@ -11,7 +11,6 @@ from hypernet_studio.hypernet.train.lossplot import (
     LossHistory,
     loss_curve_image,
     loss_plot_figure,
-    moving_average,
     smoothing_window,
     step_moving_average,
 )
@@ -84,7 +83,7 @@ def test_the_plot_names_what_it_draws():
 def test_moving_average_matches_a_direct_computation():
     values = [3.0, 1.0, 4.0, 1.0, 5.0]
     expected = [np.mean(values[max(0, i - 1):i + 1]) for i in range(5)]
-    assert np.allclose(moving_average(values, 2), expected)
+    assert np.allclose(step_moving_average(range(1, 6), values, 2), expected)
 
 
 def test_rows_are_appended_not_rewritten(tmp_path, monkeypatch):
