@@ -2,7 +2,11 @@
 
 Images are encoded by the VAE once (per latent sampling mode) and each distinct prompt by
 CLIP once; per step only cached tensors are gathered, unless tag shuffle/dropout makes a new
-prompt. Every random draw is a pure function of (seed, purpose, index), see random_draws.py."""
+prompt. Every random draw is a pure function of (seed, purpose, index), see random_draws.py.
+
+Both caches hold CPU tensors, whatever the training device: on a GPU its memory is for the model
+and its activations (SDXL's 4,096 cached contexts alone would take 2.6 GB there). Each batch is
+gathered on the CPU and moved to the device (host_copies.py: pinned, non-blocking on CUDA)."""
 from __future__ import annotations
 
 import logging
@@ -16,9 +20,16 @@ from ..errors import InputError
 from ..sd.components import Conditioning, TextConditioning
 from .batches import TrainingExample
 from .config import LATENT_SAMPLING_MODES
+from .host_copies import to_device
 from .random_draws import generator
 
 logger = logging.getLogger(__name__)
+
+# The text cache's bounds: the most prompts it keeps, and the most bytes of CPU memory their
+# conditionings may take (about 1,700 SDXL contexts of 77 x 2048 fp32, 8,700 SD1.5 ones).
+TEXT_CACHE_PROMPTS = 4096
+TEXT_CACHE_BYTES = 1 << 30
+_CPU = torch.device("cpu")
 
 def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """A1111's PNG-alpha loss weight at latent size [1,h,w]: w = a - min(a), then w / mean(w).
@@ -39,7 +50,8 @@ class LatentCache:
 
     `once`: one sample drawn at build time and reused; `deterministic`: the distribution's
     mean; `random`: mean + std * fresh noise for every use. Backends that only give the mean
-    (std None) make all three modes the mean."""
+    (std None) make all three modes the mean. Held on the CPU; latents() and loss_weights() give
+    each batch on `device`."""
 
     def __init__(self, examples: Sequence[TrainingExample], encode: Callable, mode: str, seed: int,
                  device: torch.device, use_alpha_weight: bool = False, chunk: int = 4):
@@ -56,8 +68,8 @@ class LatentCache:
                 part = indices[start:start + chunk]
                 mean, std = encode(torch.cat([examples[i].pixels for i in part]))
                 for row, index in enumerate(part):
-                    self.means[index] = mean[row:row + 1].to(device, torch.float32)
-                    self.stds[index] = None if std is None else std[row:row + 1].to(device, torch.float32)
+                    self.means[index] = mean[row:row + 1].to(_CPU, torch.float32)
+                    self.stds[index] = None if std is None else std[row:row + 1].to(_CPU, torch.float32)
         if mode != "deterministic" and any(std is None for std in self.stds):
             logger.warning("latent sampling %r: this VAE's encode gives only the latent mean (ComfyUI's does), "
                            "so every image trains on its mean, as 'deterministic'", mode)
@@ -68,37 +80,40 @@ class LatentCache:
             self.stds = [None] * len(examples)
         self.weights = [alpha_loss_weight(example.alpha, tuple(self.means[i].shape[-2:])) if use_alpha_weight
                         else None for i, example in enumerate(examples)]
-        self.weights = [None if w is None else w.to(device) for w in self.weights]
+        self.weights = [None if w is None else w.to(_CPU) for w in self.weights]
 
     def _sample(self, index: int, *when: object) -> torch.Tensor:
         mean, std = self.means[index], self.stds[index]
         if std is None:
             return mean
         noise = torch.randn(mean.shape, generator=generator(self.seed, "latent", index, *when))
-        return mean + std * noise.to(mean.device)
+        return mean + std * noise
 
-    def latents(self, indices: Sequence[int], micro_batch: int) -> torch.Tensor:
-        """Latents [B,C,h,w] for `indices` at global micro-batch `micro_batch`."""
-        return torch.cat([self._sample(i, micro_batch) for i in indices])
+    def latents(self, indices: Sequence[int], micro_batch: object) -> torch.Tensor:
+        """Latents [B,C,h,w] on the device for `indices` at global micro-batch `micro_batch` (the
+        random mode's fresh draw is made on the CPU, so it is the same on every machine)."""
+        return to_device(torch.cat([self._sample(i, micro_batch) for i in indices]), self.device)
 
     def loss_weights(self, indices: Sequence[int]) -> Optional[torch.Tensor]:
         """[B,1,h,w] weights, or None when no example in the batch has one."""
         if all(self.weights[i] is None for i in indices):
             return None
         shape = self.means[indices[0]].shape[-2:]
-        return torch.stack([self.weights[i] if self.weights[i] is not None
-                            else torch.ones(1, *shape, device=self.device) for i in indices])
+        return to_device(torch.stack([self.weights[i] if self.weights[i] is not None else torch.ones(1, *shape)
+                                      for i in indices]), self.device)
 
 
 class TextCache:
-    """Text conditionings per distinct prompt, encoded in batches, LRU-bounded: the context [T,D]
-    and, for SDXL, the pooled output [1280] with it (TextConditioning)."""
+    """Text conditionings per distinct prompt, encoded in batches: the context [T,D] and, for SDXL,
+    the pooled output [1280] with it (TextConditioning). Held on the CPU, least recently used
+    first out beyond `capacity` prompts or `max_bytes`; batch() gives each batch on `device`."""
 
     def __init__(self, encode_texts: Callable[[list[str]], Union[torch.Tensor, list, TextConditioning]],
-                 device: torch.device, capacity: int = 4096):
-        self.encode_texts, self.device, self.capacity = encode_texts, device, capacity
+                 device: torch.device, capacity: int = TEXT_CACHE_PROMPTS, max_bytes: int = TEXT_CACHE_BYTES):
+        self.encode_texts, self.device, self.capacity, self.max_bytes = encode_texts, device, capacity, max_bytes
         self.entries: "OrderedDict[str, TextConditioning]" = OrderedDict()
         self.encoded = 0
+        self.bytes = 0  # what the entries hold
 
     def warm(self, prompts: Sequence[str]) -> None:
         """Encode every prompt not cached yet, in one call."""
@@ -108,13 +123,15 @@ class TextCache:
                 conds = _per_prompt(self.encode_texts(missing))
             self.encoded += len(missing)
             for prompt, cond in zip(missing, conds):
-                self.entries[prompt] = TextConditioning(
-                    cond.context.detach().to(self.device, torch.float32),
-                    None if cond.pooled is None else cond.pooled.detach().to(self.device, torch.float32))
+                entry = TextConditioning(cond.context.detach().to(_CPU, torch.float32),
+                                         None if cond.pooled is None else cond.pooled.detach().to(_CPU, torch.float32))
+                self.entries[prompt] = entry
+                self.bytes += _size(entry)
         for prompt in prompts:
             self.entries.move_to_end(prompt)
-        while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+        # The prompts just asked for stay, even past the bounds: the batch needs them.
+        while len(self.entries) > len(prompts) and (len(self.entries) > self.capacity or self.bytes > self.max_bytes):
+            self.bytes -= _size(self.entries.popitem(last=False)[1])
 
     def batch(self, prompts: Sequence[str]) -> Conditioning:
         """The batch's conditioning: the stacked contexts [B,T,D], or for SDXL a TextConditioning
@@ -126,8 +143,15 @@ class TextCache:
         context = torch.stack([c if c.shape[0] == length else torch.cat([c, c[-1:].expand(length - c.shape[0], -1)])
                                for c in (e.context for e in entries)])
         if entries[0].pooled is None:
-            return context
-        return TextConditioning(context, torch.stack([e.pooled for e in entries]))
+            return to_device(context, self.device)
+        return TextConditioning(to_device(context, self.device), to_device(torch.stack([e.pooled for e in entries]),
+                                                                           self.device))
+
+
+def _size(entry: TextConditioning) -> int:
+    """The bytes an entry holds."""
+    tensors = [entry.context] + ([] if entry.pooled is None else [entry.pooled])
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _per_prompt(encoded: Union[torch.Tensor, list, TextConditioning]) -> list[TextConditioning]:
