@@ -253,6 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     _configure_folders(args)
     HEADLESS.configure(device=args.device)
+    _claim_process_gpu(HEADLESS)
     registry = _registry()
     try:
         prompt, ui_workflow = _load(args.workflow, args.overrides, registry)
@@ -354,6 +355,19 @@ def _previews_removed_afterwards(temp_dir: Path):
                     path.unlink(missing_ok=True)
                 elif not any(path.iterdir()):
                     path.rmdir()
+
+
+def _claim_process_gpu(headless) -> None:
+    """Under torchrun, make this process's GPU (LOCAL_RANK) the current CUDA device before anything
+    loads: a loader that touched CUDA first would leave its tensors and context on GPU 0, for every
+    process. Alone, or on the CPU, there is nothing to do."""
+    if headless.training_processes() is None:
+        return
+    device = headless.torch_device()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
 
 
 def _cuda_available() -> bool:
