@@ -85,7 +85,11 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
     The override is an instance attribute removed afterwards, so the shared model is left
     exactly as it was. `around()`, if given, returns a context manager entered both in the
     forward pass and in the recomputation during backward (state that lives in context
-    variables rather than arguments, such as the headless model's active patches)."""
+    variables rather than arguments, such as the headless model's active patches).
+
+    Keyword arguments reach torch's checkpoint as positional ones: it saves the RNG state of a GPU
+    only for the devices of its positional tensor arguments, and diffusers calls its blocks with
+    keywords, so on a GPU the recomputation would draw other dropout masks than the forward."""
     from torch.utils.checkpoint import checkpoint
 
     def wrap(block: torch.nn.Module) -> Callable[..., Any]:
@@ -94,11 +98,13 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
         def forward(*args: Any, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return original(*args, **kwargs)
-            def run(*inner_args: Any, **inner_kwargs: Any) -> Any:
-                with (around() if around is not None else contextlib.nullcontext()):
-                    return original(*inner_args, **inner_kwargs)
+            names, count = tuple(kwargs), len(args)
 
-            return checkpoint(run, *args, use_reentrant=False, **kwargs)
+            def run(*inner: Any) -> Any:
+                with (around() if around is not None else contextlib.nullcontext()):
+                    return original(*inner[:count], **dict(zip(names, inner[count:])))
+
+            return checkpoint(run, *args, *kwargs.values(), use_reentrant=False)
 
         return forward
 
