@@ -40,6 +40,10 @@ class TrainingBackend(Protocol):
     def checkpoint_name(self) -> Optional[str]:
         """The checkpoint's name for the file's `sd_checkpoint_name`, or None if unknown."""
 
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the UNet computes in without autocast: its weights' dtype, or the dtype a
+        manual cast computes fp8/fp16-stored weights in (ComfyUI's manual_cast_dtype)."""
+
     def attach(self, hypernetwork: Any) -> None:
         """Attach `hypernetwork` (strength 1) so that predict() runs through it."""
 
