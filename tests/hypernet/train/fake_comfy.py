@@ -7,8 +7,12 @@ derives from EPS or V_PREDICTION; process_latent_in/out scale the latents."""
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
 
 from hypernet_studio.hypernet.sd.components import scaled_linear_alphas_cumprod
 
@@ -398,3 +402,36 @@ def comfy_managed_objects():
 
     clip.encode_from_tokens, vae.decode = managed_encode, managed_decode
     return ManagedModelPatcher(base, model.model_options), clip, vae, management
+
+
+# --------------------------------------------------------------------------- measuring
+class PeakMemory(TorchDispatchMode):
+    """The peak of the bytes held by tensors that torch operations created while it was active:
+    each new storage counts from its creation until it is freed (torch keeps one Python object
+    per storage alive as long as the storage, so a weak reference follows its lifetime). Views
+    and in-place results share an input's storage and are not new: weights made before, and
+    their transposes, do not count."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.current, self.peak = WeakIdKeyDictionary(), 0, 0
+
+    def _freed(self, size):
+        self.current -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {tensor.untyped_storage().data_ptr() for tensor in tree_flatten((args, kwargs))[0]
+                  if isinstance(tensor, torch.Tensor)}
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() in inputs or storage in self.seen:
+                    continue
+                size = storage.nbytes()
+                self.seen[storage] = size
+                weakref.finalize(storage, self._freed, size)
+                self.current += size
+                self.peak = max(self.peak, self.current)
+        return out

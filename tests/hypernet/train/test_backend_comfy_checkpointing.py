@@ -1,18 +1,13 @@
 """Gradient checkpointing in ComfyUI's call pattern: the UNet runs its blocks through
 forward_timestep_embed(module, ...), which calls each block's children itself, so wrapping a
 block's own forward checkpoints nothing. These tests route a stand-in UNet exactly that way."""
-import weakref
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.weak import WeakIdKeyDictionary
 
 from hypernet_studio.hypernet.train.backend_comfy import ComfyBackend
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
-from .fake_comfy import comfy_openai_objects
+from .fake_comfy import PeakMemory, comfy_openai_objects
 from .test_run import _config, _examples, _network
 
 
@@ -52,32 +47,6 @@ def test_checkpointing_lowers_peak_memory_on_the_cpu():
     print(f"peak CPU memory of one step: {peaks[False] / 2**20:.1f} MiB without checkpointing, "
           f"{peaks[True] / 2**20:.1f} MiB with")
     assert peaks[True] < 0.8 * peaks[False]
-
-
-class PeakMemory(TorchDispatchMode):
-    """The peak of the bytes held by tensors that torch operations created while it was active:
-    each new storage counts from its creation until it is freed (torch keeps one Python object
-    per storage alive as long as the storage, so a weak reference follows its lifetime)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen, self.current, self.peak = WeakIdKeyDictionary(), 0, 0
-
-    def _freed(self, size):
-        self.current -= size
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
-                storage = tensor.untyped_storage()
-                if storage not in self.seen:
-                    size = storage.nbytes()
-                    self.seen[storage] = size
-                    weakref.finalize(storage, self._freed, size)
-                    self.current += size
-                    self.peak = max(self.peak, self.current)
-        return out
 
 
 def _big_examples():
