@@ -55,3 +55,41 @@ def test_a_setting_naming_one_gpu_for_every_process_is_refused(two_gpus):
     assert HEADLESS.torch_device() == torch.device("cuda", 1)
     HEADLESS.configure(device="cuda")
     assert HEADLESS.torch_device() == torch.device("cuda", 1)
+
+
+@pytest.fixture
+def torch_settings(monkeypatch):
+    """torch's determinism settings, restored after the test."""
+    import os
+
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.setitem(os.environ, "CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = saved[2:]
+
+
+def test_deterministic_sets_torch_up_before_anything_loads(monkeypatch, tmp_path, torch_settings):
+    import os
+
+    seen = []
+
+    def registry():
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                     torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+                     torch.backends.cudnn.allow_tf32, os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+        raise _Loaded
+    monkeypatch.setattr(cli, "_registry", registry)
+    saved = HEADLESS.device
+    workflow = tmp_path / "w.json"
+    workflow.write_text("{}")
+    try:
+        with pytest.raises(_Loaded):
+            cli.main(["run", str(workflow), "--device", "cpu", "--deterministic"])
+    finally:
+        HEADLESS.device = saved
+    assert seen == [(True, True, False, False, False, ":4096:8")]
