@@ -1,6 +1,6 @@
 """Cost of Apply Hypernet: sampling with vs without a hypernetwork, and per-width module cost.
 
-    /work/venv/bin/python bench/bench_apply.py [--repeats 3] [--skip-sd1]
+    python bench/bench_apply.py [--repeats 3] [--skip-sd1]
 
 Writes bench/results/apply_cpu.json (and prints it). Everything is a ratio against the same
 work without the hypernetwork, measured in the same run:
@@ -13,7 +13,7 @@ work without the hypernetwork, measured in the same run:
    (320: 4096 tokens, 640: 1024, 1280: 256, 768: 77 context tokens), batch 2. The
    self-attention widths run over many more tokens, so they dominate.
 
-CPU only: GPU figures are not measured (no GPU in this session).
+CPU only: GPU figures are not measured.
 """
 from __future__ import annotations
 

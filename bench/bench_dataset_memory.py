@@ -1,6 +1,6 @@
 """Peak memory against dataset size: Load Images -> Auto Crop -> Train Hypernet, headless (CPU).
 
-    /work/venv/bin/python bench/bench_dataset_memory.py [--counts 25 50 100] [--max-sides 0 1536]
+    python bench/bench_dataset_memory.py [--counts 25 50 100] [--max-sides 0 1536]
 
 Writes synthetic photo-like JPEGs (2309x1732, 4 MP) to a temporary input folder, then runs, in a
 fresh child process per point, the graph Load Images (limit N, max_side S) -> Auto Crop (center,

@@ -1,6 +1,6 @@
 """Deepbooru tagging speed on the CPU: the full resnet_custom_v3 (9176 tags, random weights).
 
-    /work/venv/bin/python bench/bench_deepbooru.py [--images 4] [--batch 2]
+    python bench/bench_deepbooru.py [--images 4] [--batch 2]
 
 Builds the full-size network with random weights (the real architecture and parameter
 count; values are random, so the tags are meaningless), then times, in the same run:
@@ -10,8 +10,8 @@ count; values are random, so the tags are meaningless), then times, in the same 
    batch 1 and `--batch`, so the ratio shows what preprocessing and batching add or save.
 3. the pipeline at input_size 256 (the node's speed option), as a ratio to 512.
 
-Writes bench/results/deepbooru_cpu.json. CPU only: GPU figures are not measured (no GPU in
-this session; on CUDA the node runs under fp16 autocast like A1111).
+Writes bench/results/deepbooru_cpu.json. CPU only: GPU figures are not measured (on CUDA the node
+runs under fp16 autocast like A1111).
 """
 from __future__ import annotations
 

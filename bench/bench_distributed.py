@@ -1,7 +1,7 @@
 """Scaling figures without many GPUs: world size 1 against 2 on the CPU (gloo), the collective's
 cost and volume per step, and an estimate for 2, 4 and 8 GPUs.
 
-    /work/venv/bin/python bench/bench_distributed.py [--steps 12]
+    python bench/bench_distributed.py [--steps 12]
 
 Measured (torchrun on this machine, gloo over loopback, one thread per process):
 - Train Hypernet's loop on the tiny model, the same global batch (4) on 1 and on 2 processes:
@@ -9,7 +9,7 @@ Measured (torchrun on this machine, gloo over loopback, one thread per process):
 - the all-reduce of a buffer the size of an SD1.5 hypernetwork's gradients (1,2,1 on
   768/320/640/1280: the volume each process sends per optimizer step).
 Estimated (labelled as such): the efficiency t / (t + c) of N GPUs, where t is one GPU's compute
-per optimizer step (not measured here: no GPU in this session, so a range of t is shown) and c the
+per optimizer step (not measured: a range of t is shown) and c the
 ring all-reduce time 2(N-1)/N x bytes / link bandwidth, at stated link speeds. The step's
 all-reduce runs once per optimizer step, after the micro-batches, so gradient accumulation A
 multiplies t. Writes bench/results/distributed_cpu.json and .md."""
@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
              f"Speed-up 1 -> 2 processes: {one['step_s'] / two['step_s']:.2f}x (2 CPU cores shared by both processes).",
              f"All-reduce of an SD1.5 hypernetwork's gradients ({report['sd15_gradient_count']:,} fp32, "
              f"{report['sd15_bytes'] / 1e6:.1f} MB) over gloo loopback: {two['sd15_all_reduce_s']:.3f} s.", "",
-             "## Estimate (not measured: no GPU in this session)", "",
+             "## Estimate (not measured)", "",
              f"Each process sends {report['sd15_bytes'] / 1e6:.1f} MB per optimizer step (SD1.5 hypernetwork, 1,2,1). "
              "Ring all-reduce time = 2(N-1)/N x bytes / bandwidth; efficiency = t / (t + all-reduce) for a GPU "
              "compute time t per optimizer step (gradient accumulation A multiplies t).", "",

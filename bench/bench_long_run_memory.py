@@ -1,6 +1,6 @@
 """Memory over a long training run: RSS sampled every N steps on the tiny model (CPU).
 
-    /work/venv/bin/python bench/bench_long_run_memory.py [--steps 2000] [--every 100]
+    python bench/bench_long_run_memory.py [--steps 2000] [--every 100]
 
 Writes bench/results/long_run_memory_cpu.json and .md: RSS after every `every` steps of a training
 run on the tiny model (64 px, CSV row every step, a step file every 500 steps), once through the

@@ -1,6 +1,6 @@
 """Cost of the headless model layer, each figure a ratio against a floor measured in the same run.
 
-    /work/venv/bin/python bench/bench_models.py [--repeats 5] [--threads N]
+    python bench/bench_models.py [--repeats 5] [--threads N]
 
 Writes bench/results/models_cpu.json (and prints it):
 
@@ -14,7 +14,7 @@ Writes bench/results/models_cpu.json (and prints it):
    (`python -m hypernet_studio.runtime.cli run workflows/txt2img.json`) as a fresh process,
    which includes importing torch/diffusers/transformers.
 
-CPU only: GPU figures are not measured (no GPU in this session). On a shared, busy CPU
+CPU only: GPU figures are not measured. On a shared, busy CPU
 use --threads 1: the tiny model's ops are too small for threads, and OpenMP's spinning
 threads then dominate (the CLI figure runs with torch's default threads and includes ~5-12 s
 of importing torch/diffusers/transformers).

@@ -1,6 +1,6 @@
 """Throughput of dataset preparation: Load Images -> Auto Crop -> Flip, in images per second.
 
-    /work/venv/bin/python bench/bench_preprocess.py [--count 100] [--chunk 10]
+    python bench/bench_preprocess.py [--count 100] [--chunk 10]
 
 Generates `--count` synthetic 2048x1536 JPEGs (smooth shapes plus noise) in a temp folder,
 then runs the real node functions (HN_LoadImages, HN_AutoCrop, HN_Flip append) over them in

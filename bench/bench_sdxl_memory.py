@@ -1,6 +1,6 @@
 """Peak memory and speed of SDXL hypernetwork training on the CPU at 64 px.
 
-    /work/venv/bin/python bench/bench_sdxl_memory.py [--steps 3] [--skip-full-size]
+    python bench/bench_sdxl_memory.py [--steps 3] [--skip-full-size]
 
 One child process per setting, each training a 1,2,1 hypernetwork (SDXL's widths 2048/640/1280)
 for a few steps through Train Hypernet's loop (headless backend):
@@ -10,7 +10,7 @@ for a few steps through Train Hypernet's loop (headless backend):
 - UNet weights fp32 with fp32 compute, or bf16 weights with bf16 autocast (how a GPU user
   loads SDXL); gradient checkpointing off and on.
 Peak RSS is the high-water mark of training alone (reset after the models are built).
-Writes bench/results/sdxl_memory_cpu.json and .md. CPU only: no GPU in this session."""
+Writes bench/results/sdxl_memory_cpu.json and .md. CPU only; GPU: not measured."""
 from __future__ import annotations
 
 import argparse
@@ -108,7 +108,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['model']} | {row['precision']} | {'on' if row['gradient_checkpointing'] else 'off'} | "
                      f"{row['before_training_rss_mib']} | {row['peak_rss_mib']} | {row['training_increase_mib']} | "
                      f"{row['s_per_step']} |")
-    lines += ["", "GPU: not measured (no GPU in this session).", ""]
+    lines += ["", "GPU: not measured.", ""]
     return "\n".join(lines)
 
 

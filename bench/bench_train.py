@@ -1,6 +1,6 @@
 """Speed and memory of Train Hypernet against its floor and a reference loop (CPU).
 
-    /work/venv/bin/python bench/bench_train.py [--steps 8] [--sd15-resolutions 64,256] [--skip-sd15] [--skip-memory]
+    python bench/bench_train.py [--steps 8] [--sd15-resolutions 64,256] [--skip-sd15] [--skip-memory]
 
 Writes bench/results/train_cpu.json and train_cpu.md. All figures are ratios measured in
 one process: between two steps of Train Hypernet's loop one floor step and one reference
@@ -18,8 +18,7 @@ pairs. The contenders:
 Models: an SD1.5-size UNet (320/640/1280/1280, 2 layers per block, 768 context; SD VAE and
 a 12-layer 768-wide CLIP text encoder), random weights built in code, at 64x64 and 256x256 px;
 and the built-in tiny model at 64x64 px. Peak RSS is measured in a child process for one training
-run at 256x256 px on the SD1.5-size UNet, next to the floor's. GPU: not measured (no GPU in
-this session).
+run at 256x256 px on the SD1.5-size UNet, next to the floor's. GPU: not measured.
 """
 from __future__ import annotations
 
@@ -293,8 +292,7 @@ def _markdown(report: dict) -> str:
             lines.append(f"- ours / floor, peak RSS: {memory['ours_over_floor_peak_rss']}")
         if "ours_over_floor_training_increase" in memory:
             lines.append(f"- ours / floor, RSS added by training: {memory['ours_over_floor_training_increase']}")
-    lines += ["", "GPU (it/s, peak VRAM at 512 px, fp16/bf16, checkpointing on/off): not measured - no GPU in "
-              "this session.", ""]
+    lines += ["", "GPU (it/s, peak VRAM at 512 px, fp16/bf16, checkpointing on/off): not measured.", ""]
     return "\n".join(lines)
 
 
@@ -338,7 +336,7 @@ def main() -> None:
     import_pack()
     report = {"machine": {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]},
-              "speed": [], "gpu": "not measured (no GPU in this session)"}
+              "speed": [], "gpu": "not measured"}
     # One intra-op thread: on a small shared CPU threads spin against each other, and with one
     # thread the process CPU time is a load-independent measure of each step's compute.
     torch.set_num_threads(1)

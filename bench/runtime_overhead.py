@@ -1,6 +1,6 @@
 """Headless executor overhead, as ratios against calling the same node functions directly.
 
-    /work/venv/bin/python bench/runtime_overhead.py [--nodes 200] [--repeats 5]
+    python bench/runtime_overhead.py [--nodes 200] [--repeats 5]
 
 Writes bench/results/runtime_overhead.json (and prints it). The node work is trivial (an
 integer add), so the numbers are the runtime's own cost per node: validation, signatures,
@@ -131,7 +131,7 @@ def main() -> None:
     results["machine"] = {"python": platform.python_version(), "torch": torch.__version__,
                           "cpu": platform.processor() or platform.machine(), "device": "cpu",
                           "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
-                          "gpu": "not measured (no GPU this session)"}
+                          "gpu": "not measured"}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

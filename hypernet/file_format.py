@@ -81,11 +81,11 @@ def _module_state(value: Any, source: str, dim: int, half: str) -> "OrderedDict[
     """One module's state dict, legacy linear1/linear2 keys renamed, tensors as fp32."""
     if not isinstance(value, Mapping):
         raise HypernetFileError(f"{source}: width {dim} ({half}) is {type(value).__name__}, expected a state dict")
-    state = OrderedDict()
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key, tensor in value.items():
         if not isinstance(tensor, torch.Tensor):
             raise HypernetFileError(f"{source}: width {dim} ({half}) key {key!r} is not a tensor")
-        state[_LEGACY_KEYS.get(key, key)] = tensor.to(torch.float32)
+        state[_LEGACY_KEYS[key] if key in _LEGACY_KEYS else key] = tensor.to(torch.float32)
     return state
 
 

@@ -7,13 +7,16 @@ trainer's per-pixel loss weight is `1 - mask` (= alpha)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .files import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def array_to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -99,3 +102,24 @@ def save_png(image: torch.Tensor, path: Path) -> Path:
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
     return Path(path)
+
+
+def agg_figure(width: int, height: int) -> Figure:
+    """A matplotlib Figure of `width` x `height` pixels on the Agg canvas (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_image(figure: Figure) -> torch.Tensor:
+    """An Agg figure (agg_figure) drawn as a float IMAGE [1,H,W,3] in 0..1 (ComfyUI's picture type)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = figure.canvas
+    if not isinstance(canvas, FigureCanvasAgg):
+        raise TypeError("figure_image draws figures made on the Agg canvas (agg_figure)")
+    canvas.draw()
+    return array_to_image_tensor(np.asarray(canvas.buffer_rgba())[..., :3])

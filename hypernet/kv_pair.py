@@ -16,7 +16,7 @@ unless a caller asks for the fused pair; no GPU measurement has shown it winning
 from __future__ import annotations
 
 import weakref
-from typing import Optional, Union
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,17 +82,20 @@ def _fuse(pair: Pair) -> list:
     """Each layer of the pair as one step on the stacked tensor [2, N, features]."""
     steps: list = []
     for layer_k, layer_v in zip(pair[0].linear, pair[1].linear):
+        # Both modules come from one spec, so layer_v is of layer_k's class.
         if isinstance(layer_k, torch.nn.Linear):
+            linear_v = cast(torch.nn.Linear, layer_v)
             if not any(step[0] == "first" for step in steps):
-                steps.append(("first", torch.cat([layer_k.weight, layer_v.weight]),
-                              torch.cat([layer_k.bias, layer_v.bias])))
+                steps.append(("first", torch.cat([layer_k.weight, linear_v.weight]),
+                              torch.cat([layer_k.bias, linear_v.bias])))
             else:
-                steps.append(("batched", torch.stack([layer_k.weight, layer_v.weight]).transpose(1, 2),
-                              torch.stack([layer_k.bias, layer_v.bias]).unsqueeze(1)))
+                steps.append(("batched", torch.stack([layer_k.weight, linear_v.weight]).transpose(1, 2),
+                              torch.stack([layer_k.bias, linear_v.bias]).unsqueeze(1)))
         elif isinstance(layer_k, torch.nn.LayerNorm):
+            norm_v = cast(torch.nn.LayerNorm, layer_v)
             steps.append(("norm", layer_k.normalized_shape, layer_k.eps,
-                          torch.stack([layer_k.weight, layer_v.weight]).unsqueeze(1),
-                          torch.stack([layer_k.bias, layer_v.bias]).unsqueeze(1)))
+                          torch.stack([layer_k.weight, norm_v.weight]).unsqueeze(1),
+                          torch.stack([layer_k.bias, norm_v.bias]).unsqueeze(1)))
         elif isinstance(layer_k, _ELEMENTWISE + _RANDOM_IN_TRAINING):
             steps.append(("shared", layer_k))  # random ones are only fused in eval, where they are fixed
         else:
@@ -101,14 +104,14 @@ def _fuse(pair: Pair) -> list:
 
 
 def _run_fused(steps: list, x: torch.Tensor) -> torch.Tensor:
-    """The stacked hidden state [2, N, dim] after every step (no residual yet)."""
+    """The stacked hidden state [2, N, dim] after every step (no residual yet). The first step
+    is always "first": a hypernetwork module starts with a Linear layer."""
     lead, rows = x.shape[:-1], x.reshape(-1, x.shape[-1])
-    hidden: Union[torch.Tensor, None] = None
-    for step in steps:
+    _, first_weight, first_bias = steps[0]
+    hidden = F.linear(rows, first_weight, first_bias).view(rows.shape[0], 2, -1).transpose(0, 1)
+    for step in steps[1:]:
         kind = step[0]
-        if kind == "first":
-            hidden = F.linear(rows, step[1], step[2]).view(rows.shape[0], 2, -1).transpose(0, 1)
-        elif kind == "batched":
+        if kind == "batched":
             hidden = torch.baddbmm(step[2], hidden, step[1])
         elif kind == "norm":
             hidden = torch.addcmul(step[4], F.layer_norm(hidden, step[1], eps=step[2]), step[3])

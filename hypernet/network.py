@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import OrderedDict
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 
-from .spec import HypernetSpec, activation_class
+from .spec import HypernetSpec, activation_class, parse_sizes
 
 
 class HypernetworkModule(torch.nn.Module):
@@ -29,7 +29,7 @@ class HypernetworkModule(torch.nn.Module):
         super().__init__()
         self.dim = int(dim)
         self.multiplier = 1.0
-        structure = spec.layer_structure
+        structure, dropouts = spec.layer_structure, spec.validated_dropout_structure
         activation = activation_class(spec.activation)
         layers: list[torch.nn.Module] = []
         for i in range(len(structure) - 1):
@@ -40,8 +40,8 @@ class HypernetworkModule(torch.nn.Module):
                 layers.append(activation())
             if spec.layer_norm:
                 layers.append(torch.nn.LayerNorm(fan_out))
-            if spec.dropout_structure[i + 1] > 0:
-                layers.append(torch.nn.Dropout(p=spec.dropout_structure[i + 1]))
+            if dropouts[i + 1] > 0:
+                layers.append(torch.nn.Dropout(p=dropouts[i + 1]))
         self.linear = torch.nn.Sequential(*layers)
         if initialise:
             self._initialise(spec.weight_init, spec.activation)
@@ -51,7 +51,7 @@ class HypernetworkModule(torch.nn.Module):
 
         Where A1111 draws the weight from N(0, 0.01) it zeroes the bias with normal_(std=0),
         which still consumes the RNG; doing the same keeps seeded weights equal to A1111's."""
-        nonlinearity = "leaky_relu" if activation == "leakyrelu" else "relu"
+        nonlinearity: Literal["leaky_relu", "relu"] = "leaky_relu" if activation == "leakyrelu" else "relu"
         with torch.no_grad():
             for layer in self.linear:
                 if not isinstance(layer, (torch.nn.Linear, torch.nn.LayerNorm)):
@@ -124,13 +124,14 @@ class Hypernetwork:
         sizes = list(sizes) if sizes is not None else spec.sizes
         if sizes is None:
             raise ValueError(f"hypernetwork {name!r}: the spec takes its sizes from the model; pass sizes")
+        sizes = parse_sizes(sizes)  # the widths with_sizes stores, in the order the modules are made
         spec = spec.with_sizes(sizes)
         seed = seed if seed is not None else spec.init_seed
         rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
         with rng:
             if seed is not None:
                 torch.manual_seed(int(seed))
-            layers = OrderedDict((int(dim), _new_module_pair(int(dim), spec, initialise=True)) for dim in spec.sizes)
+            layers = OrderedDict((dim, _new_module_pair(dim, spec, initialise=True)) for dim in sizes)
         hypernetwork = cls(name, spec, layers)
         hypernetwork.eval()
         return hypernetwork
@@ -235,8 +236,8 @@ class Hypernetwork:
         state["activate_output"] = bool(spec.activate_output)
         state["use_dropout"] = bool(spec.use_dropout)
         # A1111 writes integer zeros when dropout is off and the parsed floats otherwise.
-        state["dropout_structure"] = ([float(p) for p in spec.dropout_structure] if spec.use_dropout
-                                      else [0] * len(spec.dropout_structure))
+        dropouts = spec.validated_dropout_structure
+        state["dropout_structure"] = [float(p) for p in dropouts] if spec.use_dropout else [0] * len(dropouts)
         state["last_layer_dropout"] = bool(spec.last_layer_dropout)
         state["optional_info"] = self.optional_info if self.optional_info else None
         return state

@@ -182,19 +182,27 @@ class HypernetSpec:
         self.activate_output = bool(self.activate_output)
 
     @property
+    def validated_dropout_structure(self) -> list[float]:
+        """dropout_structure as __post_init__ left it: one entry per layer_structure entry
+        (None, the constructor's "no dropout", has become zeros by then)."""
+        if self.dropout_structure is None:
+            raise ValueError("dropout_structure was set to None after construction; use dataclasses.replace")
+        return self.dropout_structure
+
+    @property
     def use_dropout(self) -> bool:
         """A1111's use_dropout flag: true when any dropout probability is set."""
-        return any(p != 0 for p in self.dropout_structure)
+        return any(p != 0 for p in self.validated_dropout_structure)
 
     @property
     def last_layer_dropout(self) -> bool:
         """A1111 writes this as dropout_structure[-2] != 0."""
-        return self.dropout_structure[-2] != 0
+        return self.validated_dropout_structure[-2] != 0
 
     def with_sizes(self, sizes: Iterable[int]) -> "HypernetSpec":
         """A copy with explicit attention widths (e.g. the model's, when sizes was None)."""
         return replace(self, sizes=list(sizes), layer_structure=list(self.layer_structure),
-                       dropout_structure=list(self.dropout_structure))
+                       dropout_structure=list(self.validated_dropout_structure))
 
     def layer_widths(self, dim: int) -> list[int]:
         """Feature width after each entry of layer_structure for an input of width `dim` (A1111 truncates)."""
@@ -212,12 +220,18 @@ def module_parameter_count(spec: HypernetSpec, dim: int) -> int:
     return total
 
 
+def _explicit_sizes(spec: HypernetSpec, sizes: Optional[Iterable[int]], caller: str) -> list[int]:
+    """`sizes` if given, else the spec's; ValueError when the spec leaves them to the model."""
+    if sizes is not None:
+        return list(sizes)
+    if spec.sizes is None:
+        raise ValueError(f"{caller}: the spec takes its sizes from the model; pass sizes explicitly")
+    return spec.sizes
+
+
 def parameter_count(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """Total parameters over all widths, k and v modules both."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
-    if sizes is None:
-        raise ValueError("parameter_count: the spec takes its sizes from the model; pass sizes explicitly")
-    return sum(2 * module_parameter_count(spec, dim) for dim in sizes)
+    return sum(2 * module_parameter_count(spec, dim) for dim in _explicit_sizes(spec, sizes, "parameter_count"))
 
 
 # torch.save zip overhead: a fixed part (archive, pickle, metadata) plus a per-tensor part
@@ -228,21 +242,21 @@ _FILE_OVERHEAD_PER_TENSOR = 256
 
 def tensor_count(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """How many tensors (weights and biases) the file holds."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "tensor_count")
     per_linear = 4 if spec.layer_norm else 2
     return len(sizes) * 2 * per_linear * (len(spec.layer_structure) - 1)
 
 
 def file_size_bytes(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> int:
     """Estimated size of the `.pt` file: fp32 weights plus torch.save's container overhead."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "file_size_bytes")
     params = parameter_count(spec, sizes)
     return 4 * params + _FILE_OVERHEAD_BYTES + _FILE_OVERHEAD_PER_TENSOR * tensor_count(spec, sizes)
 
 
 def describe_size(spec: HypernetSpec, sizes: Optional[Iterable[int]] = None) -> str:
     """One line for the UI: widths, parameter count and file size in MiB."""
-    sizes = list(sizes) if sizes is not None else spec.sizes
+    sizes = _explicit_sizes(spec, sizes, "describe_size")
     params = parameter_count(spec, sizes)
     mib = 4 * params / (1024 * 1024)
     widths = ", ".join(str(s) for s in sizes)

@@ -44,23 +44,25 @@ class ContextMemoPatch:
     def _reusable(self) -> bool:
         return not (self._dropout and self.hypernetwork.training)
 
-    def _holds(self, k: torch.Tensor) -> bool:
-        """True when the cached output is for `k`: the same tensor, or (a copy made on the way
-        into the UNet) one equal to it that needs no gradient of its own."""
-        cached = self._input
-        if cached is None:
-            return False
+    def _outputs_for(self, k: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """The cached (k, v) output when it is for `k`: the same tensor, or (a copy made on the
+        way into the UNet) one equal to it that needs no gradient of its own; else None."""
+        cached, outputs = self._input, self._outputs
+        if cached is None or outputs is None:
+            return None
         if k is cached:
-            return k._version == self._version
-        return (not k.requires_grad and k.shape == cached.shape and k.dtype == cached.dtype
-                and k.device == cached.device and bool(torch.equal(k, cached)))
+            return outputs if k._version == self._version else None
+        holds = (not k.requires_grad and k.shape == cached.shape and k.dtype == cached.dtype
+                 and k.device == cached.device and bool(torch.equal(k, cached)))
+        return outputs if holds else None
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  extra_options: Optional[dict[str, Any]] = None):
         if k is not v or not self._reusable():
             return self.patch(q, k, v, extra_options)
-        if self._holds(k):
-            return (q, *self._outputs)
+        outputs = self._outputs_for(k)
+        if outputs is not None:
+            return (q, *outputs)
         if not self.lazy:
             return self.patch(q, k, v, extra_options)
         _, k_out, v_out = self.patch(q, k, v, extra_options)

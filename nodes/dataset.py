@@ -450,8 +450,10 @@ class SaveDatasetNode(Node):
         from ..hypernet.preprocess.saving import save_dataset
 
         w = single_values({"folder": folder, "naming": naming, "save_alpha": save_alpha})
-        items, caption_items, mask_items, stem_items = _aligned(images, captions, masks, stems)
         target = _output_folder(w["folder"])
+        if not images:  # e.g. the dropped lists of a filter that dropped nothing
+            return {"ui": {"text": [f"nothing to write to {target}: no images came in"]}, "result": (str(target), 0)}
+        items, caption_items, mask_items, stem_items = _aligned(images, captions, masks, stems)
         saved = save_dataset(target, items, caption_items if captions is not None else None,
                              stem_items if stems is not None else None, mask_items if w["save_alpha"] else None,
                              w["naming"], _progress(len(items)))

@@ -141,6 +141,9 @@ NEW_WIDGETS = {
                                   "previews are a prompt x seed grid. Empty = preview_seed."),
     "log_to": combo(LOG_TARGETS, default=_default("log_to"),
                     tooltip="Also log to TensorBoard (needs the tensorboard extra) under the run's folder."),
+    "keep_tokens": integer(default=_default("keep_tokens"), min=0, max=1000,
+                           tooltip="The first N comma-separated caption tags stay in place: shuffle_tags and "
+                                   "tag_dropout leave them alone (kohya's keep_tokens; 0 = none, as A1111)."),
 }
 OPTIONAL_INPUTS = {
     "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network."),

@@ -336,7 +336,7 @@ def _execute(executor, prompt: dict, extra_pnginfo: dict, workflow: Path):
         print(f"error: node {exc.node_id} ({exc.class_type}) failed: {type(exc.original).__name__}: {message}",
               file=sys.stderr)
         return None, EXIT_EXECUTION
-    except BaseException as exc:  # noqa: BLE001 - interrupts only, everything else re-raised
+    except BaseException as exc:  # interrupts only: everything else is re-raised
         if HEADLESS.is_interrupt(exc):
             print("interrupted", file=sys.stderr)
             return None, EXIT_INTERRUPTED

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -281,15 +281,17 @@ def plans_for_image(image: Image.Image, settings: CropSettings, face_detector: O
     target_w, target_h = settings.width, settings.height
     if settings.method == "focal":
         plan, result, working = focal_plan(image, settings, face_detector)
-        debug = draw_focal_debug(working, result, plan.scaled_box) if settings.debug else None
-        return [plan], debug
+        if not settings.debug:
+            return [plan], None
+        assert plan.scaled_box is not None  # focal_plan builds every plan from its box on the scaled image
+        return [plan], draw_focal_debug(working, result, plan.scaled_box)
     if settings.method == "split":
         # Images that are not elongated enough get a centre crop to the same size.
         plans = split_plans(width, height, target_w, target_h, settings.split_threshold, settings.split_overlap) \
             or [center_plan(width, height, target_w, target_h)]
     elif settings.method == "auto_sized":
-        plan = auto_sized_plan(width, height, settings)
-        plans = [plan] if plan is not None else []
+        sized = auto_sized_plan(width, height, settings)
+        plans = [sized] if sized is not None else []
     elif settings.method == "center":
         plans = [center_plan(width, height, target_w, target_h)]
     elif settings.method == "fill":
@@ -301,7 +303,7 @@ def plans_for_image(image: Image.Image, settings: CropSettings, face_detector: O
     return plans, (draw_boxes_debug(image, plans) if settings.debug and plans else None)
 
 
-def crop_dataset(images: list[Image.Image], masks: list[Optional[Image.Image]], captions: list[str],
+def crop_dataset(images: Sequence[Image.Image], masks: Sequence[Optional[Image.Image]], captions: list[str],
                  stems: list[str], settings: CropSettings, face_detector: Optional[FaceDetector] = None,
                  on_progress: Optional[Callable[[int], None]] = None) -> DatasetLists:
     """Crop every image; captions, stems and masks follow each crop and tile.
@@ -316,8 +318,9 @@ def crop_dataset(images: list[Image.Image], masks: list[Optional[Image.Image]], 
                       f"within error threshold {settings.auto_error_threshold}"
             output.warnings.append(message)
         for plan in plans:
+            mask = masks[index]  # read here, so a skipped image's mask is never converted
             output.add(render_plan(image, plan),
-                       None if masks[index] is None else render_plan(masks[index], plan, pad_value=1.0),
+                       None if mask is None else render_plan(mask, plan, pad_value=1.0),
                        captions[index], stems[index] if len(plans) == 1 else f"{stems[index]}-{plan.tile}")
             output.boxes.append({"source": index, "stem": stems[index], **plan.as_dict()})
         if debug is not None:

@@ -9,11 +9,14 @@ import logging
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from .options import FACE_DETECTORS
+
+if TYPE_CHECKING:
+    import cv2
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,17 @@ def _import_cv2() -> Optional[ModuleType]:
     return cv2
 
 
+def _chosen_cv2() -> ModuleType:
+    """cv2, for code that runs only once a detection backend was chosen (each one needs OpenCV)."""
+    cv2 = _import_cv2()
+    if cv2 is None:
+        raise RuntimeError("face detection needs OpenCV, which is not installed")
+    return cv2
+
+
 @functools.lru_cache(maxsize=None)
 def _haar_cascade(file_name: str) -> Any:  # a cv2.CascadeClassifier
-    cv2 = _import_cv2()
+    cv2 = _chosen_cv2()
     return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, file_name))
 
 
@@ -53,7 +64,9 @@ def haar_available() -> bool:
     if cv2 is None or not hasattr(cv2, "CascadeClassifier"):
         return False
     folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    return bool(folder) and os.path.isfile(os.path.join(folder, HAAR_CASCADES[1][0]))
+    if not folder:
+        return False
+    return os.path.isfile(os.path.join(folder, HAAR_CASCADES[1][0]))
 
 
 class FaceDetector:
@@ -70,7 +83,7 @@ class FaceDetector:
         self.warnings: list[str] = []
         self.backend = self._choose_backend(method, Path(yunet_path) if yunet_path else None)
         self.yunet_path = Path(yunet_path) if yunet_path else None
-        self._yunet = None
+        self._yunet: Optional[cv2.FaceDetectorYN] = None  # made on first use
 
     def _choose_backend(self, method: str, yunet_path: Optional[Path]) -> str:
         if method == "none":
@@ -108,7 +121,7 @@ class FaceDetector:
         return []
 
     def _detect_haar(self, rgb: np.ndarray) -> list[tuple[float, float]]:
-        cv2 = _import_cv2()
+        cv2 = _chosen_cv2()
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         short_side = min(gray.shape[:2])
         for file_name, min_fraction in HAAR_CASCADES:
@@ -122,7 +135,7 @@ class FaceDetector:
         return []
 
     def _detect_yunet(self, rgb: np.ndarray) -> list[tuple[float, float]]:
-        cv2 = _import_cv2()
+        cv2 = _chosen_cv2()
         height, width = rgb.shape[:2]
         scale = 1.0 if self.a1111_compat else min(1.0, YUNET_MAX_SIDE / max(height, width))
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),

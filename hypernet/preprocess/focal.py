@@ -75,7 +75,8 @@ def _shi_tomasi_numpy(gray: np.ndarray, max_corners: int, quality: float,
 
     def box3(a: np.ndarray) -> np.ndarray:
         padded = np.pad(a, 1, mode="edge")
-        return sum(padded[i:i + a.shape[0], j:j + a.shape[1]] for i in range(3) for j in range(3))
+        return sum((padded[i:i + a.shape[0], j:j + a.shape[1]] for i in range(3) for j in range(3)),
+                   np.zeros_like(a))
 
     sxx, syy, sxy = box3(dx * dx), box3(dy * dy), box3(dx * dy)
     response = (sxx + syy) / 2 - np.sqrt(((sxx - syy) / 2) ** 2 + sxy ** 2)
@@ -158,10 +159,10 @@ def entropy_points(image: Image.Image, target: tuple[int, int], a1111_compat: bo
         best = starts[int(np.argmax(scores))]  # argmax = first maximum, like A1111's strict ">"
     else:
         gray = np.asarray(image.convert("L"))
-        scores = shannon_entropies(gray, window, axis=1 if along_x else 0, starts=starts)
-        if np.ptp(scores) < 1e-9:
+        entropies = shannon_entropies(gray, window, axis=1 if along_x else 0, starts=starts)
+        if np.ptp(entropies) < 1e-9:
             return []  # every window alike: entropy has no opinion, don't pull towards the first one
-        best = starts[int(np.argmax(scores))]
+        best = starts[int(np.argmax(entropies))]
     if along_x:
         return [(float(best + int(target_w / 2)), float(int(target_h / 2)))]
     return [(float(int(target_w / 2)), float(best + int(target_h / 2)))]

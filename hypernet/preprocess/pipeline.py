@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 import torch
+from PIL import Image
 
 from ..errors import InputError
 from ..images import (
@@ -26,6 +27,9 @@ from .faces import FaceDetector
 from .focal import FocalWeights
 from .image_folder import load_image_folder
 from .lists import DatasetLists
+
+_Source = TypeVar("_Source")
+_Converted = TypeVar("_Converted")
 
 
 def load_folder_lists(folder: Path, **options: Any) -> DatasetLists:
@@ -61,7 +65,7 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     detector = None
     if settings.method == "focal" and settings.weights.face > 0:
         detector = FaceDetector(options.get("face_detector", "auto"), yunet_path, settings.a1111_compat)
-    pil_images, pil_masks = _ConvertedOnUse(images, image_tensor_to_pil), _ConvertedOnUse(masks, mask_tensor_to_pil)
+    pil_images, pil_masks = _ConvertedOnUse(images, image_tensor_to_pil), _ConvertedOnUse(masks, _mask_to_pil)
     result = crop_dataset(pil_images, pil_masks, captions, stems, settings, detector, on_progress)
     output = DatasetLists(
         images=[pil_to_image_tensor(image) for image in result.images],
@@ -74,24 +78,36 @@ def auto_crop_tensors(images: list[torch.Tensor], masks: list[Optional[torch.Ten
     return output
 
 
-class _ConvertedOnUse(Sequence):
-    """`items` (None stays None) converted one at a time as they are read, the last one kept for
-    its tiles: Auto Crop holds one Pillow copy of a source picture, not one of every picture."""
+def _mask_to_pil(mask: Optional[torch.Tensor]) -> Optional[Image.Image]:
+    """A MASK item as an "F" image; a missing mask stays None."""
+    return None if mask is None else mask_tensor_to_pil(mask)
 
-    def __init__(self, items: list, convert: Callable[[Any], Any]):
+
+class _ConvertedOnUse(Sequence[_Converted]):
+    """`items` converted one at a time as they are read, the last one kept for its tiles: Auto
+    Crop holds one Pillow copy of a source picture, not one of every picture."""
+
+    def __init__(self, items: Sequence[_Source], convert: Callable[[_Source], _Converted]):
         self._items, self._convert = items, convert
-        self._index, self._value = -1, None
+        self._last: Optional[tuple[int, _Converted]] = None  # (index, its converted value)
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, index: int) -> Any:
-        if index != self._index:
+    @overload
+    def __getitem__(self, index: int) -> _Converted: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[_Converted]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[_Converted, Sequence[_Converted]]:
+        if isinstance(index, slice):
+            raise TypeError("read one item at a time: a slice would hold several converted copies")
+        if self._last is None or self._last[0] != index:
             item = self._items[index]  # IndexError ends iteration
-            self._index, self._value = -1, None  # drop the previous copy before making the next
-            self._value = None if item is None else self._convert(item)
-            self._index = index
-        return self._value
+            self._last = None  # drop the previous copy before making the next
+            self._last = (index, self._convert(item))
+        return self._last[1]
 
 
 def _parallel(name: str, values: Optional[list], count: int, default: Any) -> list:
@@ -106,7 +122,7 @@ def _parallel(name: str, values: Optional[list], count: int, default: Any) -> li
 
 
 def align_dataset_inputs(images: list[torch.Tensor], captions: Optional[list[str]],
-                         masks: Optional[list[torch.Tensor]], stems: Optional[list[str]]
+                         masks: Optional[list[Optional[torch.Tensor]]], stems: Optional[list[str]]
                          ) -> tuple[list[torch.Tensor], list[str], list[Optional[torch.Tensor]], list[str]]:
     """A dataset node's list inputs as (single IMAGE items, captions, masks or None, stems).
 

@@ -41,7 +41,8 @@ def dataset_names(count: int, stems: Optional[list[str]], naming: str = "index-s
     """File stems for `count` images; duplicates get "-1", "-2"... in order of appearance."""
     if naming not in SAVE_NAMINGS:
         raise ValueError(f"naming {naming!r}: choose one of {', '.join(SAVE_NAMINGS)}")
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}  # name -> how many duplicates of it so far
     for index in range(count):
         stem = safe_stem(stems[index]) if stems else "image"
         name = {"index-stem": f"{index:05d}-{stem}", "stem": stem, "index": f"{index:05d}"}[naming]

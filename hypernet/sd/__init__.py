@@ -23,4 +23,7 @@ Running them as ComfyUI does:
 - prompt_weights.py: ComfyUI's `(text:1.2)` emphasis syntax;
 - sdxl.py: SDXL's pooled and size conditioning;
 - sampling.py: the samplers and schedulers of ComfyUI's KSampler.
+
+diffusers' model classes are imported from `diffusers.models`, not `diffusers`: the same classes,
+but type checkers read the top-level names as the torch-less placeholders of its lazy __init__.
 """

@@ -36,6 +36,10 @@ class ActivePatches:
     transformer_options: dict = field(default_factory=dict)
 
 
+# Set on a UNet once its attention modules have PatchableAttnProcessors. A plain attribute, not a
+# submodule or tensor, which torch's stubs for Module.__setattr__ do not foresee: hence setattr.
+_PATCHABLE_MARK = "_hypernet_studio_patchable"
+
 _ACTIVE: contextvars.ContextVar[Optional[ActivePatches]] = contextvars.ContextVar(
     "hypernet_studio_active_patches", default=None)
 
@@ -120,12 +124,12 @@ class PatchableAttnProcessor:
 
 def install_patchable_attention(unet: torch.nn.Module) -> None:
     """Give every transformer-block attention module of `unet` a PatchableAttnProcessor (idempotent)."""
-    if getattr(unet, "_hypernet_studio_patchable", False):
+    if getattr(unet, _PATCHABLE_MARK, False):
         return
     for name, module in unet.named_modules():
         if name.endswith((".attn1", ".attn2")) and hasattr(module, "set_processor"):
             module.set_processor(PatchableAttnProcessor(name, is_cross_attention=name.endswith(".attn2")))
-    unet._hypernet_studio_patchable = True
+    setattr(unet, _PATCHABLE_MARK, True)
 
 
 def attention_input_widths(unet: torch.nn.Module) -> list[int]:

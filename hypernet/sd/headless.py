@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
 
@@ -148,7 +148,9 @@ class HeadlessModel:
         if pooled is None:
             raise ValueError(f"{self.components.name} is an SDXL model: apply_model needs `pooled` (the text "
                              f"encoder's pooled output, [B, 1280]) besides the context")
-        expected = self.unet.add_embedding.linear_1.in_features - SIZE_VALUES * SIZE_EMBEDDING_DIM
+        # diffusers types add_embedding as its first possible class; text_time's has a Linear input layer.
+        added_input = cast(torch.nn.Linear, self.unet.add_embedding.linear_1)
+        expected = added_input.in_features - SIZE_VALUES * SIZE_EMBEDDING_DIM
         if pooled.shape[-1] != expected:
             raise ValueError(f"the pooled text embedding is {pooled.shape[-1]} wide; {self.components.name} takes "
                              f"{expected} (was the prompt encoded with another checkpoint's text encoder?)")

@@ -125,8 +125,7 @@ class HeadlessCLIP:
         z = z_empty + (z - z_empty) * weight."""
         input_ids = tokens["input_ids"]
         weights = tokens.get("weights")
-        weighted = weights is not None and bool((weights != 1.0).any())
-        if weighted:
+        if weights is not None and bool((weights != 1.0).any()):
             empty = torch.tensor([self._pad_chunk([])[0]], dtype=torch.long)
             cond, pooled = self._encode_ids(torch.cat([input_ids, empty]))
             cond, empty_cond, pooled = cond[:-1], cond[-1:], pooled[:-1]

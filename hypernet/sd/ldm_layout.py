@@ -10,7 +10,7 @@ with load_strict, which refuses a missing or unexpected key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import torch
 
@@ -99,7 +99,10 @@ def load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
         raise CheckpointError(f"{what}: no weights for {meta[:5]}")
 
 
-def on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def on_meta(factory: Callable[[], ModuleT]) -> ModuleT:
     """Build a module without allocating (the checkpoint's tensors are assigned next)."""
     with torch.device("meta"):
         return factory()

@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Union
 import torch
 
 from ..safe_load import PathLike
-from .components import CheckpointError, SDComponents, scaled_linear_alphas_cumprod
+from .components import CheckpointError, PredictionType, SDComponents, scaled_linear_alphas_cumprod
 from .ldm_layout import read_state_dict
 from .model_family import detect_family, detect_prediction_type
 from .sd_checkpoint import load_sd_diffusers_folder, load_sd_single_file, sd_folder_family, sd_folder_unet_config
@@ -69,7 +69,7 @@ def _alphas_from_scheduler_config(config: dict) -> torch.Tensor:
     return alphas
 
 
-def _scheduler_settings(folder: Path, model_type: Optional[str]) -> tuple[torch.Tensor, str]:
+def _scheduler_settings(folder: Path, model_type: Optional[str]) -> tuple[torch.Tensor, PredictionType]:
     """(alphas_cumprod, prediction type) from a diffusers folder's scheduler/ (defaults: SD's)."""
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     scheduler_config = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .components import CheckpointError
+from .components import CheckpointError, Family, PredictionType
 from .ldm_layout import (
     ADM_KEY,
     SD1_TEXT_PREFIX,
@@ -33,8 +33,9 @@ from .ldm_layout import (
 )
 from .sdxl import SIZE_EMBEDDING_DIM, SIZE_VALUES
 
-_PREDICTION_ALIASES = {"epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
-                       "v-prediction": "v_prediction"}
+_PREDICTION_ALIASES: dict[str, PredictionType] = {
+    "epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
+    "v-prediction": "v_prediction"}
 
 
 def _not_a_checkpoint(keys: Iterable[str], name: str) -> CheckpointError:
@@ -99,7 +100,7 @@ def _sdxl_refusal(state_dict: dict) -> Optional[str]:
     return None
 
 
-def detect_family(state_dict: dict, name: str = "checkpoint") -> str:
+def detect_family(state_dict: dict, name: str = "checkpoint") -> Family:
     """"sd1", "sd2" or "sdxl" (SDXL base) for an LDM/SGM-layout state dict; CheckpointError for
     anything else, saying what was found."""
     keys = state_dict.keys()
@@ -122,7 +123,7 @@ def detect_family(state_dict: dict, name: str = "checkpoint") -> str:
 
 
 def detect_prediction_type(state_dict: dict, family: str, path: Optional[Path] = None,
-                           model_type: Optional[str] = None) -> str:
+                           model_type: Optional[str] = None) -> PredictionType:
     """Explicit `model_type` > `v_pred` key > NAME.yaml `parameterization: "v"` > the SD2 heuristic."""
     if model_type:
         try:

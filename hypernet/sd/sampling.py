@@ -109,8 +109,8 @@ def compute_sigmas(schedule: DiscreteSchedule, scheduler: str, steps: int) -> to
     if scheduler == "ddim_uniform":
         stride = max(len(schedule.sigmas) // steps, 1)
         # Every stride-th sigma from index 1 up; like ComfyUI this can give a step or two more.
-        picked = schedule.sigmas[torch.arange(1, len(schedule.sigmas), stride)].flip(0)
-        return _append_zero(picked)
+        strided = schedule.sigmas[torch.arange(1, len(schedule.sigmas), stride)].flip(0)
+        return _append_zero(strided)
     raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULER_NAMES}")
 
 
@@ -201,7 +201,7 @@ def _lms_coefficient(sigmas: np.ndarray, i: int, j: int, order: int) -> float:
 def _lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
          generator: Optional[torch.Generator], order: int = 4) -> torch.Tensor:
     sigmas_np = sigmas.cpu().double().numpy()
-    derivatives = []
+    derivatives: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i])
         derivatives.insert(0, _to_d(x, sigmas[i], denoised))
@@ -249,11 +249,12 @@ _SAMPLERS = {
 
 # --------------------------------------------------------------------------- the KSampler
 def _joined(first: TextConditioning, second: TextConditioning) -> TextConditioning:
-    """Two conditionings as one batch (positive first), for one batched UNet call."""
-    if (first.pooled is None) != (second.pooled is None):
-        raise ValueError("positive and negative conditioning differ: only one of them has a pooled output")
-    if first.pooled is None:
+    """Two _prepared conditionings as one batch (positive first), for one batched UNet call."""
+    if first.pooled is None and second.pooled is None:
         return TextConditioning(torch.cat([first.context, second.context]))
+    if first.pooled is None or second.pooled is None:
+        raise ValueError("positive and negative conditioning differ: only one of them has a pooled output")
+    assert first.time_ids is not None and second.time_ids is not None, "_prepared gives time_ids with pooled"
     return TextConditioning(torch.cat([first.context, second.context]), torch.cat([first.pooled, second.pooled]),
                             torch.cat([first.time_ids, second.time_ids]))
 

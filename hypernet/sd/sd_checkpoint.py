@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .components import CheckpointError, SDComponents
+from .components import CheckpointError, Family, PredictionType, SDComponents
 from .ldm_configs import unet_config_from_ldm, vae_config_from_ldm
 from .ldm_layout import (
     LATENT_SCALE,
@@ -94,8 +94,8 @@ def _load_text_encoder(state_dict: dict, family: str, tokenizer: "CLIPTokenizer"
 # --------------------------------------------------------------------------- loaders
 def _load_unet_and_vae(state_dict: dict, family: str) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
     """(UNet, VAE, the UNet's config) from an SD1/SD2 state dict."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
     unet_config = unet_config_from_ldm(state_dict, family)
     if unet_config["in_channels"] != 4:
@@ -109,7 +109,7 @@ def _load_unet_and_vae(state_dict: dict, family: str) -> tuple[torch.nn.Module, 
     return unet, vae, unet_config
 
 
-def load_sd_single_file(path: Path, state_dict: dict, family: str, prediction_type: str,
+def load_sd_single_file(path: Path, state_dict: dict, family: Family, prediction_type: PredictionType,
                         tokenizer: "CLIPTokenizer") -> SDComponents:
     """SD1/SD2 components from a single file's state dict (`family` already detected as "sd1" or
     "sd2"). Not yet moved, cast or frozen."""
@@ -146,16 +146,16 @@ def _folder_context_dim(unet_config: dict) -> int:
     return int(unet_config.get("cross_attention_dim", 768))
 
 
-def sd_folder_family(unet_config: dict) -> str:
+def sd_folder_family(unet_config: dict) -> Family:
     """"sd2" for a 1024-wide text context (OpenCLIP-H), else "sd1"."""
     return "sd2" if _folder_context_dim(unet_config) == 1024 else "sd1"
 
 
-def load_sd_diffusers_folder(folder: Path, unet_config: dict, alphas_cumprod: torch.Tensor, prediction_type: str,
-                             tokenizer: "CLIPTokenizer") -> SDComponents:
+def load_sd_diffusers_folder(folder: Path, unet_config: dict, alphas_cumprod: torch.Tensor,
+                             prediction_type: PredictionType, tokenizer: "CLIPTokenizer") -> SDComponents:
     """An SD1/SD2 diffusers folder (unet/, text_encoder/, vae/) whose UNet config
     sd_folder_unet_config read. Not yet moved, cast or frozen."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     with torch.inference_mode(False):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .components import CheckpointError, SDComponents
+from .components import CheckpointError, PredictionType, SDComponents
 from .ldm_configs import group_count, transformer_depth, unet_levels, vae_config_from_ldm
 from .ldm_layout import (
     ADM_KEY,
@@ -36,6 +36,7 @@ from .ldm_layout import (
     SDXL_TEXT_L_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
+    ModuleT,
     checkpoint_alphas_cumprod,
     load_strict,
     on_meta,
@@ -44,6 +45,7 @@ from .ldm_layout import (
 from .sdxl import SDXL_HEAD_CHANNELS, SDXL_LATENT_SCALE, SIZE_EMBEDDING_DIM, SIZE_VALUES
 
 if TYPE_CHECKING:
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 IGNORED_KEYS = (SDXL_TEXT_L_PREFIX + "text_model.embeddings.position_ids", SDXL_TEXT_G_PREFIX + "logit_scale")
@@ -108,26 +110,26 @@ def _depth_config(input_depths: list[list[int]], output_depths: list[list[int]])
                                                           for depths in output_depths)}
 
 
-def build_sdxl_unet(config: dict, middle_depth: int) -> torch.nn.Module:
+def build_sdxl_unet(config: dict, middle_depth: int) -> "UNet2DConditionModel":
     """The UNet for `config` on the meta device, its middle block rebuilt when the checkpoint's
     middle depth differs from the last level's (UNet2DConditionModel cannot say so in its config,
     so such a UNet's own config keeps the last level's depth: save_pretrained would not round-trip it)."""
-    from diffusers import UNet2DConditionModel
+    from diffusers.models import UNet2DConditionModel
     from diffusers.models.unets.unet_2d_blocks import get_mid_block
 
     if middle_depth < 1:
         raise CheckpointError("the UNet's middle block has no transformer; not an SDXL layout diffusers builds")
-    unet = on_meta(lambda: UNet2DConditionModel(**config))
+    unet: UNet2DConditionModel = on_meta(lambda: UNet2DConditionModel(**config))
     last_depth = config["transformer_layers_per_block"][-1]
     if (last_depth if isinstance(last_depth, int) else last_depth[0]) != middle_depth:
         c = unet.config
         unet.mid_block = on_meta(lambda: get_mid_block(
             "UNetMidBlock2DCrossAttn", temb_channels=unet.time_embedding.linear_2.out_features,
-            in_channels=c.block_out_channels[-1], resnet_eps=c.norm_eps, resnet_act_fn=c.act_fn,
-            resnet_groups=c.norm_num_groups, output_scale_factor=c.mid_block_scale_factor,
-            transformer_layers_per_block=middle_depth, num_attention_heads=c.attention_head_dim[-1],
-            cross_attention_dim=c.cross_attention_dim, use_linear_projection=c.use_linear_projection,
-            upcast_attention=c.upcast_attention, resnet_time_scale_shift=c.resnet_time_scale_shift))
+            in_channels=c["block_out_channels"][-1], resnet_eps=c["norm_eps"], resnet_act_fn=c["act_fn"],
+            resnet_groups=c["norm_num_groups"], output_scale_factor=c["mid_block_scale_factor"],
+            transformer_layers_per_block=middle_depth, num_attention_heads=c["attention_head_dim"][-1],
+            cross_attention_dim=c["cross_attention_dim"], use_linear_projection=c["use_linear_projection"],
+            upcast_attention=c["upcast_attention"], resnet_time_scale_shift=c["resnet_time_scale_shift"]))
     return unet
 
 
@@ -143,7 +145,7 @@ def _fit_text_model_level(module: torch.nn.Module, state: dict) -> dict:
     return fitted
 
 
-def _on_meta_text_model(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+def _on_meta_text_model(factory: Callable[[], ModuleT]) -> ModuleT:
     """A CLIP text model built without allocating its weights, except the position-id buffer:
     transformers does not save it (it is 0..76), so the checkpoint cannot fill it."""
     model = on_meta(factory)
@@ -208,9 +210,9 @@ def sdxl_tokenizers(tokenizer: "CLIPTokenizer") -> tuple["CLIPTokenizer", "CLIPT
 
 
 # --------------------------------------------------------------------------- loaders
-def _load_unet_and_vae(state_dict: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
-    from diffusers import AutoencoderKL
+def _load_unet_and_vae(state_dict: dict) -> tuple["UNet2DConditionModel", "AutoencoderKL"]:
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.models import AutoencoderKL
 
     unet_config, middle_depth = sdxl_unet_config_from_ldm(state_dict)
     unet = build_sdxl_unet(unet_config, middle_depth)
@@ -227,7 +229,7 @@ def _load_unet_and_vae(state_dict: dict) -> tuple[torch.nn.Module, torch.nn.Modu
     return unet, vae
 
 
-def load_sdxl_single_file(path: Path, state_dict: dict, prediction_type: str,
+def load_sdxl_single_file(path: Path, state_dict: dict, prediction_type: PredictionType,
                           tokenizer: "CLIPTokenizer") -> SDComponents:
     """SDXL base components from a single file's state dict (family already detected as "sdxl");
     `tokenizer` is CLIP's, padding with the end token. Not yet moved, cast or frozen."""
@@ -245,7 +247,7 @@ def load_sdxl_single_file(path: Path, state_dict: dict, prediction_type: str,
         unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
         alphas_cumprod=checkpoint_alphas_cumprod(state_dict),
         prediction_type=prediction_type, family="sdxl", name=path.name, latent_scale_factor=SDXL_LATENT_SCALE,
-        context_dim=int(unet.config.cross_attention_dim), default_clip_layer=-2,
+        context_dim=int(unet.config["cross_attention_dim"]), default_clip_layer=-2,
         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
     )
 
@@ -266,12 +268,12 @@ def _check_sdxl_folder(folder: Path, unet_config: dict) -> None:
                               f"inpainting model); only 4-channel txt2img checkpoints are supported")
 
 
-def load_sdxl_diffusers_folder(folder: Path, alphas_cumprod: torch.Tensor, prediction_type: str,
+def load_sdxl_diffusers_folder(folder: Path, alphas_cumprod: torch.Tensor, prediction_type: PredictionType,
                                tokenizer: "CLIPTokenizer") -> SDComponents:
     """An SDXL base diffusers folder: unet/, text_encoder/ (CLIP-L), text_encoder_2/ (OpenCLIP-G
     with projection), vae/. Both tokenizers are built from `tokenizer` (one vocabulary, as in
     ComfyUI; see sdxl_tokenizers). Not yet moved, cast or frozen."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     for part in ("unet", "text_encoder", "text_encoder_2", "vae"):

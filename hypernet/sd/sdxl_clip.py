@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -58,8 +58,9 @@ class HeadlessSDXLCLIP(HeadlessCLIP):
                             for key, value in tokens[side].items()}
         return tokens
 
-    def _hidden(self, side: str, input_ids: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """The encoder's hidden states at the chosen layer [N,77,D] (fp32) and its full output."""
+    def _hidden(self, side: str, input_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The encoder's hidden states at the chosen layer [N,77,D] (fp32) and its full output
+        (a transformers ModelOutput, untyped through Module.__call__; OpenCLIP-G's has text_embeds)."""
         encoder = self._encoder(side)
         output = encoder(input_ids=input_ids.to(next(encoder.parameters()).device), output_hidden_states=True)
         if -self.layer_idx <= encoder.config.num_hidden_layers:
@@ -68,7 +69,7 @@ class HeadlessSDXLCLIP(HeadlessCLIP):
             hidden = output.last_hidden_state
         return hidden.float(), output
 
-    def _weighted_hidden(self, side: str, tokens: dict) -> tuple[torch.Tensor, object]:
+    def _weighted_hidden(self, side: str, tokens: dict) -> tuple[torch.Tensor, Any]:
         """One side's [chunks,77,D] with emphasis applied against its own empty-prompt encoding."""
         input_ids, weights = tokens["input_ids"], tokens.get("weights")
         if weights is None or not bool((weights != 1.0).any()):

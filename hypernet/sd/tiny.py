@@ -50,7 +50,10 @@ def build_tiny_tokenizer(pad_token: str = "<|endoftext|>") -> "CLIPTokenizer":
         vocab.setdefault(pair + "</w>", len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token)
+    tokenizer = CLIPTokenizer(
+        vocab=vocab, pad_token=pad_token,
+        merges=merges,  # type: ignore[arg-type]  # transformers annotates list[str]; its BPE takes pairs
+    )
     tokenizer.model_max_length = 77
     return tokenizer
 
@@ -58,7 +61,7 @@ def build_tiny_tokenizer(pad_token: str = "<|endoftext|>") -> "CLIPTokenizer":
 def build_tiny_vae(scaling_factor: float) -> torch.nn.Module:
     """A 4-level AutoencoderKL (8x downscale, 4 latent channels, like SD's) a few channels wide,
     initialised from torch's global RNG (callers seed it)."""
-    from diffusers import AutoencoderKL
+    from diffusers.models import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
@@ -69,7 +72,7 @@ def build_tiny_vae(scaling_factor: float) -> torch.nn.Module:
 
 
 def _build(seed: int) -> SDComponents:
-    from diffusers import UNet2DConditionModel
+    from diffusers.models import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()

@@ -19,7 +19,7 @@ The VAE is tiny-sd's with SDXL's scale factor.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
@@ -34,6 +34,9 @@ from .sdxl import (
 )
 from .tiny import TINY_SDXL_MODEL_NAME, build_tiny_tokenizer, build_tiny_vae, cached_components
 
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
+
 CLIP_L_WIDTH = 768
 CLIP_G_WIDTH = SDXL_CONTEXT_DIM - CLIP_L_WIDTH  # 1280
 ATTENTION_WIDTHS = (640, 1280)
@@ -41,7 +44,7 @@ SDXL_TIME_EMBEDDING_DIM = 1280
 
 
 def _build_unet() -> torch.nn.Module:
-    from diffusers import UNet2DConditionModel
+    from diffusers.models import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -58,7 +61,7 @@ def _build_unet() -> torch.nn.Module:
     )
 
 
-def _build_text_encoder(width: int, act: str, tokenizer: object, with_projection: bool) -> torch.nn.Module:
+def _build_text_encoder(width: int, act: str, tokenizer: "CLIPTokenizer", with_projection: bool) -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(

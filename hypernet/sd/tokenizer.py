@@ -62,7 +62,10 @@ def _build_bpe_tokenizer(path: PathLike, pad_token: str) -> "CLIPTokenizer":
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges] + \
         ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(tokens)}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token)
+    tokenizer = CLIPTokenizer(
+        vocab=vocab, pad_token=pad_token,
+        merges=merges,  # type: ignore[arg-type]  # transformers annotates list[str]; its BPE takes pairs
+    )
     tokenizer.model_max_length = 77
     return tokenizer
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -110,11 +110,29 @@ def _import_onnxruntime() -> ModuleType:
     return onnxruntime
 
 
+class OnnxInput(Protocol):
+    """What WD14Model reads of an onnxruntime NodeArg."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def shape(self) -> Sequence[Any]: ...  # an int per fixed dimension, a str or None per dynamic one
+
+
+class OnnxSession(Protocol):
+    """The part of onnxruntime.InferenceSession that WD14Model uses."""
+
+    def get_inputs(self) -> Sequence[OnnxInput]: ...
+
+    def run(self, output_names: Optional[Sequence[str]], input_feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
 @dataclass
 class WD14Model:
     """An onnxruntime session with its tag table."""
 
-    session: object
+    session: OnnxSession
     rows: list[TagRow]
     path: Path
 

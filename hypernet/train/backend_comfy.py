@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..network import Hypernetwork
 from ..patch import model_attention_widths
 from ..sd.components import TextConditioning
-from ..training_patch import patched_for_training
+from ..training_patch import ContextMemoPatch, patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
 
@@ -81,7 +81,7 @@ class ComfyBackend:
                 raise InputError("model", f"has no {attribute}; connect a MODEL from a checkpoint loader")
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.load_model = load_model
-        self.memo = None
+        self.memo: Optional[ContextMemoPatch] = None  # set by attach()
         self.gradient_checkpointing = False
         self.memory_required: Optional[float] = None  # bytes asked for the activations; None: not loaded yet
         self.reloads = 0  # how often model management had unloaded the UNet during training
@@ -225,7 +225,7 @@ class ComfyBackend:
         batched); for SDXL a TextConditioning with the pooled output, from ComfyUI's CLIP."""
         if not self.uses_pooled:
             return [self.clip.encode_from_tokens(self.clip.tokenize(text))[0].float() for text in prompts]
-        encoded = []
+        encoded: list[Conditioning] = []
         for text in prompts:
             context, pooled = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True)
             encoded.append(TextConditioning(context[0].float(), pooled.reshape(-1).float()))

@@ -8,7 +8,7 @@ import torch
 
 from ..network import Hypernetwork
 from ..sd.attention import ActivePatches, active_patches
-from ..training_patch import patched_for_training
+from ..training_patch import ContextMemoPatch, patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
 
@@ -23,7 +23,7 @@ class DiffusersBackend:
     def __init__(self, model: "HeadlessModel", clip: "HeadlessCLIP", vae: "HeadlessVAE",
                  device: Optional[torch.device] = None):
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
-        self.memo = None
+        self.memo: Optional[ContextMemoPatch] = None  # set by attach()
         self.offloaded: list[tuple[torch.nn.Module, torch.device]] = []
         self.components = model.components
         self.device = torch.device(device) if device is not None else model.load_device

@@ -29,7 +29,15 @@ class TrainingExample:
     size: tuple[int, int] = field(init=False)  # (width, height) in pixels
 
     def __post_init__(self) -> None:
+        if self.pixels is None:
+            raise ValueError("a TrainingExample is made with its pixels (only release_pixels() drops them)")
         self.size = (int(self.pixels.shape[2]), int(self.pixels.shape[1]))
+
+    def pixels_to_encode(self) -> torch.Tensor:
+        """The pixels for the VAE; they exist until release_pixels()."""
+        if self.pixels is None:
+            raise RuntimeError(f"the pixels of the image captioned {self.caption!r} were released after encoding")
+        return self.pixels
 
     def release_pixels(self) -> None:
         """Drop the pixels once they are encoded: a run holds latents, not pictures."""
@@ -120,7 +128,7 @@ class BatchPlan:
             rng = random.Random(derive_seed(self.seed, "epoch", epoch))
             size = self.batch_size
             groups = [list(group) for group in self.groups]
-            batches = []
+            batches: list[list[int]] = []
             for group in groups:
                 rng.shuffle(group)
                 batches.extend(group[i * size:(i + 1) * size] for i in range(len(group) // size))

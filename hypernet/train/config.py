@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     shuffle_tags: bool = False
     tag_dropout: float = 0.0
+    keep_tokens: int = 0  # kohya's: leading caption tags that shuffle and dropout leave in place (prompts.py)
     latent_sampling: str = "once"
     use_alpha_weight: bool = False
     precision: str = "fp32"
@@ -86,6 +87,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.templates is None:
             self.templates = template_lines(self.prompt_template, self.custom_template)
+
+    @property
+    def template_list(self) -> Sequence[str]:
+        """The prompt template lines: `templates`, or (were it set to None later) the chosen set's."""
+        if self.templates is None:
+            return template_lines(self.prompt_template, self.custom_template)
+        return self.templates
 
     @property
     def file_stem(self) -> str:

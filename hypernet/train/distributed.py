@@ -20,7 +20,7 @@ import atexit
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -48,12 +48,12 @@ class TrainingProcesses:
     local_rank: int
 
     @classmethod
-    def from_environment(cls, environ: Optional[dict] = None) -> Optional["TrainingProcesses"]:
+    def from_environment(cls, environ: Optional[Mapping[str, str]] = None) -> Optional["TrainingProcesses"]:
         """The launch torchrun describes in the environment, or None for a single process."""
-        environ = os.environ if environ is None else environ
-        if int(environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        variables = os.environ if environ is None else environ
+        if int(variables.get("WORLD_SIZE", "1") or 1) <= 1:
             return None
-        return cls(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ.get("LOCAL_RANK", "0")))
+        return cls(int(variables["RANK"]), int(variables["WORLD_SIZE"]), int(variables.get("LOCAL_RANK", "0")))
 
     @property
     def writes(self) -> bool:
@@ -120,8 +120,9 @@ class TrainingProcesses:
         for parameter, grad in zip(parameters, grads):
             parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).to(grad.dtype)
             offset += grad.numel()
-        flags = flat[offset + 1:].tolist()
-        return StepAgreement(flat[offset], flags[0] > 0, tuple(r for r in range(self.world_size) if flags[1 + r] > 0))
+        summed_flags = flat[offset + 1:].tolist()
+        return StepAgreement(flat[offset], summed_flags[0] > 0,
+                             tuple(r for r in range(self.world_size) if summed_flags[1 + r] > 0))
 
     def agree_on_step(self, step_loss: Callable[[], torch.Tensor], parameters: Sequence[torch.nn.Parameter],
                       stop_asked: Callable[[], bool], step: int, device: torch.device) -> StepAgreement:

@@ -58,18 +58,7 @@ class LatentCache:
         if mode not in LATENT_SAMPLING_MODES:
             raise InputError("latent_sampling", f"must be one of {', '.join(LATENT_SAMPLING_MODES)}, got {mode!r}")
         self.mode, self.seed, self.device = mode, seed, device
-        self.means: list[torch.Tensor] = [None] * len(examples)
-        self.stds: list[Optional[torch.Tensor]] = [None] * len(examples)
-        by_size: "OrderedDict[tuple[int, int], list[int]]" = OrderedDict()
-        for index, example in enumerate(examples):
-            by_size.setdefault(example.size, []).append(index)
-        for indices in by_size.values():
-            for start in range(0, len(indices), chunk):
-                part = indices[start:start + chunk]
-                mean, std = encode(torch.cat([examples[i].pixels for i in part]))
-                for row, index in enumerate(part):
-                    self.means[index] = mean[row:row + 1].to(_CPU, torch.float32)
-                    self.stds[index] = None if std is None else std[row:row + 1].to(_CPU, torch.float32)
+        self.means, self.stds = _encoded(examples, encode, chunk)
         if mode != "deterministic" and any(std is None for std in self.stds):
             logger.warning("latent sampling %r: this VAE's encode gives only the latent mean (ComfyUI's does), "
                            "so every image trains on its mean, as 'deterministic'", mode)
@@ -78,7 +67,7 @@ class LatentCache:
             self.stds = [None] * len(examples)
         elif mode == "deterministic":
             self.stds = [None] * len(examples)
-        self.weights = [alpha_loss_weight(example.alpha, tuple(self.means[i].shape[-2:])) if use_alpha_weight
+        self.weights = [alpha_loss_weight(example.alpha, _latent_size(self.means[i])) if use_alpha_weight
                         else None for i, example in enumerate(examples)]
         self.weights = [None if w is None else w.to(_CPU) for w in self.weights]
 
@@ -99,8 +88,34 @@ class LatentCache:
         if all(self.weights[i] is None for i in indices):
             return None
         shape = self.means[indices[0]].shape[-2:]
-        return to_device(torch.stack([self.weights[i] if self.weights[i] is not None else torch.ones(1, *shape)
-                                      for i in indices]), self.device)
+        weights = [self.weights[i] for i in indices]
+        return to_device(torch.stack([weight if weight is not None else torch.ones(1, *shape) for weight in weights]),
+                         self.device)
+
+
+
+def _encoded(examples: Sequence[TrainingExample], encode: Callable,
+             chunk: int) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
+    """Every example's latent mean and std (None when the VAE gives only the mean) [1,C,h,w],
+    fp32 on the CPU, encoded `chunk` images of one size at a time."""
+    by_size: "OrderedDict[tuple[int, int], list[int]]" = OrderedDict()
+    for index, example in enumerate(examples):
+        by_size.setdefault(example.size, []).append(index)
+    encoded: dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+    for indices in by_size.values():
+        for start in range(0, len(indices), chunk):
+            part = indices[start:start + chunk]
+            mean, std = encode(torch.cat([examples[i].pixels_to_encode() for i in part]))
+            for row, index in enumerate(part):
+                encoded[index] = (mean[row:row + 1].to(_CPU, torch.float32),
+                                  None if std is None else std[row:row + 1].to(_CPU, torch.float32))
+    return [encoded[i][0] for i in range(len(examples))], [encoded[i][1] for i in range(len(examples))]
+
+
+def _latent_size(latent: torch.Tensor) -> tuple[int, int]:
+    """(h, w) of a latent [..., h, w]."""
+    height, width = latent.shape[-2:]
+    return height, width
 
 
 class TextCache:
@@ -142,10 +157,12 @@ class TextCache:
         length = max(e.context.shape[0] for e in entries)
         context = torch.stack([c if c.shape[0] == length else torch.cat([c, c[-1:].expand(length - c.shape[0], -1)])
                                for c in (e.context for e in entries)])
-        if entries[0].pooled is None:
+        pooled = [e.pooled for e in entries if e.pooled is not None]
+        if not pooled:
             return to_device(context, self.device)
-        return TextConditioning(to_device(context, self.device), to_device(torch.stack([e.pooled for e in entries]),
-                                                                           self.device))
+        if len(pooled) != len(entries):  # one backend encodes every prompt alike
+            raise RuntimeError("the text encoder gave a pooled output for some prompts only")
+        return TextConditioning(to_device(context, self.device), to_device(torch.stack(pooled), self.device))
 
 
 def _size(entry: TextConditioning) -> int:

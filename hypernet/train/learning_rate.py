@@ -124,6 +124,9 @@ class A1111Rate:
 
     def set_for_step(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         rate = self.schedule.value_at(step)
+        if rate is None:  # the run loop asks finished() first
+            raise RuntimeError(f"learning_rate schedule {self.schedule.text!r} ends at step "
+                               f"{self.schedule.end_step}: there is no rate for step {step}")
         for group in optimizer.param_groups:
             group["lr"] = rate
         return float(rate)
@@ -181,7 +184,11 @@ def base_rate(config: TrainConfig, start_step: int) -> float:
     """The rate the optimizer is made with (a scheduler scales it from there)."""
     if config.lr_scheduler == "a1111":
         schedule = parse_schedule(config.learning_rate, config.steps, start_step, "learning_rate")
-        return float(schedule.value_at(start_step))
+        rate = schedule.value_at(start_step)
+        if rate is None:  # only when start_step >= steps, which TrainingRun refuses before asking
+            raise InputError("steps", f"the learning_rate schedule ends at step {schedule.end_step}: "
+                                      f"there is no rate for step {start_step}")
+        return float(rate)
     return plain_rate(config.learning_rate)
 
 

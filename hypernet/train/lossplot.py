@@ -3,10 +3,14 @@ validation loss when there is one, and the learning rate on a second axis, with 
 and a legend, so that overfitting (training loss falling while validation loss rises) shows."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, cast
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
 LEGEND = {"raw": "training loss (each step)", "smooth": "training loss (moving average)",
           "validation": "validation loss", "lr": "learning rate"}
@@ -25,7 +29,7 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 def loss_plot_figure(losses: Sequence[float], first_step: int = 1, learning_rates: Sequence[float] = (),
                      validation_steps: Sequence[int] = (), validation_losses: Sequence[float] = (),
-                     title: str = "loss", size: tuple[int, int] = (800, 480)) -> "object":
+                     title: str = "loss", size: tuple[int, int] = (800, 480)) -> Figure:
     """A matplotlib Figure of the run's curves (drawn on the Agg canvas, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -62,10 +66,11 @@ def loss_plot_figure(losses: Sequence[float], first_step: int = 1, learning_rate
 def loss_curve_image(losses: Sequence[float], first_step: int = 1, learning_rates: Sequence[float] = (),
                      validation_steps: Sequence[int] = (), validation_losses: Sequence[float] = (),
                      title: str = "loss", width: int = 800, height: int = 480,
-                     figure: Optional[object] = None) -> torch.Tensor:
+                     figure: Optional[Figure] = None) -> torch.Tensor:
     """The curves as a float IMAGE [1,H,W,3] (ComfyUI's picture type)."""
     figure = figure or loss_plot_figure(losses, first_step, learning_rates, validation_steps, validation_losses,
                                         title, (width, height))
-    figure.canvas.draw()
-    rgba = np.asarray(figure.canvas.buffer_rgba())
+    canvas = cast("FigureCanvasAgg", figure.canvas)  # loss_plot_figure's figures are on the Agg canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
     return torch.from_numpy(rgba[..., :3].astype(np.float32) / 255.0).unsqueeze(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
@@ -16,7 +16,7 @@ _NOT_OPTIONS = {"self", "params", "lr"}
 Scalar = Union[bool, int, float]
 
 
-def optimizer_class(name: str) -> type:
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     cls = getattr(torch.optim, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or name in ("LBFGS", "SparseAdam"):
         raise InputError("optimizer", f"{name!r} is not a usable torch.optim optimizer; try one of "
@@ -67,7 +67,8 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], learn_ra
     Where torch has a fused kernel for the optimizer on this device it is used: same update
     rule in one pass over the weights (about 8x faster for AdamW on a CPU, which matters with
     SD1's 22M hypernetwork parameters)."""
-    cls = optimizer_class(name)
+    # Typed as a plain callable: each subclass's constructor takes lr and options the base class's lacks.
+    cls: Callable[..., torch.optim.Optimizer] = optimizer_class(name)
     parameters, options = list(parameters), dict(options or {})
     if name in _FUSED_OPTIMIZERS and "fused" not in options:
         try:

@@ -51,6 +51,18 @@ class PreparedRun:
     scaler: torch.amp.GradScaler
     use_dropout: bool  # the network has dropout layers (their masks get seeds of their own)
 
+    def required_validator(self) -> Validator:
+        """The validator, for a run that validates; anything else is a caller's mistake."""
+        if self.validator is None:
+            raise RuntimeError("this run does not validate: it has no held-out images, or this process does not write")
+        return self.validator
+
+    def required_previews(self) -> PreviewGrid:
+        """The preview grid, for a run that previews; anything else is a caller's mistake."""
+        if self.previews is None:
+            raise RuntimeError("this run makes no previews: preview_every is 0, or this process does not write")
+        return self.previews
+
     def resume_fields(self, lr_scheduler: str) -> dict[str, Any]:
         """What a saved network's .optim holds beyond the optimizer state so that the run resumes
         exactly: the seed, the gradient scaler's state, the `lr_scheduler`'s state with its kind."""
@@ -122,14 +134,14 @@ def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, devi
     # batch_size is per process: a global micro-batch holds batch_size x processes images.
     plan = BatchPlan([e.size for e in examples], config.batch_size * processes.world_size,
                      config.gradient_accumulation, seed)
-    prompts = PromptSource([e.caption for e in examples], config.templates, name, seed, config.shuffle_tags,
-                           config.tag_dropout)
+    prompts = PromptSource([e.caption for e in examples], config.template_list, name, seed, config.shuffle_tags,
+                           config.tag_dropout, config.keep_tokens)
     return _RunData(seed, resume, examples, validation_examples, plan, prompts)
 
 
 def _validator(backend: TrainingBackend, config: TrainConfig, schedule: NoiseSchedule, texts: TextCache,
                data: _RunData, name: str) -> Validator:
-    prompts = PromptSource([e.caption for e in data.validation_examples], config.templates, name, data.seed)
+    prompts = PromptSource([e.caption for e in data.validation_examples], config.template_list, name, data.seed)
     settings = ValidationSettings(config.loss_type, config.min_snr_gamma, config.noise_offset,
                                   config.batch_size, config.use_alpha_weight)
     return Validator(data.validation_examples, backend, schedule, prompts, texts, data.seed, settings)

@@ -2,8 +2,9 @@
 the same seeds each time, so grids from different steps compare side by side."""
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -55,13 +56,13 @@ class PreviewGrid:
     """Renders the prompt x seed grid with the current weights: one row per prompt."""
 
     def __init__(self, backend: TrainingBackend, schedule: NoiseSchedule, texts: TextCache, config: TrainConfig,
-                 prompts: list[str], latent_shape: tuple[int, int, int]):
+                 prompts: list[str], latent_shape: Sequence[int]):  # one latent's [C, h, w]
         self.backend, self.schedule, self.config = backend, schedule, config
         self.seeds = preview_seeds(config)
         self.latent_shape = latent_shape
         self.conds = [texts.batch([prompt, config.preview_negative]) for prompt in prompts]
 
-    def render(self, autocast: Callable[[], object]) -> torch.Tensor:
+    def render(self, autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         """The grid as one IMAGE [1, rows*H, cols*W, 3] (call in eval mode, without gradients)."""
         rows = []
         for cond in self.conds:
@@ -69,7 +70,8 @@ class PreviewGrid:
             rows.append(torch.cat(cells, dim=2))
         return torch.cat(rows, dim=1)
 
-    def _sample(self, cond: Conditioning, seed: int, autocast: Callable[[], object]) -> torch.Tensor:
+    def _sample(self, cond: Conditioning, seed: int,
+                autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         config = self.config
         with torch.no_grad(), autocast():
             latent = sample(_SamplingView(self.backend, self.schedule), torch.zeros(1, *self.latent_shape),

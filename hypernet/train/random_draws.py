@@ -21,7 +21,7 @@ def generator(seed: int, *parts: object) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(derive_seed(seed, *parts))
 
 
-def draw_noise(shape: torch.Size, generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
+def draw_noise(shape: Sequence[int], generator: torch.Generator, noise_offset: float = 0.0) -> torch.Tensor:
     """eps ~ N(0, I), plus `noise_offset` times one N(0, 1) value per sample and channel when on
     (drawn after eps from the same generator, so the default draws are A1111's)."""
     noise = torch.randn(shape, generator=generator)

@@ -252,10 +252,10 @@ class TrainingRun:
 
     def validate(self) -> float:
         """The validation loss now (eval mode, fixed draws); a new minimum writes NAME-best.pt."""
-        state = self.state
+        state, validator = self.state, self.state.required_validator()
         self.network.eval()
         try:
-            value = state.validator.evaluate(self.backend.predict, lambda: _autocast(self.device, self.autocast_dtype))
+            value = validator.evaluate(self.backend.predict, lambda: _autocast(self.device, self.autocast_dtype))
         finally:
             self.network.train()
         self.result.validation_steps.append(self.step)
@@ -300,10 +300,10 @@ class TrainingRun:
 
     def preview(self) -> None:
         """The preview grid (prompts x seeds) with the current weights (eval mode: no dropout)."""
-        state = self.state
+        state, previews = self.state, self.state.required_previews()
         self.network.eval()
         try:
-            image = state.previews.render(lambda: _autocast(self.device, self.autocast_dtype))
+            image = previews.render(lambda: _autocast(self.device, self.autocast_dtype))
         finally:
             self.network.train()
         self.result.previews.append(image)

@@ -82,3 +82,21 @@ def test_parameter_counts_and_sizes_match_the_a1111_arithmetic():
     assert 0 < file_size_bytes(HypernetSpec()) - 4 * p121 < 64 * 1024
     with pytest.raises(ValueError):
         parameter_count(HypernetSpec(sizes=None))
+
+
+def test_every_size_function_refuses_a_spec_without_sizes_by_name():
+    # tensor_count used to fail with a bare TypeError (len(None)) instead of this message.
+    spec = HypernetSpec(sizes=None)
+    for function in (parameter_count, hn_spec.tensor_count, file_size_bytes, hn_spec.describe_size):
+        with pytest.raises(ValueError, match=f"{function.__name__}: the spec takes its sizes from the model"):
+            function(spec)
+    assert hn_spec.tensor_count(spec, [320]) == 2 * 2 * 2  # k and v, two Linear layers, weight and bias
+
+
+
+def test_validated_dropout_structure_is_the_filled_list_and_refuses_a_cleared_one():
+    spec = HypernetSpec(layer_structure="1, 2, 1")
+    assert spec.validated_dropout_structure == [0, 0, 0]
+    spec.dropout_structure = None
+    with pytest.raises(ValueError, match="set to None after construction"):
+        spec.with_sizes([320])

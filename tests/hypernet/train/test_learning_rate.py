@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from hypernet_studio.hypernet.train.learning_rate import ScheduleError, parse_schedule
+from hypernet_studio.hypernet.errors import InputError
+from hypernet_studio.hypernet.train.learning_rate import A1111Rate, ScheduleError, base_rate, parse_schedule
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 
 from .fakes import FakeBackend
@@ -67,6 +68,22 @@ def test_invalid_schedules_raise_a_clear_error(text):
 def test_nothing_left_after_resume_is_an_error():
     with pytest.raises(ScheduleError, match="no segment after step 150"):
         parse_schedule("1e-4:100", max_steps=2000, start_step=150)
+
+
+def test_base_rate_past_the_last_step_names_steps_not_a_type_error():
+    assert base_rate(_config(steps=10, learning_rate="0.001"), 9) == 0.001
+    with pytest.raises(InputError, match="ends at step 10") as caught:
+        base_rate(_config(steps=10, learning_rate="0.001"), 10)
+    assert caught.value.input_name == "steps"
+
+
+def test_setting_a_rate_after_the_schedule_ended_is_a_clear_error():
+    rate = A1111Rate(parse_schedule("0.5:10, 0.1:20", max_steps=100))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert rate.set_for_step(optimizer, 19) == 0.1 and optimizer.param_groups[0]["lr"] == 0.1
+    assert rate.finished(20)
+    with pytest.raises(RuntimeError, match="ends at step 20: there is no rate for step 20"):
+        rate.set_for_step(optimizer, 20)
 
 
 def test_held_value_stays_at_the_last_value_after_the_end():

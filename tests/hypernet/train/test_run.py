@@ -248,6 +248,16 @@ def test_stepping_before_prepare_is_a_clear_error(step):
     assert run.state is state and float(run.micro_step(0)) > 0, "prepared, the same step runs"
 
 
+@pytest.mark.parametrize("step, message", [(lambda run: run.validate(), "does not validate"),
+                                           (lambda run: run.preview(), "makes no previews")])
+def test_validating_or_previewing_a_run_without_them_is_a_clear_error(step, message):
+    run = TrainingRun(FakeBackend(), _network(), _examples(2), _config())  # no held-out images, preview_every 0
+    run.prepare()
+    with pytest.raises(RuntimeError, match=message):
+        step(run)
+    assert run.network.training, "refused before switching the network to eval mode"
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_reduced_precision_keeps_fp32_master_weights(precision):
     result = train_hypernetwork(FakeBackend(), _network(), _examples(2), _config(steps=3, precision=precision))
