@@ -44,3 +44,17 @@ def test_every_sampling_step_runs_on_the_models_device(build, sampler_name):
         sampling.sample(model, torch.zeros(1, 4, 8, 8), positive, negative, seed=1, steps=3, cfg=4.0,
                         sampler_name=sampler_name, scheduler="karras", callback=lambda i, total: done.append(i))
     assert done == [1, 2, 3]
+
+
+def test_sdxl_size_values_are_built_once_per_latent_size_and_device():
+    """Built per UNet call, the CPU-made size values would be copied to the GPU every micro-batch."""
+    from hypernet_studio.hypernet.sd import headless
+
+    model, clip, _ = headless_objects(build_tiny_sdxl_components(seed=0, device="meta"))
+    cond = headless_objects(build_tiny_sdxl_components(seed=0))[1].encode_conditioning(["a cat"])
+    headless._latent_time_ids_on.cache_clear()
+    for _ in range(3):
+        model.apply_model(torch.zeros(1, 4, 8, 8, device="meta"), torch.tensor([10]), cond.context, pooled=cond.pooled)
+    info = headless._latent_time_ids_on.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+    assert headless._latent_time_ids_on((8, 8), torch.device("meta")).device.type == "meta"
