@@ -163,6 +163,7 @@ def _floor(unet: torch.nn.Module, part: dict, device: torch.device, dtype: torch
                                        "time_ids": torch.zeros(1, 6, device=device, dtype=dtype)}}
     if part["checkpointing"]:
         unet.enable_gradient_checkpointing()
+        unet.train()  # diffusers checkpoints in training mode only (the SD UNets have no dropout)
     clock, t = _Clock(device), torch.tensor([500], device=device)
     for step in range(warmup + timed + 1):
         if step == warmup:
