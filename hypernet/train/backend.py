@@ -93,7 +93,12 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
 
     Keyword arguments reach torch's checkpoint as positional ones: it saves the RNG state of a GPU
     only for the devices of its positional tensor arguments, and diffusers calls its blocks with
-    keywords, so on a GPU the recomputation would draw other dropout masks than the forward."""
+    keywords, so on a GPU the recomputation would draw other dropout masks than the forward.
+
+    A dict argument (ComfyUI's transformer_options) is the caller's, and the caller changes it
+    between layers (transformer_index, block, block_index): the forward gets the caller's dict, as
+    without checkpointing, and each recomputation a fresh shallow copy of it as it was at the call,
+    so a patch that reads it sees in backward what it saw in forward."""
     from torch.utils.checkpoint import checkpoint
 
     def wrap(block: torch.nn.Module) -> Callable[..., Any]:
@@ -103,8 +108,13 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
             if not torch.is_grad_enabled():
                 return original(*args, **kwargs)
             names, count = tuple(kwargs), len(args)
+            at_call = {i: dict(value) for i, value in enumerate((*args, *kwargs.values())) if isinstance(value, dict)}
+            calls = []
 
             def run(*inner: Any) -> Any:
+                if calls:  # a recomputation: the dicts as they were when the forward ran
+                    inner = tuple(dict(at_call[i]) if i in at_call else value for i, value in enumerate(inner))
+                calls.append(None)
                 with (around() if around is not None else contextlib.nullcontext()):
                     return original(*inner[:count], **dict(zip(names, inner[count:])))
 

@@ -106,3 +106,34 @@ def test_checkpointing_runs_in_the_headless_backend_and_saves_fewer_activations(
     assert checkpointed_calls == {"forward": blocks, "backward": blocks}  # each block wrapped, each recomputed
     # The UNet's activations live in its blocks; outside them only the embeddings, conv_in/out.
     assert checkpointed_bytes < 0.5 * plain_bytes, (checkpointed_bytes, plain_bytes)
+
+
+class _OptionsReader(torch.nn.Module):
+    """A layer that reads a key of its options dict, as a ComfyUI patch reads transformer_options,
+    and writes one, as ComfyUI's SpatialTransformer writes block_index into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+        self.seen = []
+
+    def forward(self, x, transformer_options):
+        self.seen.append(transformer_options["transformer_index"])
+        transformer_options["block_index"] = len(self.seen)
+        return self.linear(x) * float(transformer_options["transformer_index"])
+
+
+def test_a_recomputation_sees_the_options_the_forward_saw():
+    """ComfyUI changes the dict it hands every layer between layers: the recomputation during
+    backward must not read the caller's later values (here 2 instead of 1)."""
+    layer = _OptionsReader()
+    x = torch.randn(4, 8, requires_grad=True)
+    options = {"transformer_index": 1}
+    with checkpointed([layer]):
+        out = layer(x, options)
+        options["transformer_index"] = 2  # the caller moves on to its next layer
+        out.sum().backward()
+    assert layer.seen == [1, 1]
+    assert options["block_index"] == 1  # the forward got the caller's own dict, as unwrapped
+    reference = torch.autograd.grad((layer.linear(x) * 1.0).sum(), x)[0]
+    assert torch.allclose(x.grad, reference)
