@@ -6,10 +6,13 @@ product (their weights concatenated) and every later Linear one batched product 
 stacked pair; activations, LayerNorm and eval-mode dropout act on the stacked tensor. The
 math is the modules' own, and the weights stay in the modules, so files do not change.
 
-Where it pays: on an accelerator the fused pair launches half the kernels per layer. On a
-CPU one product of twice the width runs no faster than two (bench/results/train_cpu.md), and
-in training the concatenated weights would be rebuilt on every call, so there the modules
-run one after the other, as A1111 does."""
+Where it pays: in eval (sampling) on an accelerator, where the fused pair launches half the
+kernels per layer and its weights are fused once and cached until they change. On a CPU one
+product of twice the width runs no faster than two (bench/results/train_cpu.md). In training the
+concatenated weights would be rebuilt on every call; they are not leaf tensors, so autocast's
+cast cache misses them and every attention call would save its own low-precision copy for
+backward (about 1.5 GB on SDXL). So training runs the modules one after the other, as A1111 does,
+unless a caller asks for the fused pair; no GPU measurement has shown it winning there."""
 from __future__ import annotations
 
 import weakref
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 
 from .network import HypernetworkModule
 
-# Device types where the fused pair runs by default.
+# Device types where the fused pair runs by default in eval mode (sampling).
 FUSED_DEVICE_TYPES = frozenset({"cuda", "xpu", "mps"})
 
 # Activations that act element by element: on the stacked pair they give what each module gives.
@@ -41,11 +44,11 @@ def pair_forward(pair: Pair, x: torch.Tensor, multiplier: Optional[float] = None
                  fused: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(k module(x), v module(x)), with the multiplier rules of HypernetworkModule.forward.
 
-    `fused` None picks by device (FUSED_DEVICE_TYPES). Dropout in training always runs the
-    modules one after the other, so its masks are the ones they draw."""
+    `fused` None fuses in eval mode on FUSED_DEVICE_TYPES, never in training. Dropout in
+    training always runs the modules one after the other, so its masks are the ones they draw."""
     module_k, module_v = pair
     if fused is None:
-        fused = x.device.type in FUSED_DEVICE_TYPES
+        fused = not module_k.training and x.device.type in FUSED_DEVICE_TYPES
     if not fused or (module_k.training and _has_random_layers(module_k)):
         return module_k(x, multiplier), module_v(x, multiplier)
     if module_k.training:

@@ -80,9 +80,11 @@ class ComfyHost:
         """ComfyUI runs one process per server; to train on several GPUs, run the workflow with torchrun."""
         return None
 
-    def load_model_for_training(self, model: Any) -> None:
-        """As ComfyUI's own trainer does: partially loaded weights would need autograd-aware offloading."""
-        _comfy("comfy.model_management").load_models_gpu([model], force_full_load=True)
+    def load_model_for_training(self, model: Any, memory_required: float = 0.0) -> None:
+        """Fully loaded, as ComfyUI's own trainer does (partially loaded weights would need
+        autograd-aware offloading), with `memory_required` bytes kept free for the activations."""
+        _comfy("comfy.model_management").load_models_gpu([model], memory_required=memory_required,
+                                                          force_full_load=True)
 
     def progress_bar(self, total: int, node_id: Optional[str] = None) -> Any:
         return _comfy("comfy.utils").ProgressBar(total, node_id=node_id or self.current_node_id())

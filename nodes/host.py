@@ -69,8 +69,9 @@ class Host(Protocol):
         """The torchrun launch this process is part of (hypernet.train.distributed's
         TrainingProcesses), or None for one process, as always inside ComfyUI."""
 
-    def load_model_for_training(self, model: Any) -> None:
-        """Put a MODEL's weights fully on the compute device before a training loop."""
+    def load_model_for_training(self, model: Any, memory_required: float = 0.0) -> None:
+        """Put a MODEL's weights fully on the compute device before a training loop, keeping
+        `memory_required` bytes free for the activations; called again after an eviction."""
 
     def progress_bar(self, total: int, node_id: Optional[str] = None) -> ProgressBar: ...
 

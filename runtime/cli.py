@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     run.add_argument("--quiet", action="store_true",
                      help="only the files written and errors: no per-node lines, notes, warnings or progress bars")
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic GPU kernels, no TF32 (slower): a resumed run then repeats an unbroken "
+                          "one bit for bit on the same GPU and software, where torch has such kernels")
     run.add_argument("--nproc-per-node", type=int, metavar="N",
                      help="train on N processes on this machine (one per GPU): hands over to torchrun, "
                           "as `torchrun --standalone --nproc-per-node N -m hypernet_studio.runtime run ...`")
@@ -275,6 +278,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     _configure_folders(args)
     HEADLESS.configure(device=args.device)
+    if args.deterministic:
+        _use_deterministic_kernels()
+    _claim_process_gpu(HEADLESS)
     registry = _registry()
     try:
         prompt, ui_workflow = _load(args.workflow, args.overrides, registry)
@@ -376,6 +382,33 @@ def _previews_removed_afterwards(temp_dir: Path):
                     path.unlink(missing_ok=True)
                 elif not any(path.iterdir()):
                     path.rmdir()
+
+
+def _use_deterministic_kernels() -> None:
+    """Every torch op with a deterministic kernel uses it (a warning names any without one), cuDNN
+    picks no kernel by timing, and fp32 matmuls and convolutions stay fp32 (no TF32). Set before
+    anything touches CUDA: cuBLAS reads its workspace setting when it starts."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _claim_process_gpu(headless) -> None:
+    """Under torchrun, make this process's GPU (LOCAL_RANK) the current CUDA device before anything
+    loads: a loader that touched CUDA first would leave its tensors and context on GPU 0, for every
+    process. Alone, or on the CPU, there is nothing to do."""
+    if headless.training_processes() is None:
+        return
+    device = headless.torch_device()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
 
 
 def _cuda_available() -> bool:

@@ -107,7 +107,8 @@ class HeadlessHost:
 
     # ------------------------------------------------------------------ device
     def torch_device(self) -> Any:
-        """The device setting; under torchrun, CUDA means this process's GPU (LOCAL_RANK)."""
+        """The device setting; under torchrun, CUDA means this process's GPU (LOCAL_RANK), and a
+        setting naming another GPU is refused."""
         import torch
 
         wanted = self.device
@@ -115,9 +116,14 @@ class HeadlessHost:
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(wanted)
         processes = self.training_processes()
-        if processes is not None and device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", processes.local_rank)
-        return device
+        if processes is None or device.type != "cuda":
+            return device
+        if device.index is not None and device.index != processes.local_rank:
+            # Every process gets the same setting: one GPU named for all would put them all on it.
+            raise ValueError(f"device {wanted!r} under torchrun: every process would use that one GPU; "
+                             f"use 'cuda', and each process takes the GPU of its LOCAL_RANK "
+                             f"(this one: cuda:{processes.local_rank})")
+        return torch.device("cuda", processes.local_rank)
 
     def training_processes(self) -> Any:
         """The torchrun launch described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
@@ -131,7 +137,7 @@ class HeadlessHost:
         processes = self.training_processes()
         return processes.rank if processes is not None else 0
 
-    def load_model_for_training(self, model: Any) -> None:
+    def load_model_for_training(self, model: Any, memory_required: float = 0.0) -> None:
         """Headless models already sit where they compute."""
 
     # ------------------------------------------------------------------ progress, interrupt, events

@@ -4,6 +4,7 @@ checkpoint's CLIP object (headless_clip.py, sdxl_clip.py) as a checkpoint loader
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import torch
@@ -154,12 +155,20 @@ class HeadlessModel:
             raise ValueError(f"the pooled text embedding is {pooled.shape[-1]} wide; {self.components.name} takes "
                              f"{expected} (was the prompt encoded with another checkpoint's text encoder?)")
         if time_ids is None:
-            time_ids = latent_time_ids(x_t)
+            time_ids = _latent_time_ids_on(tuple(x_t.shape[-2:]), self.load_device)
         batch = x_t.shape[0]
         return {"text_embeds": batched(pooled, batch, "pooled").to(self.load_device, self.model_dtype()),
                 # In fp32, as ComfyUI embeds them: sizes up to 16384 lose whole units in fp16.
                 "time_ids": batched(time_ids.reshape(-1, SIZE_VALUES), batch, "time_ids").to(
                     self.load_device, torch.float32)}
+
+
+@functools.lru_cache(maxsize=64)
+def _latent_time_ids_on(latent_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """latent_time_ids() for a latent of `latent_hw`, built once per size and device: built per
+    UNet call, the CPU tensor's copy to a GPU would make the host wait every micro-batch."""
+    with torch.inference_mode(False):  # a sampling call may come first; training reuses it
+        return latent_time_ids(torch.empty(1, 4, *latent_hw, device="meta")).to(device)
 
 
 class HeadlessVAE:

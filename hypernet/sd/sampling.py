@@ -36,6 +36,9 @@ class DiscreteSchedule:
         alphas_cumprod = alphas_cumprod.to(torch.float64)
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
         self.log_sigmas = self.sigmas.log()
+        # log_sigmas copied once per device that timestep() sees: the sampler's sigma lives where
+        # the model does, and a CPU table mixed into a GPU op raises (copied per call, it would sync).
+        self._log_sigmas_on: dict[torch.device, torch.Tensor] = {torch.device("cpu"): self.log_sigmas}
 
     @property
     def sigma_min(self) -> float:
@@ -45,12 +48,21 @@ class DiscreteSchedule:
     def sigma_max(self) -> float:
         return float(self.sigmas[-1])
 
+    def _table_on(self, device: torch.device) -> torch.Tensor:
+        """log_sigmas on `device` (fp32 on MPS, which has no fp64)."""
+        table = self._log_sigmas_on.get(device)
+        if table is None:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            table = self._log_sigmas_on[device] = self.log_sigmas.to(device, dtype)
+        return table
+
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Fractional DDPM timestep whose log-sigma interpolates to `sigma`."""
-        log_sigma = sigma.to(torch.float64).log().reshape(-1, 1)
-        distances = log_sigma - self.log_sigmas.reshape(1, -1)
-        low = (distances >= 0).cumsum(dim=1).argmax(dim=1).clamp(max=len(self.log_sigmas) - 2)
-        low_value, high_value = self.log_sigmas[low], self.log_sigmas[low + 1]
+        """Fractional DDPM timestep whose log-sigma interpolates to `sigma`, on `sigma`'s device."""
+        log_sigmas = self._table_on(sigma.device)
+        log_sigma = sigma.to(log_sigmas.dtype).log().reshape(-1, 1)
+        distances = log_sigma - log_sigmas.reshape(1, -1)
+        low = (distances >= 0).cumsum(dim=1).argmax(dim=1).clamp(max=len(log_sigmas) - 2)
+        low_value, high_value = log_sigmas[low], log_sigmas[low + 1]
         weight = ((low_value - log_sigma.reshape(-1)) / (low_value - high_value)).clamp(0, 1)
         return ((1 - weight) * low + weight * (low + 1)).reshape(sigma.shape).to(torch.float32)
 
@@ -136,7 +148,7 @@ def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch
 
 
 def _euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
-           generator: torch.Generator) -> torch.Tensor:
+           generator: Optional[torch.Generator]) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i])
         x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
@@ -145,7 +157,7 @@ def _euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: 
 
 
 def _euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
-                     generator: torch.Generator) -> torch.Tensor:
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
@@ -160,7 +172,7 @@ def _euler_ancestral(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, 
 
 
 def _heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
-          generator: torch.Generator) -> torch.Tensor:
+          generator: Optional[torch.Generator]) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
@@ -187,7 +199,7 @@ def _lms_coefficient(sigmas: np.ndarray, i: int, j: int, order: int) -> float:
 
 
 def _lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
-         generator: torch.Generator, order: int = 4) -> torch.Tensor:
+         generator: Optional[torch.Generator], order: int = 4) -> torch.Tensor:
     sigmas_np = sigmas.cpu().double().numpy()
     derivatives: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
@@ -202,7 +214,7 @@ def _lms(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Ca
 
 
 def _dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callable[[int], object],
-               generator: torch.Generator) -> torch.Tensor:
+               generator: Optional[torch.Generator]) -> torch.Tensor:
     old_denoised = None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -224,6 +236,7 @@ def _dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callbac
     return x
 
 
+_ANCESTRAL = frozenset({"euler_ancestral"})
 _SAMPLERS = {
     "euler": _euler,
     "ddim": _euler,
@@ -334,6 +347,8 @@ def sample(model: Any,  # HeadlessModel-like: alphas_cumprod, latent_scale_facto
     denoiser = _guided_denoiser(denoiser_for, positive, negative, float(cfg))
     total = len(sigmas) - 1
     sigmas = sigmas.to(torch.float32)
-    result = _SAMPLERS[sampler_name](denoiser, x, sigmas, lambda i: callback and callback(i + 1, total),
-                                     _step_noise_generator(x.device, seed))
+    # Only the ancestral sampler draws per-step noise (and a device without generators, such as the
+    # `meta` stand-in the placement tests use, can still run the others).
+    step_noise = _step_noise_generator(x.device, seed) if sampler_name in _ANCESTRAL else None
+    result = _SAMPLERS[sampler_name](denoiser, x, sigmas, lambda i: callback and callback(i + 1, total), step_noise)
     return (result / scale).float().cpu()

@@ -13,6 +13,7 @@ backend.py          the small protocol the loop runs against, and the noise sche
                     backend_diffusers.py (headless models) and backend_comfy.py (ComfyUI's)
 distributed.py      several processes (torchrun): shares, the one all-reduce per step, SingleProcess
 random_draws.py     seeds derived from (seed, purpose, step, ...) and the noise/timestep draws
+host_copies.py      CPU caches and draws onto the device each micro-batch, without a host sync
 losses.py           the objective: q-sampling, the loss types, min-SNR weights
 optimizer.py        the torch optimizer and its options
 learning_rate.py    the learning rate: A1111 schedule strings (also clipping's), torch/diffusers schedulers

@@ -40,6 +40,10 @@ class TrainingBackend(Protocol):
     def checkpoint_name(self) -> Optional[str]:
         """The checkpoint's name for the file's `sd_checkpoint_name`, or None if unknown."""
 
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the UNet computes in without autocast: its weights' dtype, or the dtype a
+        manual cast computes fp8/fp16-stored weights in (ComfyUI's manual_cast_dtype)."""
+
     def attach(self, hypernetwork: Any) -> None:
         """Attach `hypernetwork` (strength 1) so that predict() runs through it."""
 
@@ -85,7 +89,16 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
     The override is an instance attribute removed afterwards, so the shared model is left
     exactly as it was. `around()`, if given, returns a context manager entered both in the
     forward pass and in the recomputation during backward (state that lives in context
-    variables rather than arguments, such as the headless model's active patches)."""
+    variables rather than arguments, such as the headless model's active patches).
+
+    Keyword arguments reach torch's checkpoint as positional ones: it saves the RNG state of a GPU
+    only for the devices of its positional tensor arguments, and diffusers calls its blocks with
+    keywords, so on a GPU the recomputation would draw other dropout masks than the forward.
+
+    A dict argument (ComfyUI's transformer_options) is the caller's, and the caller changes it
+    between layers (transformer_index, block, block_index): the forward gets the caller's dict, as
+    without checkpointing, and each recomputation a fresh shallow copy of it as it was at the call,
+    so a patch that reads it sees in backward what it saw in forward."""
     from torch.utils.checkpoint import checkpoint
 
     def wrap(block: torch.nn.Module) -> Callable[..., Any]:
@@ -94,11 +107,18 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
         def forward(*args: Any, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return original(*args, **kwargs)
-            def run(*inner_args: Any, **inner_kwargs: Any) -> Any:
-                with (around() if around is not None else contextlib.nullcontext()):
-                    return original(*inner_args, **inner_kwargs)
+            names, count = tuple(kwargs), len(args)
+            at_call = {i: dict(value) for i, value in enumerate((*args, *kwargs.values())) if isinstance(value, dict)}
+            calls = []
 
-            return checkpoint(run, *args, use_reentrant=False, **kwargs)
+            def run(*inner: Any) -> Any:
+                if calls:  # a recomputation: the dicts as they were when the forward ran
+                    inner = tuple(dict(at_call[i]) if i in at_call else value for i, value in enumerate(inner))
+                calls.append(None)
+                with (around() if around is not None else contextlib.nullcontext()):
+                    return original(*inner[:count], **dict(zip(names, inner[count:])))
+
+            return checkpoint(run, *args, *kwargs.values(), use_reentrant=False)
 
         return forward
 

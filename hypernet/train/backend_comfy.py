@@ -16,7 +16,7 @@ Nothing here imports ComfyUI. What ComfyUI's objects give us (docs/patch-contrac
 We call the diffusion model directly at the integer DDPM timestep rather than
 `apply_model`, which returns the denoised image and would need dividing by sigma again.
 Loading the model onto the GPU needs ComfyUI's model management, so the node passes it in
-as `load_model` (the host's load_model_for_training)."""
+as `load_model(model, memory_required)` (the host's load_model_for_training)."""
 from __future__ import annotations
 
 import contextlib
@@ -31,6 +31,16 @@ from ..sd.components import TextConditioning
 from ..training_patch import ContextMemoPatch, patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
+
+# Training memory over ComfyUI's estimate for one inference call on the same batch (see
+# ComfyBackend._training_memory): a margin, not a measurement.
+TRAINING_MEMORY_FACTOR = 4.0
+CHECKPOINTED_TRAINING_MEMORY_FACTOR = 2.0
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 are the same device when one of them leaves the index out."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def _class_names(obj: object) -> set[str]:
@@ -65,13 +75,16 @@ class ComfyBackend:
 
     def __init__(self, model: Any, clip: Any, vae: Any,  # ComfyUI's ModelPatcher, CLIP and VAE
                  device: Optional[torch.device] = None,
-                 load_model: Optional[Callable[[object], None]] = None):
+                 load_model: Optional[Callable[[object, float], None]] = None):
         for attribute in ("clone", "set_model_attn1_patch", "set_model_attn2_patch", "model"):
             if not hasattr(model, attribute):
                 raise InputError("model", f"has no {attribute}; connect a MODEL from a checkpoint loader")
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.load_model = load_model
         self.memo: Optional[ContextMemoPatch] = None  # set by attach()
+        self.gradient_checkpointing = False
+        self.memory_required: Optional[float] = None  # bytes asked for the activations; None: not loaded yet
+        self.reloads = 0  # how often model management had unloaded the UNet during training
         self.device = torch.device(device if device is not None else getattr(model, "load_device", "cpu"))
 
     # ------------------------------------------------------------------ model facts
@@ -133,8 +146,9 @@ class ComfyBackend:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        self._ensure_loaded(x_t.shape)
         diffusion_model = self._diffusion_model()
-        dtype = next(diffusion_model.parameters()).dtype
+        dtype = self.compute_dtype()
         context, pooled = split(cond)
         context = context.to(self.device, dtype)
         if self.memo is not None:
@@ -143,6 +157,57 @@ class ComfyBackend:
         extra = {} if pooled is None else {"y": self._size_and_pooled(pooled, x_t).to(self.device, dtype)}
         return diffusion_model(x_t.to(self.device, dtype), timesteps.to(self.device).float(), context=context,
                                transformer_options=options, **extra)
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype ComfyUI's own apply_model feeds the UNet: `manual_cast_dtype` when the weights
+        are stored in a dtype the device does not compute in (fp8, or fp16 where only fp32 works),
+        whose layers then cast each weight to the input's dtype; else the weights' dtype."""
+        base_model = self.model.model
+        manual_cast = getattr(base_model, "manual_cast_dtype", None)
+        if manual_cast is not None:
+            return manual_cast
+        get_dtype = getattr(base_model, "get_dtype", None)
+        return get_dtype() if callable(get_dtype) else next(self._diffusion_model().parameters()).dtype
+
+    # ------------------------------------------------------------------ ComfyUI's model management
+    def _ensure_loaded(self, input_shape: torch.Size) -> None:
+        """Load the UNet before its first training call, with room for the activations of a batch
+        of this shape, and again whenever ComfyUI's model management unloaded it meanwhile: a
+        preview's VAE decode or a per-step CLIP encode loads models too and may evict the UNet,
+        which moves its patches, the trainable hypernetwork among them, to the offload device."""
+        if self.memory_required is None:
+            self.memory_required = self._training_memory(input_shape)
+            self._load()
+        elif not self._still_loaded():
+            self.reloads += 1
+            self._load()
+
+    def _training_memory(self, input_shape: torch.Size) -> float:
+        """ComfyUI's estimate for one inference call on `input_shape` (model.memory_required, as its
+        sampler asks), times a margin for training: the forward keeps its activations for the
+        backward pass, which needs its own temporaries on top. The margin is not calibrated on
+        a GPU yet (docs/compatibility.md)."""
+        estimate = getattr(self.model.model, "memory_required", None)
+        if not callable(estimate):
+            return 0.0
+        factor = CHECKPOINTED_TRAINING_MEMORY_FACTOR if self.gradient_checkpointing else TRAINING_MEMORY_FACTOR
+        return float(estimate(list(input_shape))) * factor
+
+    def _still_loaded(self) -> bool:
+        """False once ComfyUI unloaded the patcher: its weights left the device (an unpatch sets the
+        loaded size to 0 and the current device to the offload device). Attribute reads only."""
+        loaded_size = getattr(self.model, "loaded_size", None)
+        if callable(loaded_size) and loaded_size() == 0:
+            return False
+        current_device = getattr(self.model, "current_loaded_device", None)
+        return not callable(current_device) or _same_device(torch.device(current_device()), self.device)
+
+    def _load(self) -> None:
+        if self.load_model is not None:
+            self.load_model(self.model, self.memory_required or 0.0)
+        # ComfyUI's load moves the patches to the device too; the hook may be a stand-in that does not.
+        self.model.model_patches_to(self.device)
+        _replace_inference_tensors(self._diffusion_model())
 
     def _size_and_pooled(self, pooled: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """SDXL's extra input, built by ComfyUI's own model (encode_adm) as its sampler builds it
@@ -172,26 +237,36 @@ class ComfyBackend:
             return images.float().cpu().reshape(-1, *images.shape[-3:])
 
     def offload_encoders(self) -> None:
-        """Nothing to do: ComfyUI's model management evicts CLIP and the VAE from the GPU when
-        loading the UNet for training needs the room, and reloads them for previews."""
+        """No effect in ComfyUI (docs/compatibility.md): its model management decides where CLIP and
+        the VAE live. Loading the UNet with the training estimate makes it evict them when the
+        room is needed; it loads them again for a preview or a per-step encode."""
 
     @contextlib.contextmanager
     def session(self, gradient_checkpointing: bool) -> Iterator[None]:
-        if self.load_model is not None:
-            self.load_model(self.model)
-        else:
-            self.model.model_patches_to(self.device)
+        self.gradient_checkpointing = gradient_checkpointing
+        self.memory_required, self.reloads = None, 0  # predict() loads the UNet, sized to the batch
         diffusion_model = self._diffusion_model()
-        _replace_inference_tensors(diffusion_model)
-        blocks: list[torch.nn.Module] = []
-        if gradient_checkpointing:
-            for name in ("input_blocks", "middle_block", "output_blocks"):
-                container = getattr(diffusion_model, name, None)
-                if isinstance(container, torch.nn.ModuleList):
-                    blocks.extend(container)
-                elif isinstance(container, torch.nn.Module):
-                    blocks.append(container)
+        _replace_inference_tensors(diffusion_model)  # before frozen(), which restores the flags it saw
         if self.memo is not None:
             self.memo.lazy = not gradient_checkpointing
-        with frozen(diffusion_model), checkpointed(blocks):
+        layers = _checkpointed_layers(diffusion_model) if gradient_checkpointing else []
+        with frozen(diffusion_model), checkpointed(layers):
             yield
+
+
+def _checkpointed_layers(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """What ComfyUI's UNet actually calls. Its UNetModel.forward runs each entry of
+    input_blocks / middle_block / output_blocks through forward_timestep_embed(module, ...),
+    which iterates the entry's children (ResBlock, SpatialTransformer, Downsample, ...) and
+    calls each one: the entry's own forward never runs, so the children are what gets wrapped
+    (as ComfyUI's own trainer does). A block that is not a container is wrapped itself."""
+    layers: list[torch.nn.Module] = []
+    for name in ("input_blocks", "middle_block", "output_blocks"):
+        container = getattr(diffusion_model, name, None)
+        blocks = list(container) if isinstance(container, torch.nn.ModuleList) else [container]
+        for block in blocks:
+            if isinstance(block, torch.nn.Sequential):
+                layers.extend(block.children())
+            elif isinstance(block, torch.nn.Module):
+                layers.append(block)
+    return layers

@@ -37,6 +37,10 @@ class DiffusersBackend:
     def checkpoint_name(self) -> Optional[str]:
         return self.components.name or None
 
+    def compute_dtype(self) -> torch.dtype:
+        """The UNet's weights' dtype: apply_model casts its inputs to it (fp16 on CUDA by default)."""
+        return self.model.model_dtype()
+
     def attach(self, hypernetwork: Hypernetwork) -> None:
         self.model, self.memo = patched_for_training(self.base_model, hypernetwork)
 

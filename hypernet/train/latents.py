@@ -2,7 +2,11 @@
 
 Images are encoded by the VAE once (per latent sampling mode) and each distinct prompt by
 CLIP once; per step only cached tensors are gathered, unless tag shuffle/dropout makes a new
-prompt. Every random draw is a pure function of (seed, purpose, index), see random_draws.py."""
+prompt. Every random draw is a pure function of (seed, purpose, index), see random_draws.py.
+
+Both caches hold CPU tensors, whatever the training device: on a GPU its memory is for the model
+and its activations (SDXL's 4,096 cached contexts alone would take 2.6 GB there). Each batch is
+gathered on the CPU and moved to the device (host_copies.py: pinned, non-blocking on CUDA)."""
 from __future__ import annotations
 
 import logging
@@ -16,9 +20,16 @@ from ..errors import InputError
 from ..sd.components import Conditioning, TextConditioning
 from .batches import TrainingExample
 from .config import LATENT_SAMPLING_MODES
+from .host_copies import to_device
 from .random_draws import generator
 
 logger = logging.getLogger(__name__)
+
+# The text cache's bounds: the most prompts it keeps, and the most bytes of CPU memory their
+# conditionings may take (about 1,700 SDXL contexts of 77 x 2048 fp32, 8,700 SD1.5 ones).
+TEXT_CACHE_PROMPTS = 4096
+TEXT_CACHE_BYTES = 1 << 30
+_CPU = torch.device("cpu")
 
 def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """A1111's PNG-alpha loss weight at latent size [1,h,w]: w = a - min(a), then w / mean(w).
@@ -39,14 +50,15 @@ class LatentCache:
 
     `once`: one sample drawn at build time and reused; `deterministic`: the distribution's
     mean; `random`: mean + std * fresh noise for every use. Backends that only give the mean
-    (std None) make all three modes the mean."""
+    (std None) make all three modes the mean. Held on the CPU; latents() and loss_weights() give
+    each batch on `device`."""
 
     def __init__(self, examples: Sequence[TrainingExample], encode: Callable, mode: str, seed: int,
                  device: torch.device, use_alpha_weight: bool = False, chunk: int = 4):
         if mode not in LATENT_SAMPLING_MODES:
             raise InputError("latent_sampling", f"must be one of {', '.join(LATENT_SAMPLING_MODES)}, got {mode!r}")
         self.mode, self.seed, self.device = mode, seed, device
-        self.means, self.stds = _encoded(examples, encode, device, chunk)
+        self.means, self.stds = _encoded(examples, encode, chunk)
         if mode != "deterministic" and any(std is None for std in self.stds):
             logger.warning("latent sampling %r: this VAE's encode gives only the latent mean (ComfyUI's does), "
                            "so every image trains on its mean, as 'deterministic'", mode)
@@ -57,18 +69,19 @@ class LatentCache:
             self.stds = [None] * len(examples)
         self.weights = [alpha_loss_weight(example.alpha, _latent_size(self.means[i])) if use_alpha_weight
                         else None for i, example in enumerate(examples)]
-        self.weights = [None if w is None else w.to(device) for w in self.weights]
+        self.weights = [None if w is None else w.to(_CPU) for w in self.weights]
 
     def _sample(self, index: int, *when: object) -> torch.Tensor:
         mean, std = self.means[index], self.stds[index]
         if std is None:
             return mean
         noise = torch.randn(mean.shape, generator=generator(self.seed, "latent", index, *when))
-        return mean + std * noise.to(mean.device)
+        return mean + std * noise
 
-    def latents(self, indices: Sequence[int], micro_batch: int) -> torch.Tensor:
-        """Latents [B,C,h,w] for `indices` at global micro-batch `micro_batch`."""
-        return torch.cat([self._sample(i, micro_batch) for i in indices])
+    def latents(self, indices: Sequence[int], micro_batch: object) -> torch.Tensor:
+        """Latents [B,C,h,w] on the device for `indices` at global micro-batch `micro_batch` (the
+        random mode's fresh draw is made on the CPU, so it is the same on every machine)."""
+        return to_device(torch.cat([self._sample(i, micro_batch) for i in indices]), self.device)
 
     def loss_weights(self, indices: Sequence[int]) -> Optional[torch.Tensor]:
         """[B,1,h,w] weights, or None when no example in the batch has one."""
@@ -76,14 +89,15 @@ class LatentCache:
             return None
         shape = self.means[indices[0]].shape[-2:]
         weights = [self.weights[i] for i in indices]
-        return torch.stack([weight if weight is not None else torch.ones(1, *shape, device=self.device)
-                            for weight in weights])
+        return to_device(torch.stack([weight if weight is not None else torch.ones(1, *shape) for weight in weights]),
+                         self.device)
 
 
-def _encoded(examples: Sequence[TrainingExample], encode: Callable, device: torch.device,
+
+def _encoded(examples: Sequence[TrainingExample], encode: Callable,
              chunk: int) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
     """Every example's latent mean and std (None when the VAE gives only the mean) [1,C,h,w],
-    fp32 on `device`, encoded `chunk` images of one size at a time."""
+    fp32 on the CPU, encoded `chunk` images of one size at a time."""
     by_size: "OrderedDict[tuple[int, int], list[int]]" = OrderedDict()
     for index, example in enumerate(examples):
         by_size.setdefault(example.size, []).append(index)
@@ -93,8 +107,8 @@ def _encoded(examples: Sequence[TrainingExample], encode: Callable, device: torc
             part = indices[start:start + chunk]
             mean, std = encode(torch.cat([examples[i].pixels_to_encode() for i in part]))
             for row, index in enumerate(part):
-                encoded[index] = (mean[row:row + 1].to(device, torch.float32),
-                                  None if std is None else std[row:row + 1].to(device, torch.float32))
+                encoded[index] = (mean[row:row + 1].to(_CPU, torch.float32),
+                                  None if std is None else std[row:row + 1].to(_CPU, torch.float32))
     return [encoded[i][0] for i in range(len(examples))], [encoded[i][1] for i in range(len(examples))]
 
 
@@ -105,14 +119,16 @@ def _latent_size(latent: torch.Tensor) -> tuple[int, int]:
 
 
 class TextCache:
-    """Text conditionings per distinct prompt, encoded in batches, LRU-bounded: the context [T,D]
-    and, for SDXL, the pooled output [1280] with it (TextConditioning)."""
+    """Text conditionings per distinct prompt, encoded in batches: the context [T,D] and, for SDXL,
+    the pooled output [1280] with it (TextConditioning). Held on the CPU, least recently used
+    first out beyond `capacity` prompts or `max_bytes`; batch() gives each batch on `device`."""
 
     def __init__(self, encode_texts: Callable[[list[str]], Union[torch.Tensor, list, TextConditioning]],
-                 device: torch.device, capacity: int = 4096):
-        self.encode_texts, self.device, self.capacity = encode_texts, device, capacity
+                 device: torch.device, capacity: int = TEXT_CACHE_PROMPTS, max_bytes: int = TEXT_CACHE_BYTES):
+        self.encode_texts, self.device, self.capacity, self.max_bytes = encode_texts, device, capacity, max_bytes
         self.entries: "OrderedDict[str, TextConditioning]" = OrderedDict()
         self.encoded = 0
+        self.bytes = 0  # what the entries hold
 
     def warm(self, prompts: Sequence[str]) -> None:
         """Encode every prompt not cached yet, in one call."""
@@ -122,13 +138,15 @@ class TextCache:
                 conds = _per_prompt(self.encode_texts(missing))
             self.encoded += len(missing)
             for prompt, cond in zip(missing, conds):
-                self.entries[prompt] = TextConditioning(
-                    cond.context.detach().to(self.device, torch.float32),
-                    None if cond.pooled is None else cond.pooled.detach().to(self.device, torch.float32))
+                entry = TextConditioning(cond.context.detach().to(_CPU, torch.float32),
+                                         None if cond.pooled is None else cond.pooled.detach().to(_CPU, torch.float32))
+                self.entries[prompt] = entry
+                self.bytes += _size(entry)
         for prompt in prompts:
             self.entries.move_to_end(prompt)
-        while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+        # The prompts just asked for stay, even past the bounds: the batch needs them.
+        while len(self.entries) > len(prompts) and (len(self.entries) > self.capacity or self.bytes > self.max_bytes):
+            self.bytes -= _size(self.entries.popitem(last=False)[1])
 
     def batch(self, prompts: Sequence[str]) -> Conditioning:
         """The batch's conditioning: the stacked contexts [B,T,D], or for SDXL a TextConditioning
@@ -141,10 +159,16 @@ class TextCache:
                                for c in (e.context for e in entries)])
         pooled = [e.pooled for e in entries if e.pooled is not None]
         if not pooled:
-            return context
+            return to_device(context, self.device)
         if len(pooled) != len(entries):  # one backend encodes every prompt alike
             raise RuntimeError("the text encoder gave a pooled output for some prompts only")
-        return TextConditioning(context, torch.stack(pooled))
+        return TextConditioning(to_device(context, self.device), to_device(torch.stack(pooled), self.device))
+
+
+def _size(entry: TextConditioning) -> int:
+    """The bytes an entry holds."""
+    tensors = [entry.context] + ([] if entry.pooled is None else [entry.pooled])
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _per_prompt(encoded: Union[torch.Tensor, list, TextConditioning]) -> list[TextConditioning]:

@@ -110,7 +110,8 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
     for example in [*data.examples, *data.validation_examples]:
         example.release_pixels()
     parameters, optimizer, rate, scaler = _optimization(network, config, backend.device, start_step, data.resume,
-                                                        first_rate, options, result, name)
+                                                        first_rate, options, result, name,
+                                                        uses_fp16=computes_in_fp16(config.precision, backend))
     state = [t for entry in optimizer.state.values() for t in entry.values() if torch.is_tensor(t)]
     processes.check_same_start(start_step, parameters + state, backend.device)
     backend.attach(network)
@@ -159,11 +160,25 @@ def _previous_best(config: TrainConfig, log_dir: Optional[Path], start_step: int
     return None
 
 
+def computes_in_fp16(precision: str, backend: TrainingBackend) -> bool:
+    """Whether the UNet's forward, and so the backward through it, runs in fp16: precision fp16
+    (autocast), or precision fp32 over fp16 weights (no autocast: the UNet computes in its weights'
+    dtype, as the headless loader and ComfyUI load them on CUDA). bf16 autocast computes in bf16,
+    whose range is fp32's. Where this holds the gradient scaler is on: unscaled, fp16 gradients
+    underflow to zero (docs/training.md, Precision)."""
+    autocast = PRECISIONS[precision]
+    if autocast is not None:
+        return autocast is torch.float16
+    return backend.compute_dtype() is torch.float16
+
+
 def _optimization(network: Hypernetwork, config: TrainConfig, device: torch.device, start_step: int,
-                  resume: Optional[dict], first_rate: float, options: dict[str, Any], result: TrainResult, name: str
-                  ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, LearningRate, torch.amp.GradScaler]:
+                  resume: Optional[dict], first_rate: float, options: dict[str, Any], result: TrainResult, name: str,
+                  uses_fp16: bool) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, LearningRate,
+                                            torch.amp.GradScaler]:
     """The trainable parameters on the device, the optimizer, its learning rate and the gradient
-    scaler, each continuing from `resume` where it holds their state."""
+    scaler (on when the UNet computes in fp16: `uses_fp16`), each continuing from `resume` where it
+    holds their state."""
     network.to(device)
     network.train()
     network.requires_grad_(True)
@@ -176,7 +191,7 @@ def _optimization(network: Hypernetwork, config: TrainConfig, device: torch.devi
         rate.load_state_dict(saved if saved and saved.get("kind") == config.lr_scheduler else None, start_step)
         logger.info("%s: continuing from step %d, optimizer state %s", name, start_step,
                     "restored" if result.resumed_optimizer else "not found (starting fresh, as A1111 would)")
-    scaler = torch.amp.GradScaler(device.type, enabled=PRECISIONS[config.precision] is torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=uses_fp16)
     if resume and resume.get("grad_scaler") and scaler.is_enabled():
         scaler.load_state_dict(resume["grad_scaler"])
     return parameters, optimizer, rate, scaler

@@ -38,6 +38,7 @@ from .backend import TrainingBackend
 from .batches import TrainingExample
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, check_choices, validate_name
 from .distributed import Processes, SingleProcess
+from .host_copies import to_device
 from .learning_rate import base_rate, check_scheduler, parse_schedule
 from .logs import check_log_target
 from .losses import diffusion_loss, min_snr_weights, noised_batch
@@ -162,7 +163,7 @@ class TrainingRun:
         x0 = state.latents.latents(mine, number)
         timesteps, noise = micro_batch_draws(state.seed, number, share, state.schedule.num_train_timesteps,
                                              tuple(x0.shape[1:]), self.config.noise_offset)
-        batch = noised_batch(x0, noise.to(self.device), timesteps.to(self.device), state.alphas,
+        batch = noised_batch(x0, to_device(noise, self.device), to_device(timesteps, self.device), state.alphas,
                              state.schedule.prediction_type)
         with self._dropout_rng(number):
             with _autocast(self.device, self.autocast_dtype):
@@ -188,12 +189,12 @@ class TrainingRun:
         overflow made the gradient scaler skip it (the caller runs the same step again)."""
         state = self.state
         step_loss = self._accumulate()
-        loss = float(step_loss)  # the step's one read of a device value (not one per micro-batch)
-        if not math.isfinite(loss):
-            raise self._diverged("the loss", self.step + 1, learn_rate)
         if state.scaler.is_enabled():
             state.scaler.unscale_(state.optimizer)
-        if not _all_finite([p.grad for p in state.parameters if p.grad is not None]):
+        loss, gradients_finite = _read_step(step_loss, state.parameters)
+        if not math.isfinite(loss):
+            raise self._diverged("the loss", self.step + 1, learn_rate)
+        if not gradients_finite:
             if state.scaler.is_enabled() and self.skipped_fp16_steps < MAX_SKIPPED_FP16_STEPS:
                 self.skipped_fp16_steps += 1
                 logger.warning("%s: fp16 gradient overflow at step %d; GradScaler lowers its scale and retries",
@@ -374,12 +375,26 @@ def train_hypernetwork(backend: TrainingBackend, hypernetwork: Hypernetwork, exa
     return TrainingRun(backend, hypernetwork, examples, config, hooks, validation_examples, processes).run()
 
 
+def _read_step(step_loss: torch.Tensor, parameters: Sequence[torch.nn.Parameter]) -> tuple[float, bool]:
+    """The step's loss and whether every gradient is finite, in the step's one read of device values
+    (not one per micro-batch: each read makes the host wait for the device)."""
+    flag = _finite_flag([p.grad for p in parameters if p.grad is not None], step_loss.device)
+    loss, finite = torch.stack([step_loss.detach().float().reshape(()), flag]).tolist()
+    return loss, bool(finite)
+
+
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    """No NaN or inf in any of `tensors` (one fused pass: a norm is non-finite iff an element is)."""
+    """No NaN or inf in any of `tensors`."""
+    return bool(_finite_flag(tensors, torch.device("cpu")))
+
+
+def _finite_flag(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """1.0 (on the tensors' device; `device` when there are none) when no element of `tensors` is
+    NaN or inf, else 0.0, without reading it (one fused pass: a norm is non-finite iff an element is)."""
     tensors = [t.detach() for t in tensors]
     if not tensors:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+        return torch.ones((), device=device)
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all().float()
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager[None]:

@@ -50,7 +50,7 @@ class TrainOutputs:
 
 def make_backend(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
                  device: Optional[torch.device] = None,
-                 load_model: Optional[Callable[[object], None]] = None) -> "TrainingBackend":
+                 load_model: Optional[Callable[[object, float], None]] = None) -> "TrainingBackend":
     """The headless backend for our HeadlessModel, the ComfyUI one for anything else."""
     from ..sd.headless import HeadlessModel
 
@@ -82,7 +82,7 @@ def starting_network(backend: "TrainingBackend", name: str, spec: Optional["Hype
 def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or ComfyUI's
                  data: TrainingData, config: TrainConfig, spec: Optional["HypernetSpec"] = None,
                  hypernetwork: Optional["Hypernetwork"] = None, hooks: Optional[TrainHooks] = None,
-                 device: Optional[torch.device] = None, load_model: Optional[Callable[[object], None]] = None,
+                 device: Optional[torch.device] = None, load_model: Optional[Callable[[object, float], None]] = None,
                  folders: Optional[RunFolders] = None,
                  processes: Optional["TrainingProcesses"] = None) -> TrainOutputs:
     """Train and return the result with its loss curve. Call outside inference mode.

@@ -17,6 +17,7 @@ import torch
 
 from .backend import NoiseSchedule, TrainingBackend
 from .batches import TrainingExample
+from .host_copies import to_device
 from .latents import LatentCache, TextCache
 from .losses import diffusion_loss, min_snr_weights, noised_batch
 from .prompts import PromptSource
@@ -79,9 +80,9 @@ class Validator:
     def _batch_loss(self, indices: list[int], predict: Callable,
                     autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
         device = self.backend.device
-        x0 = torch.cat([self.latents.means[i] for i in indices])
-        timesteps = torch.cat([self.draws[i][0] for i in indices]).to(device)
-        noise = torch.cat([self.draws[i][1] for i in indices]).to(device)
+        x0 = self.latents.latents(indices, "validation")  # the means: the cache is deterministic
+        timesteps = to_device(torch.cat([self.draws[i][0] for i in indices]), device)
+        noise = to_device(torch.cat([self.draws[i][1] for i in indices]), device)
         batch = noised_batch(x0, noise, timesteps, self.alphas, self.schedule.prediction_type)
         with autocast():
             prediction = predict(batch.x_t, batch.timesteps, self.texts.batch([self.prompts[i] for i in indices]))

@@ -129,3 +129,22 @@ def test_fused_pair_is_one_product_then_one_batched_product(monkeypatch):
     with torch.no_grad():
         pair_forward(pair, torch.randn(1, 3, WIDTH), 1.0, fused=False)
     assert calls == {"linear": 5, "baddbmm": 1}
+
+
+def test_on_a_fusing_device_training_runs_the_modules_and_eval_the_fused_pair(monkeypatch):
+    """Fused in training, the concatenated weights would be rebuilt every call (not leaf tensors:
+    autocast's cast cache misses them), so only eval (sampling) fuses by default."""
+    from hypernet_studio.hypernet import kv_pair
+
+    monkeypatch.setattr(kv_pair, "FUSED_DEVICE_TYPES", frozenset({"cpu"}))  # this CPU stands in for a GPU
+    fused_runs = []
+    run_fused = kv_pair._run_fused
+    monkeypatch.setattr(kv_pair, "_run_fused", lambda steps, x: fused_runs.append(x) or run_fused(steps, x))
+    network, pair = _pair("1, 2, 1", "relu", False, False, dropout=False)
+    x = torch.randn(2, 3, WIDTH)
+    network.train()
+    pair_forward(pair, x)
+    assert fused_runs == []
+    network.eval()
+    pair_forward(pair, x)
+    assert len(fused_runs) == 1

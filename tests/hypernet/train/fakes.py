@@ -67,6 +67,9 @@ class FakeBackend:
     def attention_widths(self):
         return [CHANNELS, CONTEXT]
 
+    def compute_dtype(self):
+        return next(self.unet.parameters()).dtype
+
     def attach(self, hypernetwork):
         self.patch = HypernetPatch([(hypernetwork, 1.0)])
 

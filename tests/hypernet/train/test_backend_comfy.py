@@ -24,7 +24,7 @@ def test_schedule_comes_from_model_sampling_sigmas():
 def test_training_through_the_model_patcher_equals_training_the_unet_directly():
     model, clip, vae = comfy_objects()
     loaded = []
-    backend = ComfyBackend(model, clip, vae, load_model=loaded.append)
+    backend = ComfyBackend(model, clip, vae, load_model=lambda patcher, memory: loaded.append(patcher))
     direct = FakeBackend()
     direct.unet.load_state_dict(model.model.diffusion_model.state_dict())
     # SGD: the update is the gradient times the rate, so the two paths' rounding stays at fp32
