@@ -67,8 +67,20 @@ class DiffusersBackend:
         return self.clip.encode_texts(list(prompts))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.vae.decode(latents / float(self.components.latent_scale_factor))
+        """Decodes on the training device. offload_encoders leaves the VAE on the CPU, where a
+        preview's decode would take seconds while the GPU (and, distributed, every other rank)
+        waits: the VAE comes to the device for the decode and goes back after, so the memory it
+        takes there is the decode's only (docs/training.md, where tensors live)."""
+        vae = self.components.vae
+        home = next(vae.parameters()).device
+        if home != self.device:
+            vae.to(self.device)
+        try:
+            with torch.no_grad():
+                return self.vae.decode(latents / float(self.components.latent_scale_factor))
+        finally:
+            if home != self.device:
+                vae.to(home)
 
     def offload_encoders(self) -> None:
         if self.device.type != "cpu":
