@@ -59,7 +59,8 @@ class TrainingBackend(Protocol):
         the pooled outputs, as TextConditioning."""
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU."""
+        """Scaled latents -> pixels [B,H,W,3] 0..1 on the CPU, decoded on the training device
+        (an offloaded VAE comes to it for the decode)."""
 
     def offload_encoders(self) -> None:
         """Move VAE and CLIP off the training device (caching is done), until the session ends."""
@@ -109,7 +110,7 @@ def checkpointed(blocks: list[torch.nn.Module], around: Optional[Callable[[], An
                 return original(*args, **kwargs)
             names, count = tuple(kwargs), len(args)
             at_call = {i: dict(value) for i, value in enumerate((*args, *kwargs.values())) if isinstance(value, dict)}
-            calls = []
+            calls: list[None] = []
 
             def run(*inner: Any) -> Any:
                 if calls:  # a recomputation: the dicts as they were when the forward ran

@@ -25,6 +25,8 @@ class DiffusersBackend:
         self.base_model, self.model, self.clip, self.vae = model, model.clone(), clip, vae
         self.memo: Optional[ContextMemoPatch] = None  # set by attach()
         self.offloaded: list[tuple[torch.nn.Module, torch.device]] = []
+        self.in_session = False
+        self.fp16_weights: list[tuple[torch.nn.Parameter, torch.Tensor]] = []  # (parameter, its fp16 data on the CPU)
         self.components = model.components
         self.device = torch.device(device) if device is not None else model.load_device
 
@@ -46,11 +48,33 @@ class DiffusersBackend:
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """SDXL's size values are left to apply_model: the latent's own size, no crop."""
+        self._store_for_autocast()
         context, pooled = split(cond)
         context = context.to(self.model.load_device, self.model.model_dtype())  # as apply_model would
         if self.memo is not None:
             self.memo.prime(context)
         return self.model.apply_model(x_t, timesteps, context, pooled=pooled)
+
+    def _store_for_autocast(self) -> None:
+        """bf16 autocast over fp16-stored weights (ComfyUI's and the headless loader's default on
+        CUDA) re-casts every frozen weight at every op, and keeps the copies for backward: autocast
+        caches casts only of fp32 weights that require gradients. So for the session the UNet is stored
+        in bf16, which rounds each weight as autocast's cast would, and the fp16 weights wait on the
+        CPU to come back bit for bit when the session ends (docs/training.md, Precision)."""
+        device_type = self.device.type
+        if not self.in_session or self.fp16_weights or not torch.amp.is_autocast_available(device_type):
+            return  # the meta device of the placement tests has no autocast
+        if not torch.is_autocast_enabled(device_type) or torch.get_autocast_dtype(device_type) is not torch.bfloat16:
+            return
+        for parameter in self.components.unet.parameters():
+            if parameter.dtype is torch.float16:
+                self.fp16_weights.append((parameter, parameter.data.to("cpu", copy=True)))
+                parameter.data = parameter.data.to(torch.bfloat16)
+
+    def _restore_fp16_weights(self) -> None:
+        while self.fp16_weights:
+            parameter, stored = self.fp16_weights.pop()
+            parameter.data = stored.to(parameter.device)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vae = self.components.vae
@@ -67,8 +91,20 @@ class DiffusersBackend:
         return self.clip.encode_texts(list(prompts))
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.vae.decode(latents / float(self.components.latent_scale_factor))
+        """Decodes on the training device. offload_encoders leaves the VAE on the CPU, where a
+        preview's decode would take seconds while the GPU (and, distributed, every other rank)
+        waits: the VAE comes to the device for the decode and goes back after, so the memory it
+        takes there is the decode's only (docs/training.md, where tensors live)."""
+        vae = self.components.vae
+        home = next(vae.parameters()).device
+        if home != self.device:
+            vae.to(self.device)
+        try:
+            with torch.no_grad():
+                return self.vae.decode(latents / float(self.components.latent_scale_factor))
+        finally:
+            if home != self.device:
+                vae.to(home)
 
     def offload_encoders(self) -> None:
         if self.device.type != "cpu":
@@ -97,8 +133,11 @@ class DiffusersBackend:
         blocks = list(unet.down_blocks) + [unet.mid_block] + list(unet.up_blocks) if gradient_checkpointing else []
         if self.memo is not None:
             self.memo.lazy = not gradient_checkpointing
+        self.in_session = True
         try:
             with frozen(unet), checkpointed([b for b in blocks if b is not None], self._active_patches):
                 yield
         finally:
+            self.in_session = False
+            self._restore_fp16_weights()
             self._restore_encoders()

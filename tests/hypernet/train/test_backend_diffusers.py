@@ -147,3 +147,26 @@ def test_training_keeps_fused_attention(tiny, monkeypatch):
     layers = sum(1 for name, _ in model.components.unet.named_modules() if name.endswith(("attn1", "attn2")))
     _train(tiny, steps=1)
     assert calls.count(True) == layers  # one training step: each UNet attention layer once, with gradients
+
+
+def test_previews_decode_on_the_training_device_after_the_encoders_are_offloaded(tiny, monkeypatch):
+    """offload_encoders moves the VAE to the CPU; a preview must still decode on the training
+    device. Without a GPU the VAE's moves are recorded rather than made (the CPU stands in for
+    both devices), and a hook on its decoder reads where the VAE was last sent when it runs."""
+    model, clip, vae = tiny
+    components = model.components
+    placed = [next(components.vae.parameters()).device]
+    monkeypatch.setattr(components.vae, "to", lambda device: placed.append(torch.device(device)))
+    monkeypatch.setattr(components.text_encoder, "to", lambda device: None)
+    during_decode = []
+    hook = components.vae.decoder.register_forward_pre_hook(lambda *args: during_decode.append(placed[-1]))
+    backend = DiffusersBackend(model, clip, vae, device=torch.device("cuda"))
+    try:
+        with backend.session(False):
+            backend.offload_encoders()
+            pixels = backend.decode_latents(torch.zeros(1, 4, 8, 8))
+            assert placed[-1] == torch.device("cpu")  # back where offload_encoders left it
+    finally:
+        hook.remove()
+    assert during_decode == [torch.device("cuda")]
+    assert pixels.shape == (1, 64, 64, 3) and pixels.device.type == "cpu"
