@@ -18,6 +18,15 @@ import pytest
 ENVIRONMENT_VARIABLE = "HYPERNET_STUDIO_COMFYUI"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+SD15_UNET = {  # what ComfyUI's model_detection derives from an SD1.5 checkpoint
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+    "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
+    "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None, "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+
 
 def run(result):
     """ComfyUI's loaders and validation are coroutines in current versions, plain calls before."""
@@ -60,3 +69,21 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def random_weights_patcher(comfyui, model_config, seed: int = 0):
+    """A ComfyUI ModelPatcher around `model_config`'s model (a comfy.supported_models class made
+    from a UNet config), fp32, every UNet weight drawn at random with unit-variance activations
+    (ComfyUI builds its layers uninitialised: no checkpoint file, no download)."""
+    import comfy.model_patcher
+    import torch
+
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.diffusion_model.parameters():
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else parameter.numel()
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in ** 0.5)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfyui.model_management.get_torch_device(),
+                                            offload_device=comfyui.model_management.unet_offload_device())

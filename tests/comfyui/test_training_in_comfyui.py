@@ -17,35 +17,17 @@ from hypernet_studio.hypernet.train.config import TrainConfig
 from hypernet_studio.hypernet.train.run import train_hypernetwork
 from tests.hypernet.train.fake_comfy import PeakMemory
 
+from .conftest import SD15_UNET, random_weights_patcher
+
 pytestmark = pytest.mark.comfyui
 _CHECKPOINT = torch.utils.checkpoint.checkpoint  # the real one, counted through a stand-in per run
-
-SD15_UNET = {  # what ComfyUI's model_detection derives from an SD1.5 checkpoint
-    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
-    "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None, "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
 
 
 @pytest.fixture(scope="module")
 def sd15_patcher(comfyui):
-    import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15(dict(SD15_UNET))
-    config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.diffusion_model.parameters():
-            fan_in = parameter[0].numel() if parameter.dim() > 1 else parameter.numel()
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) / fan_in ** 0.5)
-    device = comfyui.model_management.get_torch_device()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device,
-                                            offload_device=comfyui.model_management.unet_offload_device())
+    return random_weights_patcher(comfyui, comfy.supported_models.SD15(dict(SD15_UNET)))
 
 
 class StandInCLIP:
