@@ -166,13 +166,17 @@ OUTPUTS = (("hypernetwork", "HYPERNETWORK", "The trained network."),
 
 
 class NodeHooks(TrainHooks):
-    """ProgressBar every step, interrupt check, throttled hypernet.train_step events."""
+    """The epoch figures as progress text, ProgressBar every step, interrupt check, throttled
+    hypernet.train_step events."""
 
     def __init__(self, total: int, node_id):
         self.node_id, self.bar, self.last_event = node_id, HOST.progress_bar(total, node_id), 0.0
 
     def should_stop(self) -> bool:
         return HOST.interrupt_requested()
+
+    def on_epochs(self, figures) -> None:
+        HOST.send_progress_text(figures.line(), self.node_id)
 
     def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
         now = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -17,6 +17,9 @@ from ..errors import InputError
 from ..files import UnsafePathError, check_name_text
 from ..input_values import check_choice
 from .templates import template_lines
+
+if TYPE_CHECKING:
+    from .epochs import EpochFigures
 
 OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
 CLIP_MODES = ("disabled", "value", "norm")
@@ -137,6 +140,7 @@ class TrainResult:
     interrupted: bool = False
     resumed_optimizer: bool = False
     seconds: float = 0.0
+    epochs: Optional["EpochFigures"] = None  # the pictures, images per step and epochs (set before the first step)
 
 
 class TrainingDiverged(RuntimeError):
@@ -153,6 +157,10 @@ class TrainHooks:
     def should_stop(self) -> bool:
         """True when the user asked to stop (checked once per step, before anything raises)."""
         return False
+
+    def on_epochs(self, figures: "EpochFigures") -> None:
+        """Called once before the first step (and before encoding) with what `steps` means for
+        this set: pictures, images per step, epochs (only on the process that writes)."""
 
     def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
         """Called after every optimizer step (may raise the host's interrupt)."""

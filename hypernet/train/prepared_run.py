@@ -14,8 +14,9 @@ import torch
 from ..network import Hypernetwork
 from .backend import NoiseSchedule, TrainingBackend
 from .batches import BatchPlan, TrainingExample
-from .config import PRECISIONS, TrainConfig, TrainResult
+from .config import PRECISIONS, TrainConfig, TrainHooks, TrainResult
 from .distributed import Processes
+from .epochs import epoch_figures
 from .latents import LatentCache, TextCache
 from .learning_rate import LearningRate, make_learning_rate
 from .logs import RunLogs
@@ -82,14 +83,19 @@ class _RunData:
 
 
 def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainConfig, processes: Processes,
-                examples: Sequence[TrainingExample], validation_examples: Sequence[TrainingExample], *,
-                name: str, log_dir: Optional[Path], first_rate: float, options: dict[str, Any],
+                examples: Sequence[TrainingExample], validation_examples: Sequence[TrainingExample],
+                hooks: TrainHooks, *, name: str, log_dir: Optional[Path], first_rate: float, options: dict[str, Any],
                 result: TrainResult) -> PreparedRun:
     """Everything before the first step of `network`'s run (TrainingRun's checked `name`, `log_dir`,
-    first learning rate and optimizer `options`). Records in `result` the CSV path, a resumed
-    run's best step and whether the optimizer state was restored."""
+    first learning rate and optimizer `options`). Records in `result` the epoch figures, the CSV
+    path, a resumed run's best step and whether the optimizer state was restored; tells `hooks`
+    the epoch figures before anything is encoded."""
     start_step = int(network.step)
     data = _data(network, config, processes, backend.device, examples, validation_examples, name)
+    result.epochs = epoch_figures(data.plan, processes.world_size, len(data.validation_examples), config.steps,
+                                  start_step)
+    if processes.writes:
+        hooks.on_epochs(result.epochs)
     schedule = backend.schedule()
     alphas = schedule.alphas_cumprod.to(device=backend.device, dtype=torch.float32)
     logs = RunLogs(config, log_dir if processes.writes else None, data.plan.steps_per_epoch, start_step,

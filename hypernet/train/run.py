@@ -145,7 +145,7 @@ class TrainingRun:
         """Everything before the first step (prepared_run.py): resume state, data, caches, optimizer,
         patch. The steps then use it (`state`)."""
         self.prepared = prepare_run(self.backend, self.network, self.config, self.processes, self.given_examples,
-                                    self.given_validation_examples, name=self.name, log_dir=self.log_dir,
+                                    self.given_validation_examples, self.hooks, name=self.name, log_dir=self.log_dir,
                                     first_rate=self.first_rate, options=self.options, result=self.result)
         return self.prepared
 

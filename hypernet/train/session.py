@@ -126,9 +126,10 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
 
 def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
               processes: Optional["TrainingProcesses"] = None) -> list[str]:
-    """What the run did that its settings alone do not say: where it continued from, how many
-    processes shared each step, and why it stopped before `steps`."""
-    notes = []
+    """What the run did that its settings alone do not say: the pictures, images per step and
+    epochs, where it continued from, how many processes shared each step, and why it stopped
+    before `steps`."""
+    notes = [result.epochs.line()] if result.epochs is not None else []
     if start_step:
         notes.append(f"continued from step {start_step} " + ("with optimizer state" if result.resumed_optimizer else
                                                              "without optimizer state (no matching .optim beside the "

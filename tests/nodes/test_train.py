@@ -114,9 +114,20 @@ def test_an_interrupt_saves_then_raises_and_says_what_it_saved(headless_dirs, ev
     step_file = headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-1.pt"
     assert load_hypernetwork(final).step == 1 and step_file.with_suffix(".pt.optim").is_file()
     reports = [data["text"] for name, data in events if name == "progress_text"]
-    assert reports == [f"interrupted at step 1; saved {step_file}, {final}"]
+    assert reports[1:] == [f"interrupted at step 1; saved {step_file}, {final}"], "after the epoch figures"
     written = [data["path"] for name, data in events if name == "wrote"]
     assert str(step_file) in written and str(final) in written and f"{final}.optim" in written
+
+
+def test_the_node_shows_pictures_images_per_step_and_epochs_before_training(headless_dirs, events):
+    # 3 pictures, batch 1 x accumulation 1: 3 steps per epoch, so 4 steps are 1.33 epochs.
+    output, _ = _run(preview_every=0, inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
+    line = ("3 pictures; 1 image per step (batch 1 x accumulation 1); 3 steps per epoch; 4 steps = 1.33 epochs")
+    names = [name for name, _ in events]
+    shown = [data for name, data in events if name == "progress_text"]
+    assert shown == [{"node": "7", "text": line}]
+    assert names.index("progress_text") < names.index("hypernet.train_step"), "shown before the first step"
+    assert line in output["ui"]["text"], "and kept in the node's text afterwards"
 
 
 def test_a_rerun_never_replaces_the_earlier_results(headless_dirs, events):

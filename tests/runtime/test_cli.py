@@ -366,3 +366,30 @@ def test_version_prints_the_version_in_pyproject(capsys):
         cli.main(["--version"])
     assert stopped.value.code == 0
     assert capsys.readouterr().out.strip() == f"hypernet-studio {version}"
+
+
+def test_train_workflow_prints_pictures_images_per_step_and_epochs_when_training_starts(tmp_path, capsys):
+    """Issue 18: the CLI prints Train Hypernet's epoch figures before the first step (the node's line)."""
+    from hypernet_studio.runtime.examples import write_examples
+
+    workflow = Path(__file__).resolve().parents[2] / "workflows" / "train_hypernet.json"
+    saved = {k: getattr(HEADLESS, k) for k in
+             ("base_dir", "input_dir", "output_dir", "temp_dir", "models_dir", "device")}
+    write_examples(tmp_path)
+    try:
+        code = cli.main(["run", str(workflow), "--base-dir", str(tmp_path), "--device", "cpu",
+                         "--set", "4.steps=4", "--set", "4.batch_size=1", "--set", "4.gradient_accumulation=2",
+                         "--set", "4.validation_split=0.25", "--set", "4.save_every=0", "--set", "4.preview_every=0",
+                         "--set", "9.steps=1"])
+    finally:
+        for key, value in saved.items():
+            setattr(HEADLESS, key, value)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # The example set's 4 pictures, 1 held out: 3 batches of 1, cut to 2 for the accumulation -> 1 step per epoch.
+    line = ("3 pictures (1 held out for validation); 2 images per step (batch 1 x accumulation 2); "
+            "1 step per epoch; 4 steps = 4 epochs")
+    lines = err.splitlines()
+    started = lines.index("[4] #4 HN_TrainHypernet ...")
+    assert lines[started + 1] == f"    {line}", "printed when training starts, before the node finishes"
+    assert f"#4 HN_TrainHypernet: {line}" in out.splitlines(), "and in the node's text at the end"

@@ -51,3 +51,7 @@ def test_two_processes_equal_one_with_twice_the_batch_and_only_rank_0_writes(tmp
     assert sorted(p.name for p in (two / "output").glob("hypernet_trained_sample*")) == [samples[0].name]
     rows = (log / "hypernetwork_loss.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3]
+    # Issue 18: the epoch figures count every process's share of the step, and are said once.
+    line = ("4 pictures; 2 images per step (batch 1 x accumulation 1 x 2 processes); 2 steps per epoch; "
+            "3 steps = 1.5 epochs")
+    assert done.stderr.count(line) == 1, done.stderr[-3000:]
