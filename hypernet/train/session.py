@@ -134,7 +134,9 @@ def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
         notes.append(f"continued from step {start_step} " + ("with optimizer state" if result.resumed_optimizer else
                                                              "without optimizer state (no matching .optim beside the "
                                                              "file: the optimizer starts fresh, as A1111's does)"))
-    if processes is not None and processes.world_size > 1:
+    # The epochs line already names the processes and the images per step, as the batch plan counts
+    # them (cut down where the set is smaller than the global batch); this note is for a result without it.
+    if processes is not None and processes.world_size > 1 and result.epochs is None:
         per_step = config.batch_size * processes.world_size * config.gradient_accumulation
         notes.append(f"trained on {processes.world_size} processes: global batch {config.batch_size} x "
                      f"{processes.world_size} processes x {config.gradient_accumulation} accumulation = "

@@ -3,6 +3,7 @@ from hypernet_studio.hypernet.network import Hypernetwork
 from hypernet_studio.hypernet.spec import HypernetSpec
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainResult
 from hypernet_studio.hypernet.train.distributed import TrainingProcesses
+from hypernet_studio.hypernet.train.epochs import EpochFigures
 from hypernet_studio.hypernet.train.session import run_notes
 
 
@@ -34,3 +35,14 @@ def test_a_torchrun_launch_says_its_processes_and_global_batch():
     config = TrainConfig(name="n", steps=10, learning_rate="0.0005", batch_size=2, gradient_accumulation=3)
     notes = run_notes(config, _result(10), 0, TrainingProcesses(rank=0, world_size=4, local_rank=0))
     assert notes == ["trained on 4 processes: global batch 2 x 4 processes x 3 accumulation = 24 images per step"]
+
+
+def test_with_epoch_figures_the_processes_are_said_once_as_the_plan_counts_them():
+    """3 pictures on 4 processes at batch 2: the plan cuts the global batch to 3, so the config's
+    'batch 2 x 4 processes' would overstate the images per step; the epochs line has the plan's."""
+    config = TrainConfig(name="n", steps=10, learning_rate="0.0005", batch_size=2, gradient_accumulation=1)
+    epochs = EpochFigures(pictures=3, held_out=0, global_batch=3, accumulation=1, processes=4, steps_per_epoch=1,
+                          steps=10, start_step=0)
+    notes = run_notes(config, _result(10, epochs=epochs), 0, TrainingProcesses(rank=0, world_size=4, local_rank=0))
+    assert notes == ["3 pictures; 3 images per step (batch 3 shared by 4 processes x accumulation 1); "
+                     "1 step per epoch; 10 steps = 10 epochs"]
