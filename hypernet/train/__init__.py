@@ -4,6 +4,7 @@ session.py          one training run from the objects a graph passes around (bac
 run_files.py        where a run writes, so that a re-run never silently replaces an earlier result
 config.py           what a run is told (TrainConfig), gives back (TrainResult), its hooks, its failure
 batches.py          images sized into buckets (TrainingExample) and the order of the batches (BatchPlan)
+picture_files.py    a prepared folder as a TrainingSet, read from headers, decoded picture by picture
 epochs.py           what `steps` means for the set: pictures, images per step, epochs (EpochFigures)
 templates.py        the prompt template sets; prompts.py fills them with captions (tag shuffle/dropout)
 run.py              the loop: a TrainingRun whose methods are its steps

@@ -67,7 +67,7 @@ class LatentCache:
             self.stds = [None] * len(examples)
         elif mode == "deterministic":
             self.stds = [None] * len(examples)
-        self.weights = [alpha_loss_weight(example.alpha, _latent_size(self.means[i])) if use_alpha_weight
+        self.weights = [alpha_loss_weight(example.training_alpha(), _latent_size(self.means[i])) if use_alpha_weight
                         else None for i, example in enumerate(examples)]
         self.weights = [None if w is None else w.to(_CPU) for w in self.weights]
 

@@ -25,18 +25,32 @@ if TYPE_CHECKING:
     from ..network import Hypernetwork
     from ..spec import HypernetSpec
     from .backend import TrainingBackend
+    from .batches import TrainingExample
     from .distributed import TrainingProcesses
+    from .picture_files import TrainingSet
 
 
 @dataclass
 class TrainingData:
-    """The images and captions to train on (parallel lists from the dataset nodes), and their masks."""
+    """The images and captions to train on (parallel lists from the dataset nodes) and their masks,
+    or a training set read from a folder (Load Training Set), whose pictures are decoded only
+    when their latents are encoded."""
 
-    images: Sequence[torch.Tensor]
-    captions: Sequence[str]
+    images: Sequence[torch.Tensor] = ()
+    captions: Sequence[str] = ()
     masks: Optional[Sequence[Optional[torch.Tensor]]] = None
     validation_images: Sequence[torch.Tensor] = ()  # a held-out set of its own (else a split, or none)
     validation_captions: Sequence[str] = ()
+    training_set: Optional["TrainingSet"] = None  # instead of images, captions and masks
+
+    def examples(self, config: TrainConfig) -> list["TrainingExample"]:
+        """What is trained on, sized for `config`: from the folder, or from the images in memory."""
+        if self.training_set is not None:
+            if self.images or self.captions or self.masks:
+                raise InputError("training_set", "a training set brings its own pictures, captions and masks (alpha): "
+                                                 "give it or images with captions, not both")
+            return self.training_set.examples(config.resolution, config.aspect_buckets)
+        return prepare_examples(self.images, self.captions, self.masks, config.resolution, config.aspect_buckets)
 
 
 @dataclass
@@ -105,7 +119,7 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
     if checkpoint and checkpoint != network.sd_checkpoint_name:
         # As A1111, the file records the checkpoint it was trained on; a hash of another one would mislead.
         network.sd_checkpoint_name, network.sd_checkpoint = checkpoint, None
-    examples = prepare_examples(data.images, data.captions, data.masks, config.resolution, config.aspect_buckets)
+    examples = data.examples(config)
     held_out = []
     if data.validation_images:
         held_out = _validation_examples(data, config)
