@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from PIL import ExifTags, Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import InputError
 from ..images import array_to_image_tensor
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # EXIF orientations that turn the picture a quarter (transpose, 90 and 270 degrees, transverse):
 # the picture's width and height swap when it is turned upright.
 _QUARTER_TURNS = (5, 6, 7, 8)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Bumped whenever the way a file becomes training pixels changes, so cached latents keyed by
 # cache_identity are never reused for pixels made another way.
 _PIXELS_VERSION = 1
@@ -234,7 +235,7 @@ def _png_chunk_info(path: Path) -> dict:
     """What Pillow's PNG reader puts in `info` from every chunk, the ones after the pixel data too,
     reading the chunks but skipping the pixel data itself."""
     with open(path, "rb") as file:
-        if file.read(8) != PngImagePlugin._MAGIC:
+        if file.read(8) != _PNG_SIGNATURE:
             return {}
         stream = PngImagePlugin.PngStream(file)
         while True:
@@ -247,7 +248,7 @@ def _png_chunk_info(path: Path) -> dict:
                 else:
                     stream.call(chunk, position, length)
             except AttributeError:  # a chunk Pillow does not read
-                ImageFile._safe_read(file, length)
+                file.seek(length, 1)
             except (struct.error, EOFError, SyntaxError, ValueError, OSError):  # damaged: keep what was read
                 break
             file.seek(4, 1)  # the CRC

@@ -141,6 +141,8 @@ def test_the_folder_trains_on_the_same_latents_and_losses_as_the_image_lists(tmp
         assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(ours, theirs)), name
     assert sum(w is not None for w in caches[1].weights) == 2, "the masked picture and its flipped copy"
     assert all(e.pixels is None for e in folder_examples), "the pixels are dropped right after encoding"
+    if not aspect_buckets:
+        return  # the same examples and latents: the losses follow (trained once, with buckets, below)
     runs = [train_hypernetwork(FakeBackend(), _network(), data.examples(config), config)
             for data in (in_memory, from_folder)]
     assert len(runs[1].losses) == 4 and runs[1].losses == runs[0].losses
