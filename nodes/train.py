@@ -348,8 +348,10 @@ def training_data(images, captions, masks, validation_images, validation_caption
     """The node's lists (copies: the node never changes its inputs) as TrainingData."""
     from ..hypernet.train.session import TrainingData
 
-    check_picture_sockets(bool(images), bool(captions), bool(masks), bool(training_set))
-    if training_set:
+    # Unlinked, an optional input is None; linked, a list (empty when a filter upstream kept nothing:
+    # then prepare_examples says the dataset is empty, rather than that nothing is connected).
+    check_picture_sockets(images is not None, captions is not None, masks is not None, training_set is not None)
+    if training_set is not None:
         return TrainingData(validation_images=_items(validation_images or []),
                             validation_captions=list(validation_captions or []), training_set=training_set[0])
     return TrainingData(_items(images), list(captions), [m.clone() for m in masks] if masks else None,

@@ -77,8 +77,8 @@ def test_load_training_set_trains_in_comfyui(comfyui, folders):
     assert count == 2
     patcher = random_weights_patcher(comfyui, comfy.supported_models.SD15(dict(SD15_UNET)))
     declared = registered["HN_TrainHypernet"].INPUT_TYPES()
-    widgets = {name: [spec[1]["default"]] for group in ("required", "optional") for name, spec in declared[group].items()
-               if "default" in spec[1]}
+    widgets = {name: [spec[1]["default"]] for group in ("required", "optional")
+               for name, spec in declared[group].items() if "default" in spec[1]}
     widgets.update(name=["from-folder"], steps=[1], learning_rate=["0.0001"], resolution=[64], save_every=[0],
                    preview_every=[0], csv_every=[0], prompt_template=["hypernetwork"])
     spec_widgets = {name: entry[1].get("default") for name, entry in

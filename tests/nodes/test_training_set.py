@@ -119,3 +119,25 @@ def test_save_dataset_then_load_training_set_then_train(headless_dirs):
     assert result.ui["5"]["text"][0].startswith(f"3 pictures (3 images with repeats) in {headless_dirs / 'output'}")
     assert sorted(p.name for p in (headless_dirs / "output" / "prepared").glob("*.png")) == \
         ["00000-0.png", "00001-1.png", "00002-2.png"]
+
+
+def test_train_hypernet_refuses_the_same_at_run_time_before_any_model_is_touched(headless_dirs, as_node_7):
+    import torch
+
+    _pictures(headless_dirs / "input" / "set", 1)
+    training_set = LoadTrainingSetNode().load("set", ".txt", "white", 1536, 100.0)["result"][0]
+    widgets = {name: [value] for name, value in _train_inputs().items() if not isinstance(value, list)}
+    node = r"^node 7 \(HN_TrainHypernet\), "
+    unusable = dict(model=[None], clip=[None], vae=[None], **widgets)  # refused before they are used
+    with pytest.raises(ValueError, match=node + "input 'images': a training_set is connected"):
+        TrainHypernetNode().train(**unusable, images=[torch.zeros(1, 8, 8, 3)], training_set=[training_set])
+    with pytest.raises(ValueError, match=node + "input 'images': connect the images and captions"):
+        TrainHypernetNode().train(**unusable)
+    from hypernet_studio.hypernet.sd.headless import headless_objects
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
+    from hypernet_studio.hypernet.spec import HypernetSpec
+
+    model, clip, vae = headless_objects(build_tiny_components(seed=0))
+    with pytest.raises(ValueError, match=node + "input 'images': the dataset is empty"), torch.inference_mode():
+        TrainHypernetNode().train(**{**unusable, "model": [model], "clip": [clip], "vae": [vae]}, images=[],
+                                  captions=[], hypernet_spec=[HypernetSpec()])  # linked, a filter kept nothing
