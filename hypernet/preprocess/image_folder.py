@@ -25,6 +25,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 from ..files import natural_key
 from .options import IMAGE_EXTENSIONS
+from .workers import imap_in_workers
 
 logger = logging.getLogger(__name__)
 
@@ -295,16 +296,43 @@ def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, None
 
 
+@dataclass
+class _DecodedFile:
+    """One file's decode in a worker: the pixels, caption and Pillow's notes, or why it was refused."""
+
+    path: Path
+    rgb: Optional[np.ndarray] = None
+    alpha: Optional[np.ndarray] = None
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+    refused: Optional[str] = None
+
+
+def _decode_file(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int,
+                 caption_extension: str) -> _DecodedFile:
+    """Decode one file and read its caption (runs in a prep worker; thread-safe)."""
+    decoded = _DecodedFile(path)
+    try:
+        decoded.rgb, decoded.alpha = decode_image(path, background, max_megapixels, decoded.notes, max_side)
+    except ValueError as exc:
+        decoded.refused = str(exc)
+        return decoded
+    decoded.caption = read_caption(path, caption_extension)
+    return decoded
+
+
 def load_image_folder(folder: Path, *, recursive: bool = False, caption_extension: str = ".txt",
                       use_kohya_repeats: bool = False, offset: int = 0, limit: int = 0,
                       background: tuple[int, int, int] = (255, 255, 255),
-                      max_megapixels: float = 100.0, max_side: int = 0) -> LoadResult:
+                      max_megapixels: float = 100.0, max_side: int = 0, workers: Optional[int] = None) -> LoadResult:
     """Load every image under `folder` (natural order), skipping bad files with a warning each.
 
     `offset`/`limit` select a window of the sorted file list (limit 0 = all); `max_side` > 0
-    scales larger pictures down to fit max_side x max_side as they decode. Raises
-    FileNotFoundError for a missing folder, InputError for a bad max_side (before any file is
-    read) and ValueError when nothing could be loaded."""
+    scales larger pictures down to fit max_side x max_side as they decode. The files decode in
+    `workers` threads (None: HYPERNET_STUDIO_WORKERS, see workers.py); pictures and warnings
+    come out in file order, the same as with one worker. Raises FileNotFoundError for a
+    missing folder, InputError for a bad max_side (before any file is read) and ValueError when
+    nothing could be loaded."""
     max_side = check_max_side(max_side)
     folder = Path(folder)
     if not folder.is_dir():
@@ -316,29 +344,30 @@ def load_image_folder(folder: Path, *, recursive: bool = False, caption_extensio
         files = files[:limit]
     result = LoadResult(folder=folder)
     skipped = 0
-    for path in files:
-        notes: list[str] = []
-        try:
-            rgb, alpha = decode_image(path, background, max_megapixels, notes, max_side)
-        except ValueError as exc:
+    decoded_files = imap_in_workers(
+        lambda path: _decode_file(path, background, max_megapixels, max_side, caption_extension), files, workers)
+    for decoded in decoded_files:  # only appends: nothing here leaves the loop early
+        if decoded.refused is not None or decoded.rgb is None:
             skipped += 1
-            result.warnings.append(f"skipped {path}: {exc}")
-            logger.warning(result.warnings[-1])
+            _warn(result, f"skipped {decoded.path}: {decoded.refused}")
             continue
-        if notes:
-            result.warnings.append(f"loaded {path} despite damaged data: {'; '.join(notes)}")
-            logger.warning(result.warnings[-1])
-        relative = path.relative_to(folder).with_suffix("")
+        if decoded.notes:
+            _warn(result, f"loaded {decoded.path} despite damaged data: {'; '.join(decoded.notes)}")
+        relative = decoded.path.relative_to(folder).with_suffix("")
         result.images.append(LoadedImage(
-            path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
-            caption=read_caption(path, caption_extension),
-            repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
+            path=decoded.path, stem=relative.as_posix(), rgb=decoded.rgb, alpha=decoded.alpha, caption=decoded.caption,
+            repeats=kohya_repeats(decoded.path, folder) if use_kohya_repeats else 1))
     missing_captions = uncaptioned_warning(result.images, caption_extension)
     if missing_captions:
-        result.warnings.append(missing_captions)
-        logger.warning(missing_captions)
+        _warn(result, missing_captions)
     if not result.images:
         reason = f"{skipped} file(s) could not be read" if skipped else \
             f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")
         raise ValueError(f"no images loaded from folder {folder}: {reason}")
     return result
+
+
+def _warn(result: LoadResult, message: str) -> None:
+    """Keep `message` for the node and log it (in file order, whichever worker read the file)."""
+    result.warnings.append(message)
+    logger.warning(message)
