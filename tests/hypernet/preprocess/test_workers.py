@@ -182,3 +182,26 @@ def test_the_library_reads_the_setting_when_no_count_is_given(monkeypatch):
     with pytest.raises(WorkersSettingError):
         map_in_workers(str, range(4))
     assert workers.MAX_WORKERS >= 64
+
+
+def test_the_cli_refuses_a_bad_setting_with_exit_2_before_reading_a_picture(headless_dirs, monkeypatch, capsys):
+    import json
+
+    from hypernet_studio.runtime import cli
+
+    _photos(headless_dirs / "input" / "set", count=2)
+    workflow = headless_dirs / "prep.json"
+    workflow.write_text(json.dumps({
+        "1": {"class_type": "HN_LoadImages", "inputs": {
+            "folder": "set", "recursive": False, "caption_extension": ".txt", "kohya_repeats": False, "offset": 0,
+            "limit": 0, "background": "white", "max_megapixels": 100.0}},
+        "2": {"class_type": "HN_SaveDataset", "inputs": {"images": ["1", 0], "folder": "out", "naming": "stem",
+                                                         "save_alpha": True}}}))
+    monkeypatch.setenv("HYPERNET_STUDIO_HOME", str(headless_dirs))
+    monkeypatch.setenv(WORKERS_ENV, "-1")
+    decoded = []
+    monkeypatch.setattr("hypernet_studio.hypernet.preprocess.image_folder.decode_image",
+                        lambda *args, **kwargs: decoded.append(args))
+    assert cli.main(["run", str(workflow)]) == 2
+    assert f"node 1 (HN_LoadImages): setting {WORKERS_ENV}='-1': out of range" in capsys.readouterr().err
+    assert decoded == [] and not (headless_dirs / "output" / "out").exists()
