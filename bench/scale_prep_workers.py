@@ -84,7 +84,17 @@ def _crop_widgets() -> dict:
     return widgets
 
 
-def run_prep(folder: Path, workers: int) -> dict:
+# name -> (Auto Crop widgets changed, OpenCV's own thread count or None for its default). The
+# pack leaves OpenCV at its default, which already spreads one Haar detection over the cores: the
+# pinned variant shows the pool's scaling from a one-core start, the faceless one without Haar.
+VARIANTS: dict[str, tuple[dict, Any]] = {
+    "focal": ({}, None),
+    "focal_no_faces": ({"face_weight": [0.0]}, None),
+    "focal_opencv_pinned_to_1_thread": ({}, 1),
+}
+
+
+def run_prep(folder: Path, workers: int, crop_changes: Any = None) -> dict:
     """Load Images -> focal Auto Crop through the nodes with `workers`; seconds per stage."""
     from hypernet_studio.nodes.dataset import AutoCropNode, LoadImagesNode
 
@@ -93,7 +103,8 @@ def run_prep(folder: Path, workers: int) -> dict:
     images, masks, captions, stems, count = LoadImagesNode().load(str(folder), False, ".txt", False, 0, 0, "white",
                                                                   100.0)["result"]
     loaded = time.perf_counter()
-    crops = AutoCropNode().crop(images, captions, masks, stems, **_crop_widgets())["result"][0]
+    widgets = {**_crop_widgets(), **(crop_changes or {})}
+    crops = AutoCropNode().crop(images, captions, masks, stems, **widgets)["result"][0]
     end = time.perf_counter()
     assert count == len(crops)
     return {"load": loaded - start, "crop": end - loaded, "total": end - start}
@@ -153,8 +164,41 @@ def compare_jobs(folder: Path, workers: int, repeats: int) -> dict:
     return report
 
 
+def _opencv_threads(count: Any) -> Any:
+    """Set OpenCV's own thread count (None: leave it); the count it had, to restore."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    before = cv2.getNumThreads()
+    if count is not None:
+        cv2.setNumThreads(count)
+    return before
+
+
+def compare_workers(folder: Path, cores: int, repeats: int, variants: list[str]) -> dict:
+    """Per variant: median seconds per stage with 1 worker and with `cores`, runs alternating."""
+    report = {}
+    for name in variants:
+        crop_changes, opencv_threads = VARIANTS[name]
+        restore = _opencv_threads(opencv_threads)
+        runs: dict[int, list[dict]] = {1: [], cores: []}
+        for _ in range(repeats):
+            for workers in runs:
+                runs[workers].append(run_prep(folder, workers, crop_changes))
+        _opencv_threads(restore)
+        stages = {workers: {stage: statistics.median(run[stage] for run in values)
+                            for stage in ("load", "crop", "total")} for workers, values in runs.items()}
+        report[name] = {
+            "seconds": {f"workers_{workers}": {k: round(v, 3) for k, v in values.items()}
+                        for workers, values in stages.items()},
+            "speedup": {stage: round(stages[1][stage] / stages[cores][stage], 2)
+                        for stage in ("load", "crop", "total")}}
+    return report
+
+
 def measure(quick: bool = False, count: int = 0) -> dict:
-    """The report: prep with 1 worker vs one per core, and the per-job pool comparison."""
+    """The report: prep with 1 worker vs one per core (per variant), and the per-job pool comparison."""
     from hypernet_studio.hypernet.preprocess.workers import machine_cores
 
     count = count or (6 if quick else 24)
@@ -165,24 +209,20 @@ def measure(quick: bool = False, count: int = 0) -> dict:
         folder = Path(temp)
         write_photos(folder, count)
         run_prep(folder, cores)  # warm-up: imports, OpenCV cascades, file cache
-        runs: dict[int, list[dict]] = {1: [], cores: []}
-        for _ in range(repeats):
-            for workers in runs:
-                runs[workers].append(run_prep(folder, workers))
+        variants = compare_workers(folder, cores, repeats, ["focal"] if quick else list(VARIANTS))
         jobs = compare_jobs(folder, cores, repeats) if not quick else {}
     os.environ.pop("HYPERNET_STUDIO_WORKERS", None)
-    stages = {workers: {stage: statistics.median(run[stage] for run in values) for stage in ("load", "crop", "total")}
-              for workers, values in runs.items()}
     return {
         "machine": {"platform": platform.platform(), "cores": cores, "python": platform.python_version(),
                     "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "note": "CPU only; GPU figures are not measured. Medians of alternating runs on the same photos; the "
-                "machine may have been shared (see load_average_1min vs cores), so the ratios are what compare.",
-        "photos": {"count": count, "size": list(PHOTO_SIZE), "crop": "focal 512x512, Haar faces + entropy + edges"},
+                "machine may have been shared (see load_average_1min vs cores), so the ratios are what compare. "
+                "speedup = seconds with 1 worker / seconds with one worker per core.",
+        "photos": {"count": count, "size": list(PHOTO_SIZE), "load": "Load Images defaults (max_side 1536)",
+                   "crop": "focal 512x512 at the node's defaults: Haar faces + entropy + edges"},
         "repeats": repeats,
-        "seconds": {f"workers_{workers}": {k: round(v, 3) for k, v in values.items()}
-                    for workers, values in stages.items()},
-        "speedup": {stage: round(stages[1][stage] / stages[cores][stage], 2) for stage in ("load", "crop", "total")},
+        "speedup": variants["focal"]["speedup"]["total"],
+        "variants": variants,
         "jobs_threads_vs_processes": jobs,
     }
 

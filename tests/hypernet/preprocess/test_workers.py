@@ -113,6 +113,38 @@ def test_concurrent_haar_detections_never_share_a_cascade(monkeypatch):
     assert all(1 <= len(free) <= 4 for free in faces._FREE_CASCADES.values())
 
 
+def test_concurrent_yunet_detections_never_share_a_model(monkeypatch, tmp_path):
+    import types
+
+    in_use, shared, made = set(), [], []
+
+    class ExclusiveYuNet:
+        def setInputSize(self, size):
+            if id(self) in in_use:
+                shared.append(id(self))
+            in_use.add(id(self))
+
+        def detect(self, picture):
+            time.sleep(0.001)
+            in_use.discard(id(self))
+            return 1, np.array([[10.0, 20.0, 8.0, 6.0]])
+
+    def create(*args):
+        made.append(ExclusiveYuNet())
+        return made[-1]
+
+    fake_cv2 = types.SimpleNamespace(FaceDetectorYN=types.SimpleNamespace(create=create), __version__="4.x",
+                                     COLOR_RGB2BGR=4, INTER_AREA=3, cvtColor=lambda picture, code: picture,
+                                     resize=lambda picture, size, interpolation: picture)
+    monkeypatch.setattr(faces, "_import_cv2", lambda: fake_cv2)
+    model = tmp_path / "yunet.onnx"
+    model.write_bytes(b"")
+    detector = faces.FaceDetector("yunet", model)
+    points = map_in_workers(lambda _: detector.detect(np.zeros((40, 40, 3), np.uint8)), range(12), workers=4)
+    assert points == [[(14.0, 20.0 + 0.33 * 6.0)]] * 12
+    assert shared == [] and 1 <= len(made) <= 4  # one model per worker at most, kept between pictures
+
+
 def _photos(folder, count=7):
     """Small noisy pictures of different sizes, one with alpha, one unreadable, most captioned."""
     rng = np.random.default_rng(5)
