@@ -14,10 +14,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -202,14 +205,74 @@ def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
     the file is refused (the ValueError says why) and added, deduplicated, to `notes` otherwise."""
     if path.stat().st_size == 0:
         raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings(record=True) as pillow_warnings:
-        warnings.simplefilter("always")
-        # Our own pixel limit below replaces Pillow's DecompressionBombWarning.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    pillow_notes: list[str] = []
+    with _pillow_warnings_into(pillow_notes):
         decoded = _decode(path, background, max_megapixels, max_side)
     if notes is not None:
-        notes.extend(dict.fromkeys(str(w.message).strip() for w in pillow_warnings))
+        notes.extend(dict.fromkeys(note.strip() for note in pillow_notes))
     return decoded
+
+
+class _PillowWarningRouter:
+    """Sends each warning raised while a thread decodes into that thread's list.
+
+    warnings.catch_warnings swaps process-wide state, so two threads each entering it would
+    restore each other's copy and leave the recorder installed for good (and one file's
+    warning could land in another's notes). Here the first decoding thread in installs the
+    filters ("always": a repeated warning is noted for every file; our own pixel limit replaces
+    Pillow's DecompressionBombWarning) and this router as showwarning, the last one out puts
+    back what was there, and a warning from a thread that is not decoding goes where it went."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decoding = 0
+        self.saved: Optional[warnings.catch_warnings] = None
+        self.shown_before: Callable[..., Any] = warnings.showwarning
+        self.local = threading.local()
+
+    def show(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: Optional[str] = None) -> None:
+        """warnings.showwarning while a decode runs: this thread's list, else where it went before."""
+        notes: Optional[list[str]] = getattr(self.local, "notes", None)
+        if notes is None:
+            self.shown_before(message, category, filename, lineno, file, line)
+        else:
+            notes.append(str(message))
+
+    def enter(self, notes: list[str]) -> None:
+        """This thread starts decoding: its warnings go to `notes`."""
+        with self.lock:
+            if self.decoding == 0:
+                self.saved = warnings.catch_warnings()
+                self.saved.__enter__()
+                warnings.simplefilter("always")
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                self.shown_before = warnings.showwarning
+                warnings.showwarning = self.show
+            self.decoding += 1
+        self.local.notes = notes
+
+    def leave(self) -> None:
+        """This thread has decoded; the last one out restores the warnings state."""
+        self.local.notes = None
+        with self.lock:
+            self.decoding -= 1
+            if self.decoding == 0 and self.saved is not None:
+                self.saved.__exit__(None, None, None)
+                self.saved = None
+
+
+_PILLOW_WARNINGS = _PillowWarningRouter()
+
+
+@contextmanager
+def _pillow_warnings_into(notes: list[str]) -> Iterator[None]:
+    """Warnings this thread raises inside the block are appended to `notes` (thread-safe)."""
+    _PILLOW_WARNINGS.enter(notes)
+    try:
+        yield
+    finally:
+        _PILLOW_WARNINGS.leave()
 
 
 def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int = 0
