@@ -295,15 +295,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     executor = Executor(registry, event_callback=reporter, show_progress=not quiet and sys.stderr.isatty())
     extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
     runs: Optional[dict] = prompt
+    executed = cached = 0
     while runs is not None:
         with _previews_removed_afterwards(HEADLESS.temp_directory()), pack_logs_reported(reporter):
             result, code = _execute(executor, runs, extra_pnginfo, args.workflow)
         if result is None or HEADLESS.rank != 0:
             return code
         _report_run(result, registry, reporter)
+        executed, cached = executed + len(result.executed), cached + len(result.cached)
         runs = _next_chunks(runs, result.ui, reporter, quiet) if args.all_chunks else None
+        result = None  # its outputs hold this chunk's pictures: let them go before the next chunk loads
     if not quiet:
-        print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
+        print(f"done: {executed} node(s) run, {cached} cached, "
               f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
     return EXIT_OK
 
