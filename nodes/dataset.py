@@ -500,6 +500,8 @@ class SaveDatasetNode(Node):
         w = single_values({"folder": folder, "naming": naming, "save_alpha": save_alpha, "chunk": chunk})
         target, w["chunk"] = _output_folder(w["folder"]), chunk_from(w["chunk"])
         if not images:  # e.g. the dropped lists of a filter that dropped nothing
+            if w["chunk"] is not None:  # still a saved chunk: the chunks after it number on from it
+                save_dataset(target, [], naming=w["naming"], chunk=w["chunk"])
             return {"ui": {"text": [f"nothing to write to {target}: no images came in"]}, "result": (str(target), 0)}
         items, caption_items, mask_items, stem_items = _aligned(images, captions, masks, stems)
         saved = save_dataset(target, items, caption_items if captions is not None else None,

@@ -139,3 +139,15 @@ def test_a_workflow_saved_before_chunks_loads_everything_in_one_run(headless_dir
     _raw_pictures(headless_dirs / "input" / "dataset_raw")
     images, *_, count, chunk = registry["HN_LoadImages"]().load(**inputs)["result"]
     assert count == len(images) == 4 and chunk is None
+
+
+def test_a_chunk_that_brings_no_pictures_still_counts_as_saved(headless_dirs):
+    """A filter before Save Dataset may drop a whole chunk: the next chunk must still be saved."""
+    _raw_pictures(headless_dirs / "input" / "raw")
+    _save_chunk(0, 0.25)
+    chunk = LoadImagesNode().load("raw", False, ".txt", False, 0, 0, "white", 100.0, chunk_size=2, chunk=1)
+    shown = SaveDatasetNode().save([], ["set"], ["index-stem"], [True], chunk=[chunk["result"][5]])
+    assert "nothing to write" in shown["ui"]["text"][0]
+    _save_chunk(2, 0.25)
+    assert sorted(p.name for p in (headless_dirs / "output" / "set").glob("*.png")) == [
+        "00000-cut.png", "00001-wide.png"]
