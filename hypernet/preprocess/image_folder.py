@@ -27,6 +27,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from ..files import natural_key
+from .chunks import Chunk, select_chunk
 from .options import IMAGE_EXTENSIONS
 from .workers import imap_in_workers
 
@@ -65,6 +66,7 @@ class LoadResult:
     folder: Path
     images: list[LoadedImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    chunk: Optional[Chunk] = None  # which chunk of the selected files this load is; None = all of them
 
 
 def parse_color(color: str) -> tuple[int, int, int]:
@@ -103,6 +105,13 @@ def list_image_files(folder: Path, recursive: bool = False,
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     files = [p for p in _candidate_files(folder, recursive, kohya_folders) if p.suffix.lower() in wanted]
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+
+
+def selected_files(folder: Path, recursive: bool = False, use_kohya_repeats: bool = False, offset: int = 0,
+                   limit: int = 0) -> list[Path]:
+    """The files a load reads, in order: the image files from `offset` on, at most `limit` (0 = all)."""
+    files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)[max(0, offset):]
+    return files[:limit] if limit > 0 else files
 
 
 def check_pictures_reachable(folder: Path, recursive: bool, kohya_folders: bool = False) -> None:
@@ -387,25 +396,25 @@ def _decode_file(path: Path, background: tuple[int, int, int], max_megapixels: f
 def load_image_folder(folder: Path, *, recursive: bool = False, caption_extension: str = ".txt",
                       use_kohya_repeats: bool = False, offset: int = 0, limit: int = 0,
                       background: tuple[int, int, int] = (255, 255, 255),
-                      max_megapixels: float = 100.0, max_side: int = 0, workers: Optional[int] = None) -> LoadResult:
+                      max_megapixels: float = 100.0, max_side: int = 0, chunk_size: int = 0,
+                      chunk: int = 0, workers: Optional[int] = None) -> LoadResult:
     """Load every image under `folder` (natural order), skipping bad files with a warning each.
 
     `offset`/`limit` select a window of the sorted file list (limit 0 = all); `max_side` > 0
-    scales larger pictures down to fit max_side x max_side as they decode. The files decode in
-    `workers` threads (None: HYPERNET_STUDIO_WORKERS, see workers.py); pictures and warnings
-    come out in file order, the same as with one worker. Raises FileNotFoundError for a
-    missing folder, InputError for a bad max_side (before any file is read) and ValueError when
-    nothing could be loaded."""
+    scales larger pictures down to fit max_side x max_side as they decode; `chunk_size` > 0 cuts
+    that window into chunks of so many files and loads chunk number `chunk` only. The files decode
+    in `workers` threads (None: HYPERNET_STUDIO_WORKERS, see workers.py); pictures and warnings
+    come out in file order, the same as with one worker. Raises FileNotFoundError for a missing
+    folder, InputError for a bad max_side or a chunk past the last (before any file is read) and
+    ValueError when nothing could be loaded."""
     max_side = check_max_side(max_side)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     check_pictures_reachable(folder, recursive, use_kohya_repeats)
-    files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)
-    files = files[max(0, offset):]
-    if limit > 0:
-        files = files[:limit]
-    result = LoadResult(folder=folder)
+    files, selected_chunk = select_chunk(selected_files(folder, recursive, use_kohya_repeats, offset, limit),
+                                         chunk_size, chunk)
+    result = LoadResult(folder=folder, chunk=selected_chunk)
     skipped = 0
     decoded_files = imap_in_workers(
         lambda path: _decode_file(path, background, max_megapixels, max_side, caption_extension), files, workers)

@@ -35,7 +35,7 @@ _Converted = TypeVar("_Converted")
 def load_folder_lists(folder: Path, **options: Any) -> DatasetLists:
     """`load_image_folder` as IMAGE/MASK lists; masks are 1 - alpha (zeros when opaque)."""
     result = load_image_folder(folder, **options)
-    lists = DatasetLists(folder=result.folder, warnings=result.warnings)
+    lists = DatasetLists(folder=result.folder, warnings=result.warnings, chunk=result.chunk)
     for item in result.images:
         image = array_to_image_tensor(item.rgb)
         mask = empty_mask_for(image) if item.alpha is None else torch.from_numpy(1.0 - item.alpha).unsqueeze(0)

@@ -162,7 +162,7 @@ def _photos(folder, count=7):
 
 def _load_and_focal_crop(monkeypatch, count):
     monkeypatch.setenv(WORKERS_ENV, str(count))
-    images, masks, captions, stems, _ = LoadImagesNode().load("set", False, ".txt", False, 0, 0, "white",
+    images, masks, captions, stems, *_ = LoadImagesNode().load("set", False, ".txt", False, 0, 0, "white",
                                                               100.0)["result"]
     widgets = {"method": ["focal"], "width": [48], "height": [40], "face_weight": [0.9], "entropy_weight": [0.15],
                "edges_weight": [0.5], "face_detector": ["auto"], "face_model": [""], "debug": [True]}
