@@ -12,6 +12,7 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.train.batches import BatchPlan
 from hypernet_studio.hypernet.train.distributed import SingleProcess, TrainingProcesses
 from hypernet_studio.hypernet.train.run import train_hypernetwork
+from hypernet_studio.hypernet.train.shared_encoding import encode_shared, encoding_share
 
 from . import distributed_worker as worker
 from .fakes import FakeBackend
@@ -119,6 +120,27 @@ def test_resume_across_world_sizes_equals_an_unbroken_run(launch, tmp_path):
     # one process -> two
     assert _read(launch, "second_half")[0]["error"] is None
     _assert_fp32_close(_params(launch, "second_half"), want)
+
+
+@pytest.mark.parametrize("scenario", list(worker.SHARED_ASKS))
+def test_each_process_encodes_only_its_share_and_gets_every_latent(launch, scenario):
+    records = [json.loads((launch / scenario / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    latents = [torch.load(launch / scenario / f"rank-{rank}.pt", weights_only=True) for rank in (0, 1)]
+    asks = worker.SHARED_ASKS[scenario]
+    union = sorted(set(asks[0]) | set(asks[1]))
+    sizes = [example.size for example in worker.shared_examples()]
+    here = [record["encoded_here"] for record in records]
+    assert here == [encoding_share(sizes, union, rank, 2) for rank in (0, 1)]
+    assert sorted(here[0] + here[1]) == union and not set(here[0]) & set(here[1]), "each picture once"
+    assert [record["vae_pictures"] for record in records] == [len(share) for share in here]
+    mean_only = scenario == "shared_mean_only"
+    want = encode_shared(worker.shared_examples(), union, worker.CountingVae(mean_only), SingleProcess(), 2).latents
+    for rank in (0, 1):
+        assert sorted(latents[rank]) == union, "every process gets every picture any process asked for"
+        for index in union:
+            mean, std = latents[rank][index]
+            assert torch.equal(mean, want[index][0]) and mean.device.type == "cpu"
+            assert (std is None) if mean_only else torch.equal(std, want[index][1])
 
 
 def test_shares_cover_a_global_batch_that_does_not_split_evenly():
