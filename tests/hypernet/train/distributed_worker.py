@@ -150,6 +150,9 @@ def main(out: Path) -> None:
     record_batches()
     scenarios = {
         "exact": lambda folder: (FakeBackend(), network(), config(folder, gradient_accumulation=2)),
+        # the latents' std is exchanged too: fresh draws from mean + std on every process
+        "exact_random": lambda folder: (FakeBackend(), network(),
+                                        config(folder, gradient_accumulation=2, latent_sampling="random")),
         "nan": lambda folder: (FailingBackend(4 if RANK == 1 else 10**9, "nan"), network(), config(folder, steps=5)),
         "error": lambda folder: (FailingBackend(3 if RANK == 1 else 10**9, "error"), network(),
                                  config(folder, steps=5)),

@@ -51,14 +51,16 @@ def _assert_fp32_close(got: torch.Tensor, want: torch.Tensor) -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(launch, tmp_path):
-    ranks = _read(launch, "exact")
+@pytest.mark.parametrize("sampling", ["deterministic", "random"])
+def test_two_processes_equal_one_with_the_same_global_batch(launch, tmp_path, sampling):
+    scenario = "exact" if sampling == "deterministic" else "exact_random"
+    ranks = _read(launch, scenario)
     assert all(r["error"] is None for r in ranks), [r["error"] for r in ranks]
-    reference = single_process(tmp_path, gradient_accumulation=2)
+    reference = single_process(tmp_path, gradient_accumulation=2, latent_sampling=sampling)
     want = torch.cat([p.detach().flatten() for p in reference.hypernetwork.parameters()])
     assert not torch.equal(want, torch.cat([p.detach().flatten() for p in worker.network().parameters()]))
     for rank in (0, 1):
-        _assert_fp32_close(_params(launch, "exact", rank), want)
+        _assert_fp32_close(_params(launch, scenario, rank), want)
         assert ranks[rank]["losses"] == pytest.approx(reference.losses, rel=1e-5)
 
 
