@@ -90,12 +90,12 @@ class FailingBackend(FakeBackend):
         return prediction
 
 
-def run(name: str, out: Path, backend, start, train_config, hooks=None) -> None:
+def run(name: str, out: Path, backend, start, train_config, hooks=None, processes=None) -> None:
     BATCHES.clear()
     hooks = hooks or Hooks()
     record = {"rank": RANK, "error": None}
     try:
-        result = train_hypernetwork(backend, start, examples(), train_config, hooks, processes=PROCESSES)
+        result = train_hypernetwork(backend, start, examples(), train_config, hooks, processes=processes or PROCESSES)
         record.update(losses=result.losses, interrupted=result.interrupted, step=result.hypernetwork.step,
                       encoded_images=getattr(backend, "encoded_images", None))
         torch.save({"params": [p.detach().clone() for p in result.hypernetwork.parameters()]},
@@ -143,6 +143,29 @@ def run_shared(name: str, out: Path) -> None:
     torch.save({index: list(latent) for index, latent in shared.latents.items()}, folder / f"rank-{RANK}.pt")
 
 
+class CachingBackend(FakeBackend):
+    """FakeBackend with encoder identities, so that the persistent latent cache takes its latents."""
+
+    def vae_identity(self):
+        return "fake-vae"
+
+    def clip_identity(self):
+        return "fake-clip"
+
+
+def run_cached(out: Path) -> None:
+    """The exact scenario twice through a latent cache: one cache folder for both processes (shared
+    storage), and one per process, each process as the first of its own machine (local rank 0)."""
+    own_machine = TrainingProcesses(RANK, PROCESSES.world_size, local_rank=0)
+    for name, cache, processes in (("cached_shared", "cache", PROCESSES),
+                                   ("cached_per_machine", f"cache-{RANK}", own_machine)):
+        for attempt in ("first", "second"):
+            folder = out / name / attempt
+            folder.mkdir(parents=True, exist_ok=True)
+            train_config = config(folder, gradient_accumulation=2, cache_dir=out / name / cache)
+            run(f"{name}/{attempt}", out, CachingBackend(), network(), train_config, processes=processes)
+
+
 def main(out: Path) -> None:
     PROCESSES.start(torch.device("cpu"))  # training joins the group itself; encode_shared alone needs it joined
     for name in SHARED_ASKS:
@@ -167,6 +190,7 @@ def main(out: Path) -> None:
             continue
         backend, start, train_config = make(folder)
         run(name, out, backend, start, train_config)
+    run_cached(out)
     folder = out / "interrupt"
     folder.mkdir(parents=True, exist_ok=True)
     run("interrupt", out, FakeBackend(), network(), config(folder, steps=6, save_every=0),

@@ -145,6 +145,22 @@ def test_each_process_encodes_only_its_share_and_gets_every_latent(launch, scena
             assert (std is None) if mean_only else torch.equal(std, want[index][1])
 
 
+def test_two_processes_encode_each_picture_once_while_training(launch):
+    encoded = [record["encoded_images"] for record in _read(launch, "exact")]
+    assert encoded == [4, 4], "8 pictures, half on each process"
+
+
+@pytest.mark.parametrize("where", ["cached_shared", "cached_per_machine"])
+def test_through_the_latent_cache_two_processes_encode_each_picture_once_then_never(launch, where):
+    first, second = _read(launch, f"{where}/first"), _read(launch, f"{where}/second")
+    assert all(r["error"] is None for r in first + second), [r["error"] for r in first + second]
+    assert [r["encoded_images"] for r in first] == [4, 4], "8 pictures, half on each process"
+    assert [r["encoded_images"] for r in second] == [0, 0], "each process's cache holds every picture"
+    for run in (f"{where}/first", f"{where}/second"):
+        for rank in (0, 1):
+            _assert_fp32_close(_params(launch, run, rank), _params(launch, "exact"))
+
+
 def test_shares_cover_a_global_batch_that_does_not_split_evenly():
     shares = [list(TrainingProcesses(rank, 3, rank).share(7)) for rank in range(3)]
     assert shares == [[0, 1, 2], [3, 4], [5, 6]]
