@@ -75,7 +75,9 @@ def encode_shared(examples: Sequence[TrainingExample], indices: Sequence[int], e
     latents: dict[int, Encoded] = {}
     mine: list[int] = []
     for start in range(0, len(order), EXCHANGE_ROUND_PICTURES):
-        share = order[start:start + EXCHANGE_ROUND_PICTURES][processes.rank::processes.world_size]
+        # this round's part of encoding_share(): the positions that are this process's in the whole order
+        end = min(start + EXCHANGE_ROUND_PICTURES, len(order))
+        share = [order[p] for p in range(start, end) if p % processes.world_size == processes.rank]
         latents.update(_exchanged(_encode_pictures(examples, share, encode, chunk, keep_device=True), processes))
         mine.extend(share)
     return SharedEncoding(latents, tuple(mine))

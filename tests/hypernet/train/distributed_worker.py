@@ -16,6 +16,7 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork  # noqa: E402
 from hypernet_studio.hypernet.network import Hypernetwork  # noqa: E402
 from hypernet_studio.hypernet.spec import HypernetSpec  # noqa: E402
 from hypernet_studio.hypernet.train import latents as latents_module  # noqa: E402
+from hypernet_studio.hypernet.train import shared_encoding  # noqa: E402
 from hypernet_studio.hypernet.train.batches import prepare_examples  # noqa: E402
 from hypernet_studio.hypernet.train.config import TrainConfig, TrainHooks  # noqa: E402
 from hypernet_studio.hypernet.train.distributed import TrainingProcesses  # noqa: E402
@@ -128,7 +129,9 @@ class CountingVae:
 
 # Per scenario, what each rank asks to be encoded (a cache on each machine's disk misses different pictures).
 SHARED_ASKS = {"shared": ([0, 1, 2, 5], [2, 3]), "shared_mean_only": ([0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]),
-               "shared_one_asks_nothing": ([], [1, 4])}
+               "shared_one_asks_nothing": ([], [1, 4]), "shared_in_rounds": ([0, 1, 2, 3, 4, 5], [])}
+ROUND_PICTURES = {"shared_in_rounds": 3}  # exchanges of 3 pictures: 2 rounds, 2 + 1 and 1 + 2 pictures
+DEFAULT_ROUND_PICTURES = shared_encoding.EXCHANGE_ROUND_PICTURES
 
 
 def run_shared(name: str, out: Path) -> None:
@@ -136,6 +139,7 @@ def run_shared(name: str, out: Path) -> None:
     examples, vae = shared_examples(), CountingVae(mean_only=name == "shared_mean_only")
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
+    shared_encoding.EXCHANGE_ROUND_PICTURES = ROUND_PICTURES.get(name, DEFAULT_ROUND_PICTURES)
     shared = encode_shared(examples, SHARED_ASKS[name][RANK], vae, PROCESSES, chunk=2)
     PROCESSES.barrier()
     (folder / f"rank-{RANK}.json").write_text(json.dumps({"encoded_here": list(shared.encoded_here),
