@@ -121,12 +121,13 @@ def _encoded(examples: Sequence[TrainingExample], encode: Callable, chunk: int, 
 def _through_cache(examples: Sequence[TrainingExample], encode: Callable, chunk: int,
                    processes: Optional[Processes], cache: "EncodingCache") -> dict[int, _Encoded]:
     """Every process looks up before any writes; the misses are encoded (shared between the
-    processes); each process writes what it encoded, then the first process of each machine what
-    its cache still lacks (a cache on each machine's own disk); after a barrier the new entries
-    are read back memory-mapped."""
+    processes; a picture the set holds several times, once); each process writes what it
+    encoded, then the first process of each machine what its cache still lacks (a cache on each
+    machine's own disk); after a barrier the new entries are read back memory-mapped."""
     keys = cache.picture_keys(examples)
     found = cache.find(keys)
-    misses = [i for i, key in enumerate(keys) if key not in found]
+    first = {key: index for index, key in reversed(list(enumerate(keys)))}  # each key's first example
+    misses = sorted(index for key, index in first.items() if key not in found)
     encoded, here = _encode_misses(examples, misses, encode, chunk, processes)
     cache.put({keys[i]: _entry(encoded[i]) for i in here})
     if processes is not None:
@@ -135,9 +136,9 @@ def _through_cache(examples: Sequence[TrainingExample], encode: Callable, chunk:
             cache.put({keys[i]: _entry(encoded[i]) for i in misses})
         processes.barrier()
     found.update(cache.find([keys[i] for i in misses]))
-    cache.figures.hits += len(examples) - len(misses)
+    cache.figures.hits += len(examples) - len(misses)  # a repeat of an encoded picture counts as a hit
     cache.figures.encoded += len(misses)
-    return {i: (found[key]["mean"], found[key].get("std")) if key in found else encoded[i]
+    return {i: (found[key]["mean"], found[key].get("std")) if key in found else encoded[first[key]]
             for i, key in enumerate(keys)}
 
 

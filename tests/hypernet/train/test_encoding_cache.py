@@ -73,6 +73,17 @@ def test_a_changed_picture_vae_or_resolution_encodes_just_what_changed(tmp_path)
     assert encoder.pictures == 7, "another resolution is another picture for the VAE"
 
 
+def test_a_picture_the_set_holds_twice_is_encoded_once(tmp_path):
+    images, _ = _examples(2)
+    examples = prepare_examples([images[0], images[1], images[0]], ["a", "b", "a again"], resolution=64)
+    encoder = CountingEncoder()
+    cache = EncodingCache(tmp_path, LIMIT, "vae", "clip")
+    latents = _latents(examples, encoder, cache, mode="random")
+    assert encoder.pictures == 2 and (cache.figures.hits, cache.figures.encoded) == (1, 2)
+    assert torch.equal(latents.means[2], latents.means[0])
+    assert not torch.equal(latents.latents([0], 1), latents.latents([2], 1)), "each example draws its own sample"
+
+
 def test_the_once_sample_is_drawn_from_the_cached_distribution_as_before(tmp_path):
     _, examples = _examples()
     plain = _latents(examples, CountingEncoder(), None, mode="once")
