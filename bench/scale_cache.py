@@ -1,0 +1,99 @@
+"""The persistent latent cache: a run's time before its first step when the cache has every
+picture (a hit) against the run that filled it (cold), and against no cache at all.
+
+    python bench/scale_cache.py [--quick]
+
+One process trains one step of the tiny model from the in-memory path (an IMAGE list made in
+code) three times: with the cache off, cold (an empty cache folder), and again (every picture
+and prompt a hit). "Before step 1" is from run_training's call to the start of step 1, so it
+holds the pictures' resize to their buckets (prepare_examples, the in-memory path's own cost, the
+same in every run: `resize_seconds` alone), the pixel hashes, the weights' hashes (once per
+model object: the warm-up run pays them), the encoding or the cache look-up, and the network and
+optimizer. The issue's target: hit <= 10 % of cold. Prints the figures as JSON; measure() gives them to
+bench/bench_dataset_scale.py."""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _common import import_pack
+
+FULL = {"pictures": 200, "source_px": 256, "resolution": 256}
+QUICK = {"pictures": 24, "source_px": 128, "resolution": 128}
+
+
+def _pictures(count: int, side: int) -> tuple[list, list[str]]:
+    """Smooth random pictures (a blurred noise field, as photos are smoother than white noise)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    images = []
+    for _ in range(count):
+        coarse = torch.rand(1, 3, side // 16, side // 16, generator=generator)
+        image = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=False)
+        images.append(image.clamp(0, 1).movedim(1, -1).contiguous())
+    return images, [f"picture {i % 7}, tag{i % 3}" for i in range(count)]
+
+
+def _timed_run(objects: tuple, images: list, captions: list[str], resolution: int, cache_dir) -> dict:
+    """Seconds from run_training's call to the start of step 1 (TrainingRun.optimizer_step's first
+    call, wrapped here), and what the cache reported."""
+    from hypernet_studio.hypernet.spec import HypernetSpec
+    from hypernet_studio.hypernet.train.config import TrainConfig
+    from hypernet_studio.hypernet.train.run import TrainingRun
+    from hypernet_studio.hypernet.train.session import TrainingData, run_training
+
+    marks: list[float] = []
+    original = TrainingRun.optimizer_step
+
+    def marked(self, learn_rate):
+        marks.append(time.perf_counter())
+        return original(self, learn_rate)
+
+    config = TrainConfig(name="bench", steps=1, learning_rate="0.0001", templates=["a [filewords]"], csv_every=0,
+                         save_every=0, preview_every=0, resolution=resolution, cache_dir=cache_dir)
+    TrainingRun.optimizer_step = marked
+    try:
+        start = time.perf_counter()
+        outputs = run_training(*objects, TrainingData(images, captions), config, spec=HypernetSpec(sizes=None))
+    finally:
+        TrainingRun.optimizer_step = original
+    cache = outputs.result.cache
+    return {"seconds_before_step_1": round(marks[0] - start, 3), "cache": cache.line() if cache is not None else None}
+
+
+def _resize_seconds(images: list, captions: list[str], resolution: int) -> float:
+    from hypernet_studio.hypernet.train.batches import prepare_examples
+
+    start = time.perf_counter()
+    prepare_examples(images, captions, resolution=resolution)
+    return round(time.perf_counter() - start, 3)
+
+
+def measure(quick: bool = False) -> dict:
+    """Seconds before step 1 with the cache off, cold and hit, and the hit/cold ratio (CPU)."""
+    import_pack()
+    from hypernet_studio.hypernet.sd.headless import headless_objects
+    from hypernet_studio.hypernet.sd.tiny import build_tiny_components
+
+    settings = QUICK if quick else FULL
+    objects = headless_objects(build_tiny_components(seed=0))
+    images, captions = _pictures(settings["pictures"], settings["source_px"])
+    _timed_run(objects, images[:2], captions[:2], settings["resolution"], None)  # warm-up: first-call costs
+    with tempfile.TemporaryDirectory() as folder:
+        off = _timed_run(objects, images, captions, settings["resolution"], None)
+        cold = _timed_run(objects, images, captions, settings["resolution"], Path(folder))
+        hit = _timed_run(objects, images, captions, settings["resolution"], Path(folder))
+    return {**settings, "model": "tiny", "device": "cpu", "off": off, "cold": cold, "hit": hit,
+            "resize_seconds": _resize_seconds(images, captions, settings["resolution"]),
+            "hit_over_cold": round(hit["seconds_before_step_1"] / cold["seconds_before_step_1"], 3),
+            "target_hit_over_cold": 0.10}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few small pictures (a smoke run)")
+    print(json.dumps(measure(quick=parser.parse_args().quick), indent=1))
