@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -290,6 +291,15 @@ def test_a_second_comfyui_run_encodes_nothing_and_says_mean_only(tmp_path):
     assert runs[0].result.losses[0] == runs[1].result.losses[0], "the same cached latents, prompts and draws"
     assert runs[0].result.losses[1] != runs[1].result.losses[1], "trained at another rate"
     assert "mean-only" in ComfyBackend(model, clip, vae).vae_identity()
+    images, captions = tiny_dataset(2, size=64)
+    config = TrainConfig(name="cached", steps=3, templates=["a [filewords]"], csv_every=0, save_every=0,
+                         preview_every=0, resolution=64, cache_dir=tmp_path)
+    resumed = run_training(model, clip, vae, TrainingData(images, captions), config,
+                           hypernetwork=runs[0].result.hypernetwork)
+    other_spec = run_training(model, clip, vae, TrainingData(images, captions), replace(config, steps=1),
+                              spec=HypernetSpec(sizes=[CHANNELS, CONTEXT], layer_structure=[1, 3, 1]))
+    assert resumed.result.first_step == 3 and other_spec.result.first_step == 1
+    assert (vae.encodes, clip.encodes) == (2, 2), "a resume and another spec encode nothing"
     clip.layer_idx = -2  # CLIP Set Last Layer
     _counted_run(model, clip, vae, tmp_path, runs, sizes)
     assert (vae.encodes, clip.encodes) == (2, 4), "another clip layer: the prompts miss, the pictures hit"
