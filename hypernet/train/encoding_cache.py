@@ -98,8 +98,10 @@ def picture_identity(example: TrainingExample) -> str:
     identity = getattr(example, "cache_identity", None)
     if identity is not None:
         return f"id:{identity}"
+    pixels = example.pixels_to_encode()
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(_tensor_bytes(example.pixels_to_encode()))
+    digest.update(f"{pixels.dtype}|{tuple(pixels.shape)}|".encode())
+    digest.update(_tensor_bytes(pixels))
     return f"pixels:{digest.hexdigest()}"
 
 
@@ -167,15 +169,15 @@ class EncodingCache:
         """Whether shard `name` is whole (its size and checksum as indexed); mapped if so."""
         if name not in self.checked:
             path = self.folder / name
-            good = path.is_file() and path.stat().st_size == shard["bytes"] and _checksum(path) == shard["checksum"]
-            if good:
-                try:
+            try:
+                good = path.stat().st_size == shard["bytes"] and _checksum(path) == shard["checksum"]
+                if good:
                     self.mapped[name] = _mapped_tensors(path)
-                except (ValueError, KeyError, OSError) as exc:
-                    logger.warning("cache shard %s is unreadable (%s): its entries are encoded again", path, exc)
-                    good = False
-            else:
-                logger.warning("cache shard %s is truncated or corrupt: its entries are encoded again", path)
+                else:
+                    logger.warning("cache shard %s is truncated or corrupt: its entries are encoded again", path)
+            except (ValueError, KeyError, OSError) as exc:
+                logger.warning("cache shard %s is missing or unreadable (%s): its entries are encoded again", path, exc)
+                good = False
             self.checked[name] = good
         return self.checked[name]
 
