@@ -40,6 +40,9 @@ TEXT_CACHE_PROMPTS = 4096
 TEXT_CACHE_BYTES = 1 << 30
 _CPU = torch.device("cpu")
 _Encoded = tuple[torch.Tensor, Optional[torch.Tensor]]  # a latent's mean and std (None: the VAE gives the mean)
+# Pictures of the set per round of encoding into the persistent cache: a cold run holds at most one
+# round's latents before writing them and reading them back memory-mapped.
+CACHE_ROUND = 512
 
 
 def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
@@ -121,13 +124,29 @@ def _encoded(examples: Sequence[TrainingExample], encode: Callable, chunk: int, 
 def _through_cache(examples: Sequence[TrainingExample], encode: Callable, chunk: int,
                    processes: Optional[Processes], cache: "EncodingCache") -> dict[int, _Encoded]:
     """Every process looks up before any writes; the misses are encoded (shared between the
-    processes; a picture the set holds several times, once); each process writes what it
-    encoded, then the first process of each machine what its cache still lacks (a cache on each
-    machine's own disk); after a barrier the new entries are read back memory-mapped."""
+    processes; a picture the set holds several times, once), stored, and read back memory-mapped,
+    CACHE_ROUND pictures of the set at a time, so a cold run holds one round's latents at most."""
     keys = cache.picture_keys(examples)
     found = cache.find(keys)
     first = {key: index for index, key in reversed(list(enumerate(keys)))}  # each key's first example
     misses = sorted(index for key, index in first.items() if key not in found)
+    unstored: dict[int, _Encoded] = {}  # what could not be read back (a cache that failed)
+    for start in range(0, len(examples), CACHE_ROUND):  # the same rounds on every process
+        round_misses = [index for index in misses if start <= index < start + CACHE_ROUND]
+        unstored.update(_encode_and_store(examples, round_misses, keys, encode, chunk, processes, cache, found))
+    cache.figures.hits += len(examples) - len(misses)  # a repeat of an encoded picture counts as a hit
+    cache.figures.encoded += len(misses)
+    return {i: (found[key]["mean"], found[key].get("std")) if key in found else unstored[first[key]]
+            for i, key in enumerate(keys)}
+
+
+def _encode_and_store(examples: Sequence[TrainingExample], misses: Sequence[int], keys: Sequence[str],
+                      encode: Callable, chunk: int, processes: Optional[Processes], cache: "EncodingCache",
+                      found: dict[str, dict[str, torch.Tensor]]) -> dict[int, _Encoded]:
+    """Encode `misses` (a collective: every process calls it, each encodes its share), write what
+    this process encoded, then, after a barrier, the first process of each machine writes what its
+    cache still lacks (a cache on each machine's own disk); after another barrier every process
+    reads the new entries back into `found`. Gives the latents that could not be read back."""
     encoded, here = _encode_misses(examples, misses, encode, chunk, processes)
     cache.put({keys[i]: _entry(encoded[i]) for i in here})
     if processes is not None:
@@ -136,10 +155,7 @@ def _through_cache(examples: Sequence[TrainingExample], encode: Callable, chunk:
             cache.put({keys[i]: _entry(encoded[i]) for i in misses})
         processes.barrier()
     found.update(cache.find([keys[i] for i in misses]))
-    cache.figures.hits += len(examples) - len(misses)  # a repeat of an encoded picture counts as a hit
-    cache.figures.encoded += len(misses)
-    return {i: (found[key]["mean"], found[key].get("std")) if key in found else encoded[first[key]]
-            for i, key in enumerate(keys)}
+    return {i: encoded[i] for i in misses if keys[i] not in found}
 
 
 def _entry(encoded: _Encoded) -> dict[str, torch.Tensor]:

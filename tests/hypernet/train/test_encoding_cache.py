@@ -85,6 +85,24 @@ def test_a_picture_the_set_holds_twice_is_encoded_once(tmp_path):
     assert not torch.equal(latents.latents([0], 1), latents.latents([2], 1)), "each example draws its own sample"
 
 
+def test_a_cold_run_writes_each_round_before_it_encodes_the_next(tmp_path, monkeypatch):
+    from hypernet_studio.hypernet.train import latents as latents_module
+
+    monkeypatch.setattr(latents_module, "CACHE_ROUND", 2)
+    _, examples = _examples(5)
+    shards_seen = []
+    encoder = CountingEncoder()
+
+    def encode(pixels):
+        shards_seen.append(len(list(tmp_path.glob("shard-*"))))
+        return encoder(pixels)
+
+    cache = EncodingCache(tmp_path, LIMIT, "vae", "clip")
+    result = LatentCache(examples, encode, "deterministic", 0, CPU, chunk=8, cache=cache)
+    assert shards_seen == [0, 1, 2] and encoder.pictures == 5, "rounds of 2, 2 and 1 pictures"
+    assert all(torch.equal(result.means[i], CountingEncoder()(examples[i].pixels)[0]) for i in range(5))
+
+
 def test_the_once_sample_is_drawn_from_the_cached_distribution_as_before(tmp_path):
     _, examples = _examples()
     plain = _latents(examples, CountingEncoder(), None, mode="once")
