@@ -74,10 +74,11 @@ def _resize_seconds(images: list, captions: list[str], resolution: int) -> float
     return round(time.perf_counter() - start, 3)
 
 
-def _anonymous_memory_growth(count: int, folder: Path) -> dict:
-    """MiB of anonymous (not file-backed) memory a LatentCache of `count` SD-sized latents
-    (4x64x64, mean and std) adds when encoded in memory against when every one is a cache hit
-    (memory-mapped: the pages stay in the file until a batch reads them). A stand-in encoder."""
+def _memory_case(case: str, count: int, folder: Path) -> float:
+    """MiB of anonymous (not file-backed) memory a LatentCache of `count` SD-sized latents (4x64x64,
+    mean and std, a stand-in encoder) adds: held in memory ("encoded"), written to an empty cache
+    and read back ("cold"), or all cache hits ("hit", memory-mapped: the pages stay in the file
+    until a batch reads them). Run in a fresh process per case, so no case reuses another's memory."""
     import torch
     from _common import status_mib
 
@@ -95,13 +96,25 @@ def _anonymous_memory_growth(count: int, folder: Path) -> dict:
         mean = pixels.movedim(-1, 1).repeat(1, 2, 8, 8)[:, :4]
         return mean, mean.abs() + 0.1
 
+    cache = None if case == "encoded" else EncodingCache(folder, 10**12, "vae", None)
+    before = status_mib("RssAnon")
+    latents = LatentCache(examples, encode, "random", 0, torch.device("cpu"), cache=cache)
+    grown = status_mib("RssAnon") - before
+    del latents
+    return round(grown, 1)
+
+
+def _anonymous_memory_growth(count: int, folder: Path) -> dict:
+    """_memory_case for each case, each in a process of its own (cold fills the cache hit reads)."""
+    import os
+    import subprocess
+    import sys
+
     growth = {}
-    for name, cache in (("encoded", None), ("cold", EncodingCache(folder, 10**12, "vae", None)),
-                        ("hit", EncodingCache(folder, 10**12, "vae", None))):
-        before = status_mib("RssAnon")
-        latents = LatentCache(examples, encode, "random", 0, torch.device("cpu"), cache=cache)
-        growth[name] = round(status_mib("RssAnon") - before, 1)
-        del latents
+    for case in ("encoded", "cold", "hit"):
+        command = [sys.executable, __file__, "--memory-case", case, "--count", str(count), "--folder", str(folder)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=dict(os.environ))
+        growth[case] = float(done.stdout.strip().splitlines()[-1])
     return {"latents": count, "latent_shape": [4, 64, 64], "rss_anon_growth_mib": growth}
 
 
@@ -130,4 +143,12 @@ def measure(quick: bool = False) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few small pictures (a smoke run)")
-    print(json.dumps(measure(quick=parser.parse_args().quick), indent=1))
+    parser.add_argument("--memory-case", choices=("encoded", "cold", "hit"), help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=2000, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.memory_case:
+        import_pack()
+        print(_memory_case(arguments.memory_case, arguments.count, arguments.folder))
+    else:
+        print(json.dumps(measure(quick=arguments.quick), indent=1))
