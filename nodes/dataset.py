@@ -21,6 +21,7 @@ from ..hypernet.preprocess.options import (
     FLIP_MODES,
     SAVE_NAMINGS,
 )
+from ..hypernet.preprocess.workers import check_workers_setting
 from .host import HOST
 from .paths import model_choices, model_file, readable_folder, yunet_file
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
@@ -114,7 +115,7 @@ class LoadImagesNode(Node):
     @classmethod
     def VALIDATE_INPUTS(cls, folder, background, max_side=None, recursive=None, kohya_repeats=None):
         return validation(lambda: _existing_folder(folder), lambda: _reachable(folder, recursive, kohya_repeats),
-                          lambda: _check_colour(background), lambda: _check_max_side(max_side))
+                          lambda: _check_colour(background), lambda: _check_max_side(max_side), check_workers_setting)
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels,
              max_side=MAX_SIDE_DEFAULT):
@@ -259,7 +260,7 @@ class AutoCropNode(Node):
         detector, face_model = single_value(face_detector), single_value(face_model)
         # ComfyUI does not check a combo that VALIDATE_INPUTS takes: it is checked here
         return validation(lambda: detector is None or check_choice("face_detector", detector, FACE_DETECTORS),
-                          lambda: detector is None or yunet_file(face_model or "", detector))
+                          lambda: detector is None or yunet_file(face_model or "", detector), check_workers_setting)
 
     def crop(self, images, captions=None, masks=None, stems=None, **widgets):
         from ..hypernet.preprocess import pipeline
