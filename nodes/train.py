@@ -25,12 +25,14 @@ from ..hypernet.train.config import (
     TrainHooks,
     validate_name,
 )
+from ..hypernet.train.encoding_cache import CACHE_LIMIT_ENV, CACHE_OFF
 from ..hypernet.train.learning_rate import parse_schedule, plain_rate
 from ..hypernet.train.logs import check_log_target
 from ..hypernet.train.optimizer import parse_optimizer_args
 from ..hypernet.train.run_files import RunFolders
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
 from .host import HOST, TRAINING_FOLDER
+from .paths import cache_folder as resolve_cache_folder
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,10 @@ NEW_WIDGETS = {
     "keep_tokens": integer(default=_default("keep_tokens"), min=0, max=1000,
                            tooltip="The first N comma-separated caption tags stay in place: shuffle_tags and "
                                    "tag_dropout leave them alone (kohya's keep_tokens; 0 = none, as A1111)."),
+    "cache_folder": text(default=_default("cache_folder"),
+                         tooltip="Where latents and prompt encodings are kept between runs (a folder under the output "
+                                 f"folder, or a path); a second run encodes nothing again. '{CACHE_OFF}' = no cache. "
+                                 f"Size limit: {CACHE_LIMIT_ENV} (MB)."),
 }
 # images and captions were required until a training set could replace them. As the first optional
 # inputs they keep their place among the sockets (model, clip, vae, images, captions, ...) and take
@@ -217,7 +223,8 @@ class NodeHooks(TrainHooks):
 
 def train_config(widgets: dict[str, Any]) -> TrainConfig:
     """TrainConfig from the widget values (the run's folders are chosen when it starts)."""
-    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]))
+    cache_dir = resolve_cache_folder(widgets.get("cache_folder", _default("cache_folder")))
+    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]), cache_dir=cache_dir)
 
 
 def host_arguments(config: TrainConfig, node_id) -> dict[str, Any]:
@@ -254,10 +261,13 @@ def check_steps_beyond_file(steps: int, hypernetwork_name: str) -> None:
 
 
 def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
-                      lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None) -> None:
-    """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options."""
+                      lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None,
+                      cache_folder=None) -> None:
+    """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options, the cache folder."""
     if name is not None:
         check_run_names(validate_name(name))
+    if cache_folder is not None:
+        resolve_cache_folder(cache_folder)
     if lr_scheduler not in (None, "a1111"):
         check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
         if learning_rate is not None:
@@ -303,7 +313,8 @@ class TrainHypernetNode(Node):
     @classmethod
     def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
                         optimizer, optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None,
-                        images=UNLINKED, captions=UNLINKED, masks=UNLINKED, training_set=UNLINKED):
+                        cache_folder=None, images=UNLINKED, captions=UNLINKED, masks=UNLINKED,
+                        training_set=UNLINKED):
         return validate_train_inputs({key: value for key, value in locals().items() if key != "cls"})
 
     def train(self, model, clip, vae, images=None, captions=None, hypernet_spec=None, hypernetwork=None, masks=None,

@@ -10,6 +10,8 @@ templates.py        the prompt template sets; prompts.py fills them with caption
 run.py              the loop: a TrainingRun whose methods are its steps
 prepared_run.py     what a run builds before its first step (PreparedRun) and prepare_run()
 latents.py          images encoded into latents and prompts into conditionings, once
+encoding_cache.py   the persistent cache of latents and conditionings on disk, across runs and processes
+shared_encoding.py  several processes (torchrun) encode each their share of the pictures and exchange
 conditioning.py     what the loop hands a backend's predict() (the context, SDXL's pooled output)
 backend.py          the small protocol the loop runs against, and the noise schedule;
                     backend_diffusers.py (headless models) and backend_comfy.py (ComfyUI's)

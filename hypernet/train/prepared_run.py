@@ -1,7 +1,8 @@
 """What a training run builds before its first step (PreparedRun), and prepare_run(), which builds
 it in this order: the resume state and seed, the held-out split, the process group, the batch plan
-and prompts, the noise schedule, the logs, the cached latents and conditionings (and the preview
-and validation helpers that use them), the optimizer and its learning rate, the patched model."""
+and prompts, the noise schedule, the logs, the cached latents and conditionings (from the
+persistent cache where it has them; and the preview and validation helpers that use them), the
+optimizer and its learning rate, the patched model."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from .backend import NoiseSchedule, TrainingBackend
 from .batches import BatchPlan, TrainingExample
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainResult
 from .distributed import Processes
+from .encoding_cache import CacheFigures, EncodingCache, open_cache
 from .epochs import epoch_figures
 from .latents import LatentCache, TextCache
 from .learning_rate import LearningRate, make_learning_rate
@@ -102,17 +104,19 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
                    bool(data.validation_examples))
     result.csv_path = logs.csv_path
     with torch.no_grad():
+        cache = open_cache(backend, config.cache_dir)
         latents = LatentCache(data.examples, backend.encode_images, config.latent_sampling, data.seed,
-                              backend.device, config.use_alpha_weight)
+                              backend.device, config.use_alpha_weight, processes=processes, cache=cache)
         texts = TextCache(backend.encode_texts, backend.device)
-        texts.warm(data.prompts.distinct_fixed_prompts())
+        texts.warm_through(data.prompts.distinct_fixed_prompts(), cache, processes.writes)
         means = latents.means[0]
         previews = (PreviewGrid(backend, schedule, texts, config, preview_prompts(config, data.prompts.prompt(0, 0)),
                                 tuple(means.shape[1:]))
                     if config.preview_every > 0 and processes.writes else None)
-        validator = (_validator(backend, config, schedule, texts, data, name)
+        validator = (_validator(backend, config, schedule, texts, data, name, cache)
                      if data.validation_examples and processes.writes else None)
         best_loss = _previous_best(config, log_dir, start_step, result)
+    result.cache = _cache_figures(cache)
     for example in [*data.examples, *data.validation_examples]:
         example.release_pixels()
     parameters, optimizer, rate, scaler = _optimization(network, config, backend.device, start_step, data.resume,
@@ -146,11 +150,22 @@ def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, devi
 
 
 def _validator(backend: TrainingBackend, config: TrainConfig, schedule: NoiseSchedule, texts: TextCache,
-               data: _RunData, name: str) -> Validator:
+               data: _RunData, name: str, cache: Optional[EncodingCache]) -> Validator:
     prompts = PromptSource([e.caption for e in data.validation_examples], config.template_list, name, data.seed)
     settings = ValidationSettings(config.loss_type, config.min_snr_gamma, config.noise_offset,
                                   config.batch_size, config.use_alpha_weight)
-    return Validator(data.validation_examples, backend, schedule, prompts, texts, data.seed, settings)
+    return Validator(data.validation_examples, backend, schedule, prompts, texts, data.seed, settings, cache)
+
+
+def _cache_figures(cache: Optional[EncodingCache]) -> Optional[CacheFigures]:
+    """The cache's use by this run, once its shards are marked used and the limit is kept."""
+    if cache is None:
+        return None
+    cache.touch()
+    if cache.failed is None:
+        logger.info(cache.figures.line())
+        return cache.figures
+    return None
 
 
 def _previous_best(config: TrainConfig, log_dir: Optional[Path], start_step: int,

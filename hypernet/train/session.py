@@ -141,8 +141,8 @@ def run_training(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE
 def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
               processes: Optional["TrainingProcesses"] = None) -> list[str]:
     """What the run did that its settings alone do not say: the pictures, images per step and
-    epochs, where it continued from, how many processes shared each step, and why it stopped
-    before `steps`."""
+    epochs, where it continued from, how many processes shared each step, what the cache held
+    and took, and why it stopped before `steps`."""
     notes = [result.epochs.line()] if result.epochs is not None else []
     if start_step:
         notes.append(f"continued from step {start_step} " + ("with optimizer state" if result.resumed_optimizer else
@@ -155,6 +155,8 @@ def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
         notes.append(f"trained on {processes.world_size} processes: global batch {config.batch_size} x "
                      f"{processes.world_size} processes x {config.gradient_accumulation} accumulation = "
                      f"{per_step} images per step")
+    if result.cache is not None:
+        notes.append(result.cache.line())
     step = int(result.hypernetwork.step)
     if not result.interrupted and step < config.steps and config.lr_scheduler == "a1111":
         notes.append(f"stopped at step {step} of {config.steps}: the learning_rate schedule "

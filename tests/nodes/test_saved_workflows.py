@@ -29,7 +29,7 @@ def test_a_train_hypernet_workflow_saved_before_new_widgets_keeps_every_value(he
                    if (spec[0] in ("BOOLEAN", "INT", "FLOAT", "STRING") or isinstance(spec[0], list))
                    and not spec[1].get("forceInput")]
     assert new_widgets, "this test guards the widgets added after the first release"
-    assert new_widgets[-1] == "keep_tokens"
+    assert new_widgets[-1] == "cache_folder"
     for name in new_widgets:
         default = declared["optional"][name][1]["default"]
         assert inputs.get(name, default) == default, name
