@@ -180,3 +180,29 @@ def test_a_file_changed_after_it_was_read_is_refused_not_trained_on(tmp_path):
     examples[1].release_pixels()
     with pytest.raises(RuntimeError, match="were released"):
         examples[1].pixels_to_encode()
+
+
+def test_with_the_latent_cache_a_second_folder_run_decodes_and_encodes_nothing(tmp_path, monkeypatch):
+    from hypernet_studio.hypernet.train import picture_files
+    from hypernet_studio.hypernet.train.encoding_cache import EncodingCache
+
+    folder = _prepared_folder(tmp_path)
+    decoded = []
+    real = picture_files.PictureFileSource.training_pixels
+    monkeypatch.setattr(picture_files.PictureFileSource, "training_pixels",
+                        lambda self: decoded.append(self.picture.path.name) or real(self))
+
+    def latents_of_a_run():
+        backend = FakeBackend()
+        cache = EncodingCache(tmp_path / "cache", 10**9, "vae", "clip")
+        LatentCache(read_training_set(folder).examples(128), backend.encode_images, "random", 3,
+                    torch.device("cpu"), cache=cache)
+        return backend.encoded_images
+
+    assert latents_of_a_run() == 7 and len(decoded) == 7, "the repeated picture is decoded and encoded once"
+    decoded.clear()
+    assert latents_of_a_run() == 0 and decoded == [], "its cache_identity finds each latent without decoding"
+    first = folder / "00000-wide.png"
+    stat = first.stat()
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert latents_of_a_run() == 1 and decoded == ["00000-wide.png"], "a touched file alone is read again"
