@@ -66,18 +66,19 @@ def shows_sweep(networks: Sequence[NetworkRecord]) -> bool:
     return len(runs) > 1
 
 
-def _megabytes(size: Cell) -> str:
-    return f"{float(size) / 1e6:.2f} MB" if isinstance(size, (int, float)) else MISSING_TEXT
+def _number_text(write: Callable[[float], str]) -> Callable[[Cell], str]:
+    """A formatter writing a number with `write`, and MISSING_TEXT for anything else."""
+    return lambda value: write(float(value)) if isinstance(value, (int, float)) else MISSING_TEXT
 
 
 TEXT_FORMATS: dict[str, Callable[[Cell], str]] = {
-    "strength": lambda value: f"{value:g}" if isinstance(value, float) else MISSING_TEXT,
-    "val_loss": lambda value: format_loss(value) if isinstance(value, float) else MISSING_TEXT,
-    "final_loss": lambda value: format_loss(value) if isinstance(value, float) else MISSING_TEXT,
-    "best_val_loss": lambda value: format_loss(value) if isinstance(value, float) else MISSING_TEXT,
-    "seconds_per_step": lambda value: f"{value:.3g}" if isinstance(value, float) else MISSING_TEXT,
-    "parameters": lambda value: f"{value:,}" if isinstance(value, int) else MISSING_TEXT,
-    "file_size": _megabytes,
+    "strength": _number_text(lambda value: f"{value:g}"),
+    "val_loss": _number_text(format_loss),
+    "final_loss": _number_text(format_loss),
+    "best_val_loss": _number_text(format_loss),
+    "seconds_per_step": _number_text(lambda value: f"{value:.3g}"),
+    "parameters": _number_text(lambda value: f"{int(value):,}"),
+    "file_size": _number_text(lambda size: f"{size / 1e6:.2f} MB"),
 }
 
 

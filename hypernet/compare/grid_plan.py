@@ -118,8 +118,9 @@ class GridPlan:
 def grid_lines(network_count: int, strengths: Sequence[float]) -> list[tuple[Optional[int], float]]:
     """(network index, strength) per line: the base model once if 0 is a strength, then each
     network at each other strength."""
-    others = [strength for strength in _unique(list(strengths)) if strength != 0]
-    base: list[tuple[Optional[int], float]] = [(None, 0.0)] if len(others) < len(_unique(list(strengths))) else []
+    every = _unique([float(strength) + 0.0 for strength in strengths])
+    others = [strength for strength in every if strength != 0]
+    base: list[tuple[Optional[int], float]] = [(None, 0.0)] if len(others) < len(every) else []
     return base + [(index, strength) for index in range(network_count) for strength in others]
 
 

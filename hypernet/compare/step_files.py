@@ -37,8 +37,9 @@ def step_files(folder: Path) -> list[tuple[int, Path]]:
 
 
 def select_step_files(folder: Path, every_nth: int, *, input_name: str = "run") -> list[Path]:
-    """Every `every_nth` step file in step order (the first, then every Nth after it), always the
-    last, then NAME-best.pt when the run wrote one."""
+    """Every `every_nth` step file in step order (the Nth, the 2Nth...), always the last, then
+    NAME-best.pt when the run wrote one. With a save every 500 steps, every_nth 4 picks steps 2000,
+    4000... and the run's last step file."""
     if isinstance(every_nth, bool) or not isinstance(every_nth, int) or every_nth < 1:
         raise InputError("every_nth", f"{every_nth!r}: give a whole number of at least 1 (1 = every step file)")
     folder = Path(folder)
@@ -48,8 +49,8 @@ def select_step_files(folder: Path, every_nth: int, *, input_name: str = "run") 
     if not steps:
         raise InputError(input_name, f"{folder} holds no step file {folder.name}-STEP{STEP_FILE_SUFFIX}: "
                                      "a run writes them when save_every is above 0")
-    chosen = [path for _, path in steps[::every_nth]]
-    if chosen[-1] != steps[-1][1]:
+    chosen = [path for _, path in steps[every_nth - 1::every_nth]]
+    if not chosen or chosen[-1] != steps[-1][1]:
         chosen.append(steps[-1][1])
     best = best_file(folder)
     return chosen + [best] if best.is_file() else chosen
