@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..file_format import HypernetFileError
 from ..files import UnsafePathError, safe_join
 from ..train.csvlog import read_loss_rows
-from ..train.resume_files import stored_step
+from ..train.resume_files import read_optimizer_state, stored_step
 from .step_files import best_file, step_of
 
 logger = logging.getLogger(__name__)
@@ -116,15 +117,35 @@ class _RunLog:
 
 def _read_run_log(folder: Path) -> _RunLog:
     """The folder's validation losses, summary and best step: the step NAME-best.pt records, else
-    the summary's, else the step of the lowest validation loss in the CSV."""
+    the summary's, else the step of the lowest validation loss in the CSV. The best's loss is
+    known even without a CSV (csv_every 0): NAME-best.pt's .optim and the summary record it."""
     val_losses, summary = read_val_losses(folder), read_run_summary(folder)
     best = best_file(folder)
     best_step = stored_step(best) if best.is_file() else None
+    if best_step is not None and best_step not in val_losses:
+        _add_loss(val_losses, best_step, _recorded_best_loss(best))
+    if summary is not None and summary.best_val_step is not None and summary.best_val_step not in val_losses:
+        _add_loss(val_losses, summary.best_val_step, summary.best_val_loss)
     if best_step is None and summary is not None:
         best_step = summary.best_val_step
     if best_step is None and val_losses:
         best_step = min(val_losses, key=lambda step: (val_losses[step], step))
     return _RunLog(Path(folder), val_losses, best_step, summary)
+
+
+def _add_loss(val_losses: dict[int, float], step: int, value: Optional[float]) -> None:
+    if value is not None and math.isfinite(value):
+        val_losses[step] = value
+
+
+def _recorded_best_loss(best: Path) -> Optional[float]:
+    """The validation loss NAME-best.pt's .optim records (None when it is missing or stale)."""
+    try:
+        payload = read_optimizer_state(best)
+    except (HypernetFileError, OSError) as exc:
+        logger.warning("%s: %s; comparing without its validation loss", best, exc)
+        return None
+    return _number(payload.get("val_loss")) if payload else None
 
 
 def _record(path: Path, log: Optional[_RunLog]) -> NetworkRecord:
@@ -137,8 +158,6 @@ def _record(path: Path, log: Optional[_RunLog]) -> NetworkRecord:
     if step is None and path.is_file():
         step = stored_step(path)
     val_loss = log.val_losses.get(step) if step is not None else None
-    if val_loss is None and is_best_file and log.summary is not None and step == log.summary.best_val_step:
-        val_loss = log.summary.best_val_loss
     is_best = is_best_file or (step is not None and step == log.best_step)
     return NetworkRecord(path.stem, path, step, val_loss, is_best, log.folder, log.summary, size)
 

@@ -1,6 +1,8 @@
 """What a run recorded: steps, validation losses, the best, and run_summary.json."""
 import json
 
+import torch
+
 from hypernet_studio.hypernet.compare.run_records import (
     RunSummary,
     network_record,
@@ -10,6 +12,7 @@ from hypernet_studio.hypernet.compare.run_records import (
     run_records,
     unrecorded_network,
 )
+from hypernet_studio.hypernet.train.resume_files import write_optimizer_state
 
 SUMMARY = {"spec": "1,2,1 swish", "parameters": 1234567, "steps": 3000, "final_loss": 0.125,
            "best_val_loss": 0.0875, "best_val_step": 2000, "seconds_per_step": 0.42}
@@ -105,3 +108,25 @@ def test_the_run_folder_of_a_file(make_run, tmp_path):
     assert run_folder_of(tmp_path / "models" / "cat.pt", root) == root / "cat"
     assert run_folder_of(tmp_path / "models" / "dog.pt", root) is None  # no folder training/dog
     assert run_folder_of(tmp_path / "models" / "...pt", root) is None  # stem "..": no run of that name
+
+
+def _write_best_state(best_path, val_loss):
+    """The .optim a run writes beside NAME-best.pt: the optimizer's state and the validation loss."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    write_optimizer_state(best_path, optimizer, {"step": 200, "val_loss": val_loss})
+
+
+def test_without_a_csv_the_best_files_state_gives_its_loss(make_run):
+    folder = make_run("cat", [100, 200], best=200)  # csv_every 0: no loss CSV at all
+    _write_best_state(folder / "cat-best.pt", 0.0625)
+    records = run_records(folder, [folder / "cat-100.pt", folder / "cat-200.pt", folder / "cat-best.pt"])
+    assert [(r.step, r.val_loss, r.is_best) for r in records] == [(100, None, False), (200, 0.0625, True),
+                                                                  (200, 0.0625, True)]
+
+
+def test_a_stale_best_state_is_ignored_and_the_summary_says_the_loss(make_run, network_file):
+    folder = make_run("cat", [100, 200], best=200, summary={"best_val_step": 200, "best_val_loss": 0.07})
+    _write_best_state(folder / "cat-best.pt", 0.0625)
+    network_file(folder / "cat-best.pt", 200)  # rewritten after its .optim: the hash no longer matches
+    (folder / "cat-best.pt").write_bytes((folder / "cat-best.pt").read_bytes() + b"\0")
+    assert [(r.val_loss, r.is_best) for r in run_records(folder, [folder / "cat-best.pt"])] == [(0.07, True)]
