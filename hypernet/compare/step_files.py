@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
+from ..train.resume_files import stored_step
 
 STEP_FILE_SUFFIX = ".pt"
 BEST_SUFFIX = "best"  # NAME-best.pt: the network at the lowest validation loss
@@ -36,10 +37,13 @@ def step_files(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def select_step_files(folder: Path, every_nth: int, *, input_name: str = "run") -> list[Path]:
+def select_step_files(folder: Path, every_nth: int, *, input_name: str = "run",
+                      final_file: Optional[Path] = None) -> list[Path]:
     """Every `every_nth` step file in step order (the Nth, the 2Nth...), always the last, then
     NAME-best.pt when the run wrote one. With a save every 500 steps, every_nth 4 picks steps 2000,
-    4000... and the run's last step file."""
+    4000... and the run's last step file. The run's last step is in its final file only when
+    `steps` is no multiple of save_every: `final_file` (models/hypernetworks/NAME.pt), when given
+    and later than every step file, comes after them."""
     if isinstance(every_nth, bool) or not isinstance(every_nth, int) or every_nth < 1:
         raise InputError("every_nth", f"{every_nth!r}: give a whole number of at least 1 (1 = every step file)")
     folder = Path(folder)
@@ -52,5 +56,9 @@ def select_step_files(folder: Path, every_nth: int, *, input_name: str = "run") 
     chosen = [path for _, path in steps[every_nth - 1::every_nth]]
     if not chosen or chosen[-1] != steps[-1][1]:
         chosen.append(steps[-1][1])
+    if final_file is not None and Path(final_file).is_file():
+        final_step = stored_step(final_file)
+        if final_step is not None and final_step > steps[-1][0]:
+            chosen.append(Path(final_file))
     best = best_file(folder)
     return chosen + [best] if best.is_file() else chosen

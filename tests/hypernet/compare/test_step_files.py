@@ -81,3 +81,13 @@ def test_every_nth_must_be_a_whole_number_of_at_least_one(make_run, every_nth):
     with pytest.raises(InputError) as caught:
         select_step_files(make_run("cat", [100]), every_nth)
     assert caught.value.input_name == "every_nth"
+
+
+def test_a_final_file_later_than_every_step_file_is_the_last(make_run, network_file, tmp_path):
+    folder = make_run("cat", [500, 1000], best=500)  # steps 1050, save_every 500: step 1050 is only in cat.pt
+    final = network_file(tmp_path / "models" / "cat.pt", 1050)
+    assert _names(select_step_files(folder, 1, final_file=final)) == ["cat-500.pt", "cat-1000.pt", "cat.pt",
+                                                                      "cat-best.pt"]
+    network_file(final, 1000)  # the final file is the last step file's network: not twice
+    assert _names(select_step_files(folder, 1, final_file=final)) == ["cat-500.pt", "cat-1000.pt", "cat-best.pt"]
+    assert _names(select_step_files(folder, 1, final_file=tmp_path / "models" / "missing.pt"))[-1] == "cat-best.pt"
