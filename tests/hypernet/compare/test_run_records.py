@@ -1,8 +1,6 @@
 """What a run recorded: steps, validation losses, the best, and run_summary.json."""
 import json
 
-import torch
-
 from hypernet_studio.hypernet.compare.run_records import (
     RunSummary,
     network_record,
@@ -110,10 +108,16 @@ def test_the_run_folder_of_a_file(make_run, tmp_path):
     assert run_folder_of(tmp_path / "models" / "...pt", root) is None  # stem "..": no run of that name
 
 
+class _Optimizer:
+    """What write_optimizer_state() reads of an optimizer (a real one costs seconds to import here)."""
+
+    def state_dict(self):
+        return {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+
+
 def _write_best_state(best_path, val_loss):
     """The .optim a run writes beside NAME-best.pt: the optimizer's state and the validation loss."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    write_optimizer_state(best_path, optimizer, {"step": 200, "val_loss": val_loss})
+    write_optimizer_state(best_path, _Optimizer(), {"step": 200, "val_loss": val_loss})
 
 
 def test_without_a_csv_the_best_files_state_gives_its_loss(make_run):
