@@ -181,7 +181,9 @@ def main() -> None:
                               "load_average": [round(x, 2) for x in os.getloadavg()], "rows": []}
     report["note"] = ("The grid's extra cost over bare is reading each file once, encoding the prompts once, one "
                       "ModelPatcher clone per line, and drawing and writing the grid; the naive graph reads and "
-                      "applies its file once per cell.")
+                      "applies its file once per cell. KSampler only is a part of bare, so its ratio to bare shows "
+                      "the run's noise: where it is far from the decode's share, differences of that size between "
+                      "grid and naive are not resolved.")
     with torch.inference_mode():
         tiny = headless_objects(build_tiny_components(seed=0))
         report["rows"].append(bench_model("tiny-sd (built-in)", tiny, 4, PROMPTS[:1], [1, 2], 10, 64, args.repeats))
