@@ -226,3 +226,22 @@ def test_the_shipped_workflow_compares_the_example_runs_step_files(headless_dirs
         ["no", "hypernetwork", "-"], ["example-hypernet-20", "20", "0.5"], ["example-hypernet-20", "20", "1"],
         ["example-hypernet-40", "40", "0.5"], ["example-hypernet-40", "40", "1"]]
     assert any(p.name == "compare_00001.png" for p in result.files)
+
+
+def test_inside_comfyui_the_node_samples_with_comfyuis_own_nodes(comfyui, monkeypatch):
+    import sys
+    import types
+
+    class ComfyKSampler:  # ComfyUI's top-level nodes.py, reduced to what the node asks of it
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"sampler_name": (["euler", "dpmpp_2m"], {}), "scheduler": (["karras"], {})}}
+
+    comfy_nodes = types.ModuleType("nodes")
+    comfy_nodes.NODE_CLASS_MAPPINGS = {"KSampler": ComfyKSampler}
+    monkeypatch.setitem(sys.modules, "nodes", comfy_nodes)
+    from hypernet_studio.nodes.host import HOST
+
+    assert HOST.builtin_node("KSampler") is ComfyKSampler
+    required = compare.CompareHypernetsNode.INPUT_TYPES()["required"]
+    assert required["sampler_name"][0] == ["euler", "dpmpp_2m"] and required["scheduler"][0] == ["karras"]
