@@ -121,41 +121,6 @@ def _summary(log: Path) -> dict:
     return summary
 
 
-def test_a_sweep_trains_one_network_per_spec_and_encodes_the_pictures_once(headless_dirs, events, monkeypatch):
-    encoded = []
-    encode = DiffusersBackend.encode_images
-    monkeypatch.setattr(DiffusersBackend, "encode_images",
-                        lambda self, pixels: encoded.append(pixels.shape[0]) or encode(self, pixels))
-    specs = _grid(activations="relu")["result"][0]
-    output, _ = _run(steps=2, save_every=0, preview_every=0, validation_split=0.3, validation_every=2,
-                     inputs={"hypernet_spec": specs})
-    assert sum(encoded) == 3, "3 pictures (2 trained on, 1 held out), each encoded once for the 3 runs"
-    names = ["tinynet-1_2_1-relu", "tinynet-1_2_2_1-relu", "tinynet-1_1.5_1.5_1-relu"]
-    models = headless_dirs / "models" / "hypernetworks"
-    networks, curves, previews, paths, val_losses = output["result"]
-    assert paths == [str(models / f"{name}.pt") for name in names]
-    assert [load_hypernetwork(path).spec.layer_structure for path in paths] == [
-        [1, 2, 1], [1, 2, 2, 1], [1, 1.5, 1.5, 1]]
-    assert [n.step for n in networks] == [2, 2, 2] and len(curves) == 3 and previews == []
-    assert all(math.isfinite(v) for v in val_losses)
-    for name, spec_text in zip(names, ["1,2,1 relu", "1,2,2,1 relu", "1,1.5,1.5,1 relu"]):
-        log = headless_dirs / "output" / "hypernet_training" / name
-        summary = _summary(log)
-        assert summary["spec"] == spec_text and summary["steps"] == 2 and summary["best_val_step"] == 2
-        network = load_hypernetwork(models / f"{name}.pt")
-        assert summary["parameters"] == sum(p.numel() for p in network.parameters())
-        assert summary["seconds_per_step"] > 0 and math.isfinite(summary["final_loss"])
-        assert (log / "hypernetwork_loss.csv").is_file() and (log / "loss_curve.png").is_file()
-    text = output["ui"]["text"]
-    assert text[0] == "sweep of 3 specs; the pictures were encoded once for all of them"
-    assert [line.split(":")[0] for line in text if line.startswith("tinynet")] == names
-    epochs = "2 pictures (1 held out for validation); 1 image per step (batch 1 x accumulation 1)"
-    assert sum(line.startswith(epochs) for line in text) == 1, "the sweep's epochs line, said once"
-    shown = [data["text"] for name, data in events if name == "progress_text"]
-    assert [line.split(": ")[0] for line in shown] == [f"run {i} of 3, {name}" for i, name in enumerate(names, 1)]
-    assert all(line.endswith("2 steps per epoch; 2 steps = 1 epochs") for line in shown), shown
-
-
 def test_an_interrupted_sweep_stops_and_summarises_the_run_it_stopped(headless_dirs, events):
     HEADLESS.interrupt.set()
     with pytest.raises(headless_host.InterruptedByUser):
@@ -168,13 +133,12 @@ def test_an_interrupted_sweep_stops_and_summarises_the_run_it_stopped(headless_d
 
 def test_a_diverged_run_still_writes_its_summary_and_a_resume_updates_it(headless_dirs, events):
     spec = {"hypernet_spec": [HypernetSpec(sizes=None)]}
-    with pytest.raises(TrainingDiverged, match="NaN/inf"):  # step 2's rate overflows the weights
-        _run(steps=3, save_every=0, preview_every=0, optimizer="SGD", learning_rate="0.001:1, 1e39", inputs=spec)
+    with pytest.raises(TrainingDiverged, match="weights became NaN/inf at step 2"):  # step 2's rate overflows them
+        _run(steps=3, save_every=1, preview_every=0, optimizer="SGD", learning_rate="0.001:1, 1e39", inputs=spec)
     log = headless_dirs / "output" / "hypernet_training" / "tinynet"
     diverged = _summary(log)
-    assert diverged["spec"] == "1,2,1 linear" and diverged["steps"] >= 1 and math.isfinite(diverged["final_loss"])
-    _run(steps=2, save_every=2, preview_every=0, inputs=spec, overwrite=True)
-    _run(steps=3, save_every=0, preview_every=0, inputs={"hypernetwork": [load_hypernetwork(log / "tinynet-2.pt")]})
+    assert diverged["spec"] == "1,2,1 linear" and diverged["steps"] == 2 and math.isfinite(diverged["final_loss"])
+    _run(steps=3, save_every=0, preview_every=0, inputs={"hypernetwork": [load_hypernetwork(log / "tinynet-1.pt")]})
     assert _summary(log)["steps"] == 3
 
 
@@ -192,3 +156,45 @@ def test_one_run_hands_on_one_item_lists_as_the_old_single_outputs_did(headless_
     assert len(network) == len(curve) == len(path) == len(val_loss) == 1 and previews == []
     assert network[0].step == 2 and Path(path[0]).name == "example-hypernet.pt", "one spec: no suffix"
     assert len([p for p in result.files if p.name.startswith("hypernet_trained_sample")]) == 1
+
+
+def test_the_shipped_sweep_trains_one_network_per_spec_and_encodes_the_pictures_once(headless_dirs, monkeypatch):
+    """workflows/sweep_specs.json: 3 layer structures x relu, swish on the example set, headless."""
+    from hypernet_studio.runtime.api import run_workflow_file
+    from hypernet_studio.runtime.examples import write_examples
+
+    write_examples(headless_dirs)
+    encoded = []
+    encode = DiffusersBackend.encode_images
+    monkeypatch.setattr(DiffusersBackend, "encode_images",
+                        lambda self, pixels: encoded.append(pixels.shape[0]) or encode(self, pixels))
+    events = []
+    result = run_workflow_file(REPO_ROOT / "workflows" / "sweep_specs.json", {"4.steps": 2, "4.save_every": 2},
+                               event_callback=lambda name, data: events.append((name, data)))
+    assert sum(encoded) == 4, "4 pictures (3 trained on, 1 held out), each encoded once for the 6 runs"
+    specs = [("1_2_1", "1,2,1", [1, 2, 1]), ("1_2_2_1", "1,2,2,1", [1, 2, 2, 1]),
+             ("1_1.5_1.5_1", "1,1.5,1.5,1", [1, 1.5, 1.5, 1])]
+    runs = [(f"example-sweep-{suffix}-{activation}", f"{text} {activation}", structure)
+            for suffix, text, structure in specs for activation in ("relu", "swish")]
+    networks, curves, previews, paths, val_losses = result.outputs["4"]
+    models = headless_dirs / "models" / "hypernetworks"
+    assert paths == [str(models / f"{name}.pt") for name, _, _ in runs]
+    assert [n.step for n in networks] == [2] * 6 and len(curves) == 6 and previews == []
+    assert all(math.isfinite(v) for v in val_losses) and len(result.ui["5"]["images"]) == 6, "each loss curve"
+    for (name, spec_text, structure), path in zip(runs, paths):
+        network = load_hypernetwork(path)
+        assert network.spec.layer_structure == structure and network.spec.activation == spec_text.split()[1]
+        log = headless_dirs / "output" / "hypernet_training" / name
+        summary = _summary(log)
+        assert summary["spec"] == spec_text and summary["steps"] == 2 and summary["best_val_step"] == 2
+        assert summary["parameters"] == sum(p.numel() for p in network.parameters())
+        assert summary["seconds_per_step"] > 0 and math.isfinite(summary["final_loss"])
+        assert (log / f"{name}-2.pt").is_file() and (log / "hypernetwork_loss.csv").is_file()
+    text = result.ui["4"]["text"]
+    assert text[0] == "sweep of 6 specs; the pictures were encoded once for all of them"
+    assert [line.split(":")[0] for line in text if line.startswith("example-sweep")] == [r[0] for r in runs]
+    epochs = "3 pictures (1 held out for validation); 2 images per step (batch 2 x accumulation 1); 1 step per epoch"
+    assert sum(line.startswith(epochs) for line in text) == 1, "the sweep's epochs line, said once"
+    shown = [data["text"] for name, data in events if name == "progress_text"]
+    assert [line.split(": ")[0] for line in shown] == [f"run {i} of 6, {r[0]}" for i, r in enumerate(runs, 1)]
+    assert all(line.endswith(f"{epochs}; 2 steps = 2 epochs") for line in shown), "each run's epochs line"
