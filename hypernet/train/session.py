@@ -114,7 +114,7 @@ def run_sweep(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or
     notes = []
     if specs and hypernetwork is not None:
         notes.append("both hypernet_spec and hypernetwork are connected: the hypernetwork is continued and the "
-                     "spec is ignored")
+                     + ("spec is ignored" if len(specs) == 1 else f"{len(specs)} specs are ignored"))
         logger.warning(notes[-1])
         specs = []
     names = sweep_names(config.name, specs)  # every name is checked before anything is encoded
@@ -125,13 +125,12 @@ def run_sweep(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or
         held_out = _validation_examples(data, config)
         if config.validation_split > 0:
             notes.append("validation images are connected, so validation_split is not used")
-    shared, outputs = SharedEncodings(), []
+    sweep, outputs = Sweep(backend, examples, held_out, config, hooks, folders, processes, SharedEncodings()), []
     run_specs: list[Optional["HypernetSpec"]] = list(specs) or [None]  # None: continue `hypernetwork`
     for number, (name, spec) in enumerate(zip(names, run_specs), start=1):
         if len(names) > 1:
             hooks.on_run_start(number, len(names), name)
-        run = SweepRun(backend, examples, held_out, config, hooks, folders, processes, shared)
-        outputs.append(run.train(name, spec, hypernetwork))
+        outputs.append(sweep.train(name, spec, hypernetwork))
         if outputs[-1].result.interrupted:
             break
     outputs[0].notes[:0] = notes
@@ -139,8 +138,8 @@ def run_sweep(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or
 
 
 @dataclass
-class SweepRun:
-    """One run of a sweep (or the only run): what every run shares, and train() for one network."""
+class Sweep:
+    """What the runs of a sweep (or the only run) share, and train() for each run's network."""
 
     backend: "TrainingBackend"
     examples: Sequence[TrainingExample]
