@@ -240,8 +240,10 @@ def _validation_examples(data: TrainingData, config: TrainConfig) -> list:
 
 
 def _with_run_files(config: TrainConfig, folders: RunFolders, network: "Hypernetwork",
-                    name: str) -> tuple[TrainConfig, str]:
-    """The config with the files of run `name`, and a note when earlier results made it take a new name."""
+                    name: Optional[str] = None) -> tuple[TrainConfig, str]:
+    """The config with the files of run `name` (default: the config's name), and a note when earlier
+    results made it take a new name."""
+    name = name or config.name
     try:
         files = run_files(folders, name, int(network.step), getattr(network, "filename", None))
     except UnsafePathError as exc:  # e.g. NAME.pt is a link to a file outside the folder
