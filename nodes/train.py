@@ -148,7 +148,8 @@ NEW_WIDGETS = {
                                    "tag_dropout leave them alone (kohya's keep_tokens; 0 = none, as A1111)."),
 }
 OPTIONAL_INPUTS = {
-    "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network."),
+    "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network; a list of them (Hypernet Spec "
+                                                     "Grid) trains one network per spec, named NAME-<spec>."),
     "hypernetwork": socket("HYPERNETWORK",
                            tooltip="A network to continue (its .optim beside the file resumes exactly)."),
     "masks": socket("MASK", tooltip="Masks parallel to the images, for use_alpha_weight."),
