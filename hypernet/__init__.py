@@ -9,7 +9,8 @@
 - files.py, images.py, errors.py: safe paths and atomic writes, tensor <-> picture, InputError;
 - safe_load.py reads weight files safely (weights_only or safetensors), input_values.py checks a
   node input's value (check_choice, single_value);
-- image_grid.py a labelled grid of pictures (rows x columns, row and column labels).
+- image_grid.py a labelled grid of pictures (rows x columns, row and column labels);
+- compare/     networks side by side: step files of a run, what it recorded, the grid's plan, the table.
 
 It never imports ComfyUI, nodes/ or runtime/, and its errors never name a node. Importing the
 package is cheap: submodules pull in diffusers/transformers only when used."""

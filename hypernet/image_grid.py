@@ -5,7 +5,9 @@ other comparison grid can.
 Labels are drawn with matplotlib's DejaVu Sans (a TrueType font every install of matplotlib ships),
 not Pillow's bitmap default, which has one tiny size and no accents. Label lines wrap at word
 boundaries to the width of a cell, and the margins are computed from the text's measured size, so
-nothing is cut off and no label overlaps a picture."""
+nothing is cut off and no label overlaps a picture. A row label taller than its row (several lines
+beside small cells) wraps wider instead, up to ROW_LABEL_MAX_CELLS cells, so that it does not run
+into the next row's label."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (20, 20, 20)
 MIN_FONT_SIZE = 10
 FONT_SHARE = 1 / 24  # the default font size is this share of a cell's shorter side
+ROW_LABEL_MAX_CELLS = 4  # a row label too tall for its row may wrap up to this many cells wide
 
 
 @lru_cache(maxsize=None)
@@ -66,6 +69,7 @@ class GridLayout:
     cell_height: int
     left: int
     top: int
+    row_label_width: int = 0  # the width row labels wrap to (0: a cell's width)
 
     @property
     def width(self) -> int:
@@ -81,11 +85,22 @@ class GridLayout:
         return x0, y0, x0 + self.cell_width, y0 + self.cell_height
 
 
-def _block_size(lines: Sequence[str], font: ImageFont.FreeTypeFont) -> tuple[int, int]:
+def block_size(lines: Sequence[str], font: ImageFont.FreeTypeFont) -> tuple[int, int]:
     """Width and height in pixels of lines drawn one under the other."""
     ascent, descent = font.getmetrics()
     width = max((font.getlength(line) for line in lines), default=0)
     return int(width + 0.999), len(lines) * (ascent + descent) + max(0, len(lines) - 1) * LINE_SPACING
+
+
+def row_label_width(row_labels: Sequence[str], font: ImageFont.FreeTypeFont, cell_width: int,
+                    cell_height: int) -> int:
+    """The width row labels wrap to: a cell's, doubled while some label is taller than its row,
+    up to ROW_LABEL_MAX_CELLS cells."""
+    width = cell_width
+    while width < ROW_LABEL_MAX_CELLS * cell_width and any(
+            block_size(wrap_label(label, font, width), font)[1] > cell_height for label in row_labels):
+        width = min(2 * width, ROW_LABEL_MAX_CELLS * cell_width)
+    return width
 
 
 def grid_layout(row_labels: Sequence[str], column_labels: Sequence[str], cell_width: int, cell_height: int,
@@ -93,13 +108,14 @@ def grid_layout(row_labels: Sequence[str], column_labels: Sequence[str], cell_wi
     """The layout for len(row_labels) x len(column_labels) cells of the given size; when every
     row (or column) label is empty, that margin is left out."""
     font = label_font(font_size or default_font_size(cell_width, cell_height))
-    row_blocks = [_block_size(wrap_label(label, font, cell_width), font) for label in row_labels]
-    column_blocks = [_block_size(wrap_label(label, font, cell_width), font) for label in column_labels]
+    row_wrap = row_label_width(row_labels, font, cell_width, cell_height)
+    row_blocks = [block_size(wrap_label(label, font, row_wrap), font) for label in row_labels]
+    column_blocks = [block_size(wrap_label(label, font, cell_width), font) for label in column_labels]
     left = max((w for w, _ in row_blocks), default=0)
     top = max((h for _, h in column_blocks), default=0)
     return GridLayout(len(row_labels), len(column_labels), cell_width, cell_height,
                       left + 2 * LABEL_PADDING if any(row_labels) else 0,
-                      top + 2 * LABEL_PADDING if any(column_labels) else 0)
+                      top + 2 * LABEL_PADDING if any(column_labels) else 0, row_wrap)
 
 
 def labelled_grid(cells: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str],
@@ -128,14 +144,14 @@ def _draw_labels(draw: ImageDraw.ImageDraw, layout: GridLayout, row_labels: Sequ
                  column_labels: Sequence[str], font: ImageFont.FreeTypeFont) -> None:
     """Row labels right-aligned and centred on their row; column labels centred above their column."""
     for r, label in enumerate(row_labels):
-        lines = wrap_label(label, font, layout.cell_width)
-        width, height = _block_size(lines, font)
+        lines = wrap_label(label, font, layout.row_label_width or layout.cell_width)
+        width, height = block_size(lines, font)
         _, y0, _, y1 = layout.cell_box(r, 0)
         draw.multiline_text((layout.left - LABEL_PADDING - width, max(0, (y0 + y1 - height) // 2)), "\n".join(lines),
                             font=font, fill=TEXT_COLOR, spacing=LINE_SPACING, align="right")
     for c, label in enumerate(column_labels):
         lines = wrap_label(label, font, layout.cell_width)
-        width, height = _block_size(lines, font)
+        width, height = block_size(lines, font)
         x0, _, x1, _ = layout.cell_box(0, c)
         draw.multiline_text(((x0 + x1 - width) // 2, layout.top - LABEL_PADDING - height), "\n".join(lines),
                             font=font, fill=TEXT_COLOR, spacing=LINE_SPACING, align="center")

@@ -118,6 +118,9 @@ class ComfyHost:
             return None
         return None if context is None else str(context.node_id)
 
+    def builtin_node(self, node_type: str) -> type:
+        return _comfy("nodes").NODE_CLASS_MAPPINGS[node_type]  # ComfyUI's top-level nodes.py
+
     @staticmethod
     def _server() -> Any:
         try:

@@ -94,6 +94,11 @@ class Host(Protocol):
     def current_node_id(self) -> Optional[str]:
         """The id of the node being executed, if the host knows it."""
 
+    def builtin_node(self, node_type: str) -> type:
+        """The host's own class of a core node (KSampler, CLIPTextEncode, VAEDecode,
+        EmptyLatentImage): a node that samples through it gives the very pictures that node gives
+        in this host. KeyError for a type the host does not have."""
+
 
 class _InstalledHost:
     """Forwards every call to the host installed by the pack's entry point."""

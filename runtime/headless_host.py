@@ -171,5 +171,11 @@ class HeadlessHost:
     def current_node_id(self) -> Optional[str]:
         return self.running_node_id
 
+    def builtin_node(self, node_type: str) -> type:
+        """The stand-in for ComfyUI's core node (runtime/standins.py)."""
+        from .standins import NODE_CLASS_MAPPINGS
+
+        return NODE_CLASS_MAPPINGS[node_type]
+
 
 HEADLESS = HeadlessHost()

@@ -211,7 +211,7 @@ def test_the_state_check_sees_a_late_attribute():
 
 
 @pytest.mark.parametrize("package", ["hypernet", "hypernet/train", "hypernet/sd", "hypernet/preprocess",
-                                     "hypernet/taggers"])
+                                     "hypernet/taggers", "hypernet/compare"])
 def test_the_package_map_names_every_module(package):
     folder = REPO_ROOT / package
     docstring = ast.get_docstring(_tree(folder / "__init__.py")) or ""

@@ -5,6 +5,8 @@ import torch
 from hypernet_studio.hypernet.errors import InputError
 from hypernet_studio.hypernet.image_grid import (
     LABEL_PADDING,
+    ROW_LABEL_MAX_CELLS,
+    block_size,
     default_font_size,
     grid_layout,
     label_font,
@@ -74,3 +76,15 @@ def test_the_grid_refuses_mismatched_cells_and_labels():
         labelled_grid([[_cell(0.5)]], ["a", "b"], ["x"])
     with pytest.raises(InputError, match="60x40"):
         labelled_grid([[_cell(0.5), _cell(0.5, height=30)]], ["a"], ["x", "y"])
+
+
+def test_a_row_label_taller_than_its_row_wraps_wider_instead():
+    label = "my-hypernet-1_2_1-swish-best (step 1500)\nstrength 0.5\nval loss 0.098765 (best)"
+    font = label_font(default_font_size(64, 64))
+    assert block_size(wrap_label(label, font, 64), font)[1] > 64, "at a cell's width it would overlap the next row"
+    layout = grid_layout([label, label], ["seed 1"], 64, 64)
+    assert 64 < layout.row_label_width <= ROW_LABEL_MAX_CELLS * 64
+    lines = wrap_label(label, font, layout.row_label_width)
+    assert block_size(lines, font)[1] <= 64
+    assert layout.left == block_size(lines, font)[0] + 2 * LABEL_PADDING
+    assert grid_layout(["a wider label"], ["x"], 60, 40).row_label_width == 60, "short labels keep a cell's width"
