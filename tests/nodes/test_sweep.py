@@ -159,7 +159,8 @@ def test_one_run_hands_on_one_item_lists_as_the_old_single_outputs_did(headless_
 
 
 def test_the_shipped_sweep_trains_one_network_per_spec_and_encodes_the_pictures_once(headless_dirs, monkeypatch):
-    """workflows/sweep_specs.json: 3 layer structures x relu, swish on the example set, headless."""
+    """workflows/sweep_specs.json: 3 layer structures x relu, swish on the example set, headless,
+    compared in one grid."""
     from hypernet_studio.runtime.api import run_workflow_file
     from hypernet_studio.runtime.examples import write_examples
 
@@ -169,7 +170,8 @@ def test_the_shipped_sweep_trains_one_network_per_spec_and_encodes_the_pictures_
     monkeypatch.setattr(DiffusersBackend, "encode_images",
                         lambda self, pixels: encoded.append(pixels.shape[0]) or encode(self, pixels))
     events = []
-    result = run_workflow_file(REPO_ROOT / "workflows" / "sweep_specs.json", {"4.steps": 2, "4.save_every": 2},
+    result = run_workflow_file(REPO_ROOT / "workflows" / "sweep_specs.json",
+                               {"4.steps": 2, "4.save_every": 2, "6.steps": 1, "6.seeds": "1"},
                                event_callback=lambda name, data: events.append((name, data)))
     assert sum(encoded) == 4, "4 pictures (3 trained on, 1 held out), each encoded once for the 6 runs"
     specs = [("1_2_1", "1,2,1", [1, 2, 1]), ("1_2_2_1", "1,2,2,1", [1, 2, 2, 1]),
@@ -198,3 +200,7 @@ def test_the_shipped_sweep_trains_one_network_per_spec_and_encodes_the_pictures_
     shown = [data["text"] for name, data in events if name == "progress_text"]
     assert [line.split(": ")[0] for line in shown] == [f"run {i} of 6, {r[0]}" for i, r in enumerate(runs, 1)]
     assert all(line.endswith(f"{epochs}; 2 steps = 2 epochs") for line in shown), "each run's epochs line"
+    [csv_file] = (headless_dirs / "output" / "hypernet_compare").glob("*.csv")
+    table = csv_file.read_text().splitlines()
+    assert [row.split(",")[0] for row in table[1:]] == ["no hypernetwork"] + [r[0] for r in runs], "one row per run"
+    assert all(f'"{spec_text}"' in row for (_, spec_text, _), row in zip(runs, table[2:])), "with its spec"
