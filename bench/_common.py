@@ -21,6 +21,12 @@ def import_pack() -> None:
         sys.path.insert(0, str(REPO.parent))
     try:
         import hypernet_studio  # noqa: F401
+        if Path(hypernet_studio.__file__).resolve().parent != REPO:
+            # another checkout is installed (e.g. `pip install -e` of a different worktree):
+            # measure this one, as tests/conftest.py does
+            for name in [name for name in sys.modules if name.split(".")[0] == "hypernet_studio"]:
+                del sys.modules[name]
+            raise ImportError(hypernet_studio.__file__)
     except ImportError:
         spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
                                                       submodule_search_locations=[str(REPO)])

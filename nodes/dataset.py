@@ -21,11 +21,13 @@ from ..hypernet.preprocess.options import (
     FLIP_MODES,
     SAVE_NAMINGS,
 )
+from ..hypernet.preprocess.workers import check_workers_setting
 from .host import HOST
 from .paths import model_choices, model_file, readable_folder, yunet_file
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
 
 CATEGORY = "hypernetwork/dataset"
+CHUNK_TYPE = "HN_CHUNK"  # Load Images' chunk (hypernet/preprocess/chunks.py Chunk) -> Save Dataset
 IMAGES_IN = socket("IMAGE", tooltip="Image list (items may differ in size); batches are split into items.")
 OPTIONAL_LISTS = {
     "captions": socket("STRING", forceInput=True, tooltip="Captions parallel to the images (one per image)."),
@@ -90,6 +92,13 @@ LOAD_IMAGES_OPTIONAL = {
                         tooltip="Scale larger pictures down as they load to fit this many pixels a side (Lanczos, "
                                 "aspect kept, never up), so memory follows the training size, not the camera's. 0 = "
                                 "full size, as A1111 (a 4 MP photo then needs about twice the memory)."),
+    "chunk_size": integer(default=0, min=0, max=1_000_000, step=1,
+                          tooltip="Load the files in chunks of this many, one chunk per queue run, so memory holds "
+                                  "one chunk, not the folder (0 = all at once). Wire the chunk output to Save "
+                                  "Dataset, which then adds each chunk to the same folder."),
+    "chunk": integer(default=0, min=0, max=1_000_000, step=1, control_after_generate=True,
+                     tooltip="Which chunk to load (0 = the first). With 'increment' each queue run takes the next: "
+                             "queue as many runs as the node says there are chunks (ignored while chunk_size is 0)."),
 }
 
 
@@ -98,9 +107,9 @@ class LoadImagesNode(Node):
     with their same-stem caption files. Bad files are skipped with one warning each."""
 
     NODE_ID, DISPLAY_NAME, CATEGORY, FUNCTION = "HN_LoadImages", "Load Images (dataset)", CATEGORY, "load"
-    RETURN_TYPES = ("IMAGE", "MASK", "STRING", "STRING", "INT")
-    RETURN_NAMES = ("images", "masks", "captions", "stems", "count")
-    OUTPUT_IS_LIST = (True, True, True, True, False)
+    RETURN_TYPES = ("IMAGE", "MASK", "STRING", "STRING", "INT", CHUNK_TYPE)
+    RETURN_NAMES = ("images", "masks", "captions", "stems", "count", "chunk")
+    OUTPUT_IS_LIST = (True, True, True, True, False, False)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -112,12 +121,16 @@ class LoadImagesNode(Node):
         return _folder_fingerprint(folder, recursive, kohya_repeats)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, folder, background, max_side=None, recursive=None, kohya_repeats=None):
+    def VALIDATE_INPUTS(cls, folder, background, max_side=None, recursive=None, kohya_repeats=None, offset=None,
+                        limit=None, chunk_size=None, chunk=None):
+        selection = {"recursive": recursive, "use_kohya_repeats": kohya_repeats, "offset": offset, "limit": limit}
         return validation(lambda: _existing_folder(folder), lambda: _reachable(folder, recursive, kohya_repeats),
-                          lambda: _check_colour(background), lambda: _check_max_side(max_side))
+                          lambda: _check_colour(background), lambda: _check_max_side(max_side),
+                          lambda: _check_chunk(folder, selection, chunk_size, chunk),
+                          check_workers_setting)
 
     def load(self, folder, recursive, caption_extension, kohya_repeats, offset, limit, background, max_megapixels,
-             max_side=MAX_SIDE_DEFAULT):
+             max_side=MAX_SIDE_DEFAULT, chunk_size=0, chunk=0):
         from ..hypernet.preprocess.image_folder import parse_color
         from ..hypernet.preprocess.pipeline import load_folder_lists
 
@@ -125,10 +138,10 @@ class LoadImagesNode(Node):
         out = _as_input("folder", lambda: load_folder_lists(
             readable_folder(folder), recursive=recursive, offset=offset, limit=limit,
             caption_extension=caption_extension, use_kohya_repeats=kohya_repeats, background=colour,
-            max_megapixels=max_megapixels, max_side=side))
-        summary = f"loaded {len(out.images)} image(s) from {out.folder}"
-        return {"ui": {"text": [summary, *out.warnings]},
-                "result": (out.images, out.masks, out.captions, out.stems, len(out.images))}
+            max_megapixels=max_megapixels, max_side=side, chunk_size=chunk_size, chunk=chunk))
+        summary = [*_chunk_lines(out.chunk), f"loaded {len(out.images)} image(s) from {out.folder}"]
+        return {"ui": {"text": [*summary, *out.warnings], **_chunk_ui(out.chunk)},
+                "result": (out.images, out.masks, out.captions, out.stems, len(out.images), out.chunk)}
 
 
 def _existing_folder(folder) -> None:
@@ -158,6 +171,30 @@ def _folder_fingerprint(folder: str, recursive: bool, kohya_repeats: bool):
     except InputError:
         fingerprint = None
     return float("nan") if fingerprint is None else fingerprint
+
+
+def _check_chunk(folder, selection: dict, chunk_size, chunk) -> None:
+    """A chunk past the last is refused at queue time (the editor's increment runs on after the
+    last chunk): it names how many chunks there are."""
+    from ..hypernet.preprocess.chunks import check_chunk
+    from ..hypernet.preprocess.image_folder import selected_files
+
+    known = [folder, chunk_size, chunk, *selection.values()]
+    if any(value is None for value in known) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        return
+    path = readable_folder(folder)
+    if path.is_dir() and isinstance(chunk, int):
+        check_chunk(chunk, len(selected_files(path, **selection)), chunk_size)
+
+
+def _chunk_lines(chunk) -> list[str]:
+    return [] if chunk is None else [chunk.describe()]
+
+
+def _chunk_ui(chunk) -> dict:
+    """ui["chunk"] = [index, count] for a chunked load: the editor shows what is left, and
+    `hypernet-studio run --all-chunks` runs the workflow again while chunks are left."""
+    return {} if chunk is None else {"chunk": [chunk.index, chunk.count]}
 
 
 def _check_colour(background) -> None:
@@ -259,7 +296,7 @@ class AutoCropNode(Node):
         detector, face_model = single_value(face_detector), single_value(face_model)
         # ComfyUI does not check a combo that VALIDATE_INPUTS takes: it is checked here
         return validation(lambda: detector is None or check_choice("face_detector", detector, FACE_DETECTORS),
-                          lambda: detector is None or yunet_file(face_model or "", detector))
+                          lambda: detector is None or yunet_file(face_model or "", detector), check_workers_setting)
 
     def crop(self, images, captions=None, masks=None, stems=None, **widgets):
         from ..hypernet.preprocess import pipeline
@@ -428,6 +465,9 @@ class WD14TagNode(Node):
         return _tag_result(captions, tags, w)
 
 
+SAVE_CHUNK_IN = socket(CHUNK_TYPE, tooltip="Load Images' chunk output, when it loads a folder in chunks: files are "
+                                           "numbered after the chunks saved before, so the chunks add up to one "
+                                           "folder.")
 SAVE_DATASET_INPUTS = {
     "images": IMAGES_IN,
     "folder": text(default="dataset",
@@ -449,30 +489,39 @@ class SaveDatasetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": dict(SAVE_DATASET_INPUTS), "optional": dict(OPTIONAL_LISTS)}
+        return {"required": dict(SAVE_DATASET_INPUTS), "optional": {**OPTIONAL_LISTS, "chunk": SAVE_CHUNK_IN}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, folder):
         return validation(lambda: _output_folder(single_value(folder)))
 
-    def save(self, images, folder, naming, save_alpha, captions=None, masks=None, stems=None):
+    def save(self, images, folder, naming, save_alpha, captions=None, masks=None, stems=None, chunk=None):
+        from ..hypernet.preprocess.chunks import chunk_from
         from ..hypernet.preprocess.saving import save_dataset
 
-        w = single_values({"folder": folder, "naming": naming, "save_alpha": save_alpha})
-        target = _output_folder(w["folder"])
+        w = single_values({"folder": folder, "naming": naming, "save_alpha": save_alpha, "chunk": chunk})
+        target, w["chunk"] = _output_folder(w["folder"]), chunk_from(w["chunk"])
         if not images:  # e.g. the dropped lists of a filter that dropped nothing
+            if w["chunk"] is not None:  # still a saved chunk: the chunks after it number on from it
+                save_dataset(target, [], naming=w["naming"], chunk=w["chunk"])
             return {"ui": {"text": [f"nothing to write to {target}: no images came in"]}, "result": (str(target), 0)}
         items, caption_items, mask_items, stem_items = _aligned(images, captions, masks, stems)
         saved = save_dataset(target, items, caption_items if captions is not None else None,
                              stem_items if stems is not None else None, mask_items if w["save_alpha"] else None,
-                             w["naming"], _progress(len(items)))
+                             w["naming"], _progress(len(items)), w["chunk"])
         for path in [*saved.images, *saved.captions]:
             HOST.wrote(path)
-        lines = [f"wrote {len(saved.images)} images and {len(saved.captions)} captions to {saved.folder}"]
-        if saved.leftovers:
-            lines.append(f"warning: {len(saved.leftovers)} other .png/.txt file(s) in that folder were not written by "
-                         f"this run (e.g. {saved.leftovers[0].name}); a trainer reading the folder uses them too")
-        return {"ui": {"text": lines}, "result": (str(saved.folder), len(saved.images))}
+        return {"ui": {"text": _saved_lines(saved, w["chunk"])}, "result": (str(saved.folder), len(saved.images))}
+
+
+def _saved_lines(saved, chunk) -> list[str]:
+    """What Save Dataset shows: what it wrote (and for which chunk), and any files it did not write."""
+    which = "" if chunk is None else f" (chunk {chunk.index + 1} of {chunk.count})"
+    lines = [f"wrote {len(saved.images)} images and {len(saved.captions)} captions to {saved.folder}{which}"]
+    if saved.leftovers:
+        lines.append(f"warning: {len(saved.leftovers)} other .png/.txt file(s) in that folder were not written by "
+                     f"this run (e.g. {saved.leftovers[0].name}); a trainer reading the folder uses them too")
+    return lines
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(

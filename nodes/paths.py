@@ -11,6 +11,7 @@ from typing import Callable, Optional, Sequence
 
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, check_name_text
+from ..hypernet.train.encoding_cache import CACHE_OFF
 from .host import ALLOWED_DIRS_ENV, HOST
 
 Explain = Callable[[str, Sequence[Path]], str]
@@ -109,3 +110,42 @@ def _named_yunet_file(name: str) -> Path:
     if not path.is_file():
         raise InputError("face_model", f"YuNet file not found: {path}")
     return path
+
+
+def cache_folder(text: str, input_name: str = "cache_folder") -> Optional[Path]:
+    """The persistent cache's folder (None: `CACHE_OFF` or empty, no cache): relative to the output
+    folder, or absolute. Inside ComfyUI it must stay under the folders the server reads from (input,
+    output, or those its owner allows) and '..' is refused. It must be a folder this process can
+    write, or be creatable in one."""
+    text = (text or "").strip()
+    if not text or text.lower() == CACHE_OFF:
+        return None
+    try:
+        check_name_text(text)
+    except UnsafePathError as exc:
+        raise InputError(input_name, str(exc)) from None
+    path = Path(os.path.expanduser(text))
+    path = path if path.is_absolute() else HOST.output_directory() / path
+    roots = HOST.read_roots()
+    if roots is not None:
+        if ".." in Path(text.replace("\\", "/")).parts:
+            raise InputError(input_name, f"{text!r}: '..' is not allowed; name a folder under the output folder")
+        if not _inside(path, roots):
+            raise InputError(input_name, f"{text!r} is outside the folders this server may use "
+                                         f"({', '.join(str(r) for r in roots)}); its owner can allow more in "
+                                         f"{ALLOWED_DIRS_ENV}, or set '{CACHE_OFF}'")
+        path = path.resolve()
+    _check_writable(path, text, input_name)
+    return path
+
+
+def _check_writable(path: Path, text: str, input_name: str) -> None:
+    """`path` is a folder this process can write, or can be made in the nearest folder above it."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise InputError(input_name, f"{text!r} is a file, not a folder")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(input_name, f"{text!r}: {existing} cannot be written by this process; name a writable "
+                                     f"folder, or set '{CACHE_OFF}'")

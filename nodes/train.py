@@ -25,12 +25,14 @@ from ..hypernet.train.config import (
     TrainHooks,
     validate_name,
 )
+from ..hypernet.train.encoding_cache import CACHE_LIMIT_ENV, CACHE_OFF
 from ..hypernet.train.learning_rate import parse_schedule, plain_rate
 from ..hypernet.train.logs import check_log_target
 from ..hypernet.train.optimizer import parse_optimizer_args
 from ..hypernet.train.run_files import RunFolders
 from ..hypernet.train.templates import CUSTOM, TEMPLATE_SETS, template_lines
 from .host import HOST, TRAINING_FOLDER
+from .paths import cache_folder as resolve_cache_folder
 from .widgets import Node, boolean, combo, decimal, integer, mappings, single_values, socket, text, validation
 
 logger = logging.getLogger(__name__)
@@ -40,13 +42,13 @@ EVENT_INTERVAL_S = 0.25
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_STEPS = 10_000_000  # the steps inputs' maximum; a schedule's syntax is checked against it too
 _default = TrainConfig.default
+UNLINKED = object()  # VALIDATE_INPUTS' default for a socket that is not linked
+PICTURE_SOCKETS = ("images", "captions", "masks", "training_set")
 
 TRAIN_INPUTS = {
     "model": socket("MODEL", tooltip="The checkpoint's MODEL: SD1, SD2 (eps or v prediction) or SDXL base."),
     "clip": socket("CLIP", tooltip="The checkpoint's CLIP; each distinct prompt is encoded once and cached."),
     "vae": socket("VAE", tooltip="The checkpoint's VAE; every image is encoded once and cached."),
-    "images": socket("IMAGE", tooltip="Training images (a list from the dataset nodes; sizes may differ)."),
-    "captions": socket("STRING", forceInput=True, tooltip="One caption per image; becomes [filewords]."),
     "name": text(default="my-hypernet", tooltip="Name of the network: the file name and [name] in templates."),
     "steps": integer(default=_default("steps"), min=1, max=MAX_STEPS,
                      tooltip="Train until this many optimizer steps are done (a continued network counts on)."),
@@ -146,6 +148,18 @@ NEW_WIDGETS = {
     "keep_tokens": integer(default=_default("keep_tokens"), min=0, max=1000,
                            tooltip="The first N comma-separated caption tags stay in place: shuffle_tags and "
                                    "tag_dropout leave them alone (kohya's keep_tokens; 0 = none, as A1111)."),
+    "cache_folder": text(default=_default("cache_folder"),
+                         tooltip="Where latents and prompt encodings are kept between runs (a folder under the output "
+                                 f"folder, or a path); a second run encodes nothing again. '{CACHE_OFF}' = no cache. "
+                                 f"Size limit: {CACHE_LIMIT_ENV} (MB)."),
+}
+# images and captions were required until a training set could replace them. As the first optional
+# inputs they keep their place among the sockets (model, clip, vae, images, captions, ...) and take
+# no widget value, so saved UI workflows keep every link and widget value, API ones every name.
+PICTURE_INPUTS = {
+    "images": socket("IMAGE", tooltip="Training images (a list from the dataset nodes; sizes may differ). Or connect "
+                                      "a training_set instead."),
+    "captions": socket("STRING", forceInput=True, tooltip="One caption per image; becomes [filewords]."),
 }
 OPTIONAL_INPUTS = {
     "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network; a list of them (Hypernet Spec "
@@ -156,6 +170,12 @@ OPTIONAL_INPUTS = {
     "validation_images": socket("IMAGE",
                                 tooltip="A held-out set for the validation loss (instead of validation_split)."),
     "validation_captions": socket("STRING", forceInput=True, tooltip="Captions of the validation images."),
+}
+# Sockets added after the widgets above: a socket takes no widget value, so it may follow them.
+LATE_SOCKETS = {
+    "training_set": socket("HN_TRAINING_SET",
+                           tooltip="A folder from Load Training Set, instead of images and captions: each picture is "
+                                   "decoded when its latent is encoded, so the set may outgrow memory."),
 }
 
 
@@ -209,7 +229,8 @@ class NodeHooks(TrainHooks):
 
 def train_config(widgets: dict[str, Any]) -> TrainConfig:
     """TrainConfig from the widget values (the run's folders are chosen when it starts)."""
-    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]))
+    cache_dir = resolve_cache_folder(widgets.get("cache_folder", _default("cache_folder")))
+    return TrainConfig.from_values(widgets, name=validate_name(widgets["name"]), cache_dir=cache_dir)
 
 
 def host_arguments(config: TrainConfig, node_id) -> dict[str, Any]:
@@ -246,10 +267,13 @@ def check_steps_beyond_file(steps: int, hypernetwork_name: str) -> None:
 
 
 def check_text_inputs(name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
-                      lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None) -> None:
-    """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options."""
+                      lr_scheduler=None, optimizer=None, optimizer_args=None, preview_seeds=None, log_to=None,
+                      cache_folder=None) -> None:
+    """What VALIDATE_INPUTS can check without a model: names, schedules, templates, options, the cache folder."""
     if name is not None:
         check_run_names(validate_name(name))
+    if cache_folder is not None:
+        resolve_cache_folder(cache_folder)
     if lr_scheduler not in (None, "a1111"):
         check_choice("lr_scheduler", lr_scheduler, LR_SCHEDULERS)
         if learning_rate is not None:
@@ -288,23 +312,24 @@ class TrainHypernetNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": dict(TRAIN_INPUTS), "optional": {**OPTIONAL_INPUTS, **NEW_WIDGETS},
+        return {"required": dict(TRAIN_INPUTS), "optional": {**PICTURE_INPUTS, **OPTIONAL_INPUTS, **NEW_WIDGETS,
+                                                             **LATE_SOCKETS},
                 "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, name, learning_rate, clip_grad_mode, clip_grad_value, prompt_template, custom_template,
-                        optimizer, optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None):
-        values = single_values({key: value for key, value in locals().items() if key != "cls"})
-        return validation(lambda: check_text_inputs(**values))
+                        optimizer, optimizer_args=None, preview_seeds=None, lr_scheduler=None, log_to=None,
+                        cache_folder=None, images=UNLINKED, captions=UNLINKED, masks=UNLINKED,
+                        training_set=UNLINKED):
+        return validate_train_inputs({key: value for key, value in locals().items() if key != "cls"})
 
-    def train(self, model, clip, vae, images, captions, hypernet_spec=None, hypernetwork=None, masks=None,
-              validation_images=None, validation_captions=None, unique_id=None, **widgets):
-        from ..hypernet.train.session import TrainingData, run_sweep
+    def train(self, model, clip, vae, images=None, captions=None, hypernet_spec=None, hypernetwork=None, masks=None,
+              validation_images=None, validation_captions=None, training_set=None, unique_id=None, **widgets):
+        from ..hypernet.train.session import run_sweep
 
         w = {key: value[0] for key, value in widgets.items()}
         node_id = unique_id[0] if unique_id else None
-        data = TrainingData(_items(images), list(captions), [m.clone() for m in masks] if masks else None,
-                            _items(validation_images or []), list(validation_captions or []))
+        data = training_data(images, captions, masks, validation_images, validation_captions, training_set)
         with torch.inference_mode(False), torch.enable_grad():
             config = train_config(w)
             runs = run_sweep(model[0], clip[0], vae[0], data, config, list(hypernet_spec or []),
@@ -312,6 +337,42 @@ class TrainHypernetNode(Node):
         if runs[-1].result.interrupted:
             HOST.throw_if_interrupted()
         return _node_output(runs)
+
+
+def validate_train_inputs(values: dict[str, Any]):
+    """VALIDATE_INPUTS' answer. ComfyUI passes a linked socket as [None] (its value is not known
+    before the run) and leaves an unlinked one out (UNLINKED, the default)."""
+    linked = {key: values.pop(key) is not UNLINKED for key in PICTURE_SOCKETS}
+    texts = single_values(values)
+    return validation(lambda: check_picture_sockets(**linked), lambda: check_text_inputs(**texts))
+
+
+def check_picture_sockets(images: bool, captions: bool, masks: bool, training_set: bool) -> None:
+    """What to train on is connected once: images with their captions (and masks), or a training set."""
+    if training_set:
+        for other, linked in (("images", images), ("captions", captions), ("masks", masks)):
+            if linked:
+                raise InputError(other, "a training_set is connected, and it brings its own pictures, captions and "
+                                        "masks (alpha): disconnect one of the two")
+    elif not images:
+        raise InputError("images", "connect the images and captions to train on (from the dataset nodes), or a "
+                                   "training_set (from Load Training Set)")
+    elif not captions:
+        raise InputError("captions", "connect the captions of the images (one per image, from the dataset nodes)")
+
+
+def training_data(images, captions, masks, validation_images, validation_captions, training_set):
+    """The node's lists (copies: the node never changes its inputs) as TrainingData."""
+    from ..hypernet.train.session import TrainingData
+
+    # Unlinked, an optional input is None; linked, a list (empty when a filter upstream kept nothing:
+    # then prepare_examples says the dataset is empty, rather than that nothing is connected).
+    check_picture_sockets(images is not None, captions is not None, masks is not None, training_set is not None)
+    if training_set is not None:
+        return TrainingData(validation_images=_items(validation_images or []),
+                            validation_captions=list(validation_captions or []), training_set=training_set[0])
+    return TrainingData(_items(images), list(captions), [m.clone() for m in masks] if masks else None,
+                        _items(validation_images or []), list(validation_captions or []))
 
 
 def _items(images: list) -> list:

@@ -22,8 +22,11 @@ def _with(options: dict, **extra: Any) -> dict:
     return {**options, **{key: value for key, value in extra.items() if value is not None}}
 
 
-def integer(*, default: int, min: int, max: int, step: Optional[int] = None, tooltip: str) -> Spec:
-    return ("INT", _with({"default": default, "min": min, "max": max}, step=step, tooltip=tooltip))
+def integer(*, default: int, min: int, max: int, step: Optional[int] = None, tooltip: str,
+            control_after_generate: Optional[bool] = None) -> Spec:
+    """A whole number; `control_after_generate` gives it the editor's fixed/increment/... control."""
+    return ("INT", _with({"default": default, "min": min, "max": max}, step=step, tooltip=tooltip,
+                         control_after_generate=control_after_generate))
 
 
 def decimal(*, default: float, min: float, max: float, step: Optional[float] = None, tooltip: str) -> Spec:

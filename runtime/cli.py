@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--deterministic", action="store_true",
                      help="deterministic GPU kernels, no TF32 (slower): a resumed run then repeats an unbroken "
                           "one bit for bit on the same GPU and software, where torch has such kernels")
+    run.add_argument("--all-chunks", action="store_true",
+                     help="run again while a Load Images with chunk_size above 0 has chunks left, each run taking "
+                          "the next chunk (as queueing again in ComfyUI does): a big folder in one command")
     run.add_argument("--nproc-per-node", type=int, metavar="N",
                      help="train on N processes on this machine (one per GPU): hands over to torchrun, "
                           "as `torchrun --standalone --nproc-per-node N -m hypernet_studio.runtime run ...`")
@@ -291,22 +294,51 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reporter = NodeReporter(prompt, quiet=quiet)
     executor = Executor(registry, event_callback=reporter, show_progress=not quiet and sys.stderr.isatty())
     extra_pnginfo = {"workflow": ui_workflow} if ui_workflow is not None else {}
-    with _previews_removed_afterwards(HEADLESS.temp_directory()), pack_logs_reported(reporter):
-        result, code = _execute(executor, prompt, extra_pnginfo, args.workflow)
-    if result is None or HEADLESS.rank != 0:
-        return code
+    runs: Optional[dict] = prompt
+    executed = cached = 0
+    while runs is not None:
+        with _previews_removed_afterwards(HEADLESS.temp_directory()), pack_logs_reported(reporter):
+            result, code = _execute(executor, runs, extra_pnginfo, args.workflow)
+        if result is None or HEADLESS.rank != 0:
+            return code
+        _report_run(result, registry, reporter)
+        executed, cached = executed + len(result.executed), cached + len(result.cached)
+        runs = _next_chunks(runs, result.ui, reporter, quiet) if args.all_chunks else None
+        result = None  # its outputs hold this chunk's pictures: let them go before the next chunk loads
+    if not quiet:
+        print(f"done: {executed} node(s) run, {cached} cached, "
+              f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
+    return EXIT_OK
+
+
+def _report_run(result, registry: dict, reporter) -> None:
+    """The files a run wrote and what its output nodes say (Save Hypernet's path, a spec's size)."""
+    from .headless_host import HEADLESS
+
     for path in result.files:
         if HEADLESS.temp_directory() not in path.parents:
             reporter.wrote(path)
-    for node_id, node_ui in result.ui.items():  # e.g. Save Hypernet's path, Hypernet Spec's size
-        if not getattr(registry[prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
+    for node_id, node_ui in result.ui.items():
+        if not getattr(registry[reporter.prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
             continue  # e.g. a tagger's per-image tags: too many lines for a terminal
         for text in node_ui.get("text") or []:
             print(f"{reporter.name(node_id)}: {text}")
-    if not quiet:
-        print(f"done: {len(result.executed)} node(s) run, {len(result.cached)} cached, "
-              f"{time.perf_counter() - reporter.started:.1f}s", file=sys.stderr)
-    return EXIT_OK
+
+
+def _next_chunks(prompt: dict, ui: dict, reporter, quiet: bool) -> Optional[dict]:
+    """`run --all-chunks`: the prompt with each node that loaded a chunk and has chunks left
+    (ui "chunk" = [index, count]) moved on to its next chunk, as the editor's increment does
+    after a queue run; None when none has chunks left."""
+    following = {node_id: {**node, "inputs": dict(node["inputs"])} for node_id, node in prompt.items()}
+    moved = False
+    for node_id, node_ui in ui.items():
+        index, count = (list(node_ui.get("chunk") or ()) + [0, 0])[:2]
+        if not quiet and node_ui.get("chunk"):
+            print(f"{reporter.name(node_id)}: chunk {index + 1} of {count} done", file=sys.stderr)
+        if index + 1 < count and isinstance(following[node_id]["inputs"].get("chunk"), int):
+            following[node_id]["inputs"]["chunk"] = index + 1
+            moved = True
+    return following if moved else None
 
 
 def _hand_over_to_torchrun(processes: int, argv: list[str]) -> int:

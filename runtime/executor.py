@@ -118,8 +118,12 @@ class Executor:
         with self._host_hooks(prompt, result.prompt_id) as progress, torch.inference_mode():
             self._emit("execution_start", {"prompt_id": result.prompt_id, "timestamp": _now_ms()})
             signatures = self._signatures(prompt, order)
-            result.cached = [nid for nid in order
-                             if nid in self._cache and self._cache[nid].signature == signatures[nid]]
+            # Outputs computed from other inputs are dropped before anything runs, as ComfyUI's
+            # cache does (clean_unused): a node re-run on new inputs (the next chunk of a folder)
+            # never holds its old outputs and its new ones at once.
+            self._cache = {nid: entry for nid, entry in self._cache.items()
+                           if nid not in signatures or entry.signature == signatures[nid]}
+            result.cached = [nid for nid in order if nid in self._cache]
             self._emit("execution_cached", {"nodes": list(result.cached), "prompt_id": result.prompt_id})
             cached = set(result.cached)
             for node_id in order:

@@ -7,6 +7,7 @@ defaults fix A1111's bugs, `a1111_compat=True` reproduces its boxes."""
 from __future__ import annotations
 
 import math
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +18,7 @@ from .faces import FaceDetector
 from .focal import FocalResult, FocalWeights, draw_focal_debug, find_focal_point
 from .lists import DatasetLists
 from .options import AUTO_SIZE_OBJECTIVES, CROP_METHODS
+from .workers import imap_in_workers
 
 
 @dataclass(frozen=True)
@@ -303,28 +305,60 @@ def plans_for_image(image: Image.Image, settings: CropSettings, face_detector: O
     return plans, (draw_boxes_debug(image, plans) if settings.debug and plans else None)
 
 
+@dataclass
+class CroppedPicture:
+    """What one source picture became: its size, plans, rendered crops (image, mask) and debug."""
+
+    size: tuple[int, int]
+    plans: list[CropPlan]
+    crops: list[tuple[Image.Image, Optional[Image.Image]]]
+    debug: Optional[Image.Image]
+
+
+def crop_picture(image: Image.Image, mask: Callable[[], Optional[Image.Image]], settings: CropSettings,
+                 face_detector: Optional[FaceDetector] = None) -> CroppedPicture:
+    """Plan and render one picture's crops. `mask()` gives its mask, asked only when there is a
+    crop to render it for (a skipped picture's mask is never converted). Thread-safe."""
+    plans, debug = plans_for_image(image, settings, face_detector)
+    source_mask = mask() if plans else None
+    crops = [(render_plan(image, plan), None if source_mask is None else render_plan(source_mask, plan, pad_value=1.0))
+             for plan in plans]
+    return CroppedPicture(image.size, plans, crops, debug)
+
+
 def crop_dataset(images: Sequence[Image.Image], masks: Sequence[Optional[Image.Image]], captions: list[str],
                  stems: list[str], settings: CropSettings, face_detector: Optional[FaceDetector] = None,
-                 on_progress: Optional[Callable[[int], None]] = None) -> DatasetLists:
+                 on_progress: Optional[Callable[[int], None]] = None, workers: Optional[int] = None) -> DatasetLists:
     """Crop every image; captions, stems and masks follow each crop and tile.
 
     Masks are "F" images in ComfyUI's convention (1 = transparent); black-bar padding counts
-    as transparent so a trainer weighting by alpha ignores it."""
+    as transparent so a trainer weighting by alpha ignores it. The pictures are cropped by
+    `workers` threads (None: HYPERNET_STUDIO_WORKERS, see workers.py), each reading its
+    picture and mask from the sequences (which may convert on access); the output is in input
+    order and the same as with one worker. `on_progress(n)` runs in the caller's thread."""
     output = DatasetLists()
-    for index, image in enumerate(images):
-        plans, debug = plans_for_image(image, settings, face_detector)
-        if not plans:
-            message = f"skipped {stems[index]} ({image.width}x{image.height}): no auto-sized crop fits " \
-                      f"within error threshold {settings.auto_error_threshold}"
-            output.warnings.append(message)
-        for plan in plans:
-            mask = masks[index]  # read here, so a skipped image's mask is never converted
-            output.add(render_plan(image, plan),
-                       None if mask is None else render_plan(mask, plan, pad_value=1.0),
-                       captions[index], stems[index] if len(plans) == 1 else f"{stems[index]}-{plan.tile}")
-            output.boxes.append({"source": index, "stem": stems[index], **plan.as_dict()})
-        if debug is not None:
-            output.debug_images.append(debug)
-        if on_progress is not None:
-            on_progress(index + 1)
+
+    def crop_one(index: int) -> CroppedPicture:
+        return crop_picture(images[index], lambda: masks[index], settings, face_detector)
+
+    with closing(imap_in_workers(crop_one, range(len(images)), workers)) as pictures:
+        for index, picture in enumerate(pictures):
+            _add_cropped(output, picture, index, captions, stems, settings)
+            if on_progress is not None:
+                on_progress(index + 1)
     return output
+
+
+def _add_cropped(output: DatasetLists, picture: CroppedPicture, index: int, captions: list[str], stems: list[str],
+                 settings: CropSettings) -> None:
+    """Append one picture's crops, boxes, debug picture or skip warning to `output`."""
+    if not picture.plans:
+        width, height = picture.size
+        output.warnings.append(f"skipped {stems[index]} ({width}x{height}): no auto-sized crop fits "
+                               f"within error threshold {settings.auto_error_threshold}")
+    for plan, (image, mask) in zip(picture.plans, picture.crops):
+        output.add(image, mask, captions[index],
+                   stems[index] if len(picture.plans) == 1 else f"{stems[index]}-{plan.tile}")
+        output.boxes.append({"source": index, "stem": stems[index], **plan.as_dict()})
+    if picture.debug is not None:
+        output.debug_images.append(picture.debug)

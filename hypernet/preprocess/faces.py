@@ -4,9 +4,11 @@ Never downloads anything. OpenCV is optional (the `vision` extra): without it, o
 OpenCV build that lacks Haar cascades (5.x), detection is off and one warning says why."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Optional
@@ -52,10 +54,31 @@ def _chosen_cv2() -> ModuleType:
     return cv2
 
 
-@functools.lru_cache(maxsize=None)
 def _haar_cascade(file_name: str) -> Any:  # a cv2.CascadeClassifier
     cv2 = _chosen_cv2()
     return cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, file_name))
+
+
+# Loaded cascades not in use, by file name. A CascadeClassifier keeps per-image state while it
+# detects, so two prep workers must never share one: each borrows its own (loading one takes
+# about 20 ms, so they are kept for the next picture and the next run).
+_FREE_CASCADES: dict[str, list[Any]] = {}
+_FREE_CASCADES_LOCK = threading.Lock()
+
+
+@contextmanager
+def _borrowed_cascade(file_name: str) -> Iterator[Any]:
+    """A cascade for `file_name` that no other thread uses until this one gives it back."""
+    with _FREE_CASCADES_LOCK:
+        free = _FREE_CASCADES.setdefault(file_name, [])
+        cascade = free.pop() if free else None
+    if cascade is None:
+        cascade = _haar_cascade(file_name)
+    try:
+        yield cascade
+    finally:
+        with _FREE_CASCADES_LOCK:
+            _FREE_CASCADES.setdefault(file_name, []).append(cascade)
 
 
 def haar_available() -> bool:
@@ -83,7 +106,8 @@ class FaceDetector:
         self.warnings: list[str] = []
         self.backend = self._choose_backend(method, Path(yunet_path) if yunet_path else None)
         self.yunet_path = Path(yunet_path) if yunet_path else None
-        self._yunet: Optional[cv2.FaceDetectorYN] = None  # made on first use
+        self._free_yunets: list[cv2.FaceDetectorYN] = []  # made on first use, one per thread at a time
+        self._free_yunets_lock = threading.Lock()
 
     def _choose_backend(self, method: str, yunet_path: Optional[Path]) -> str:
         if method == "none":
@@ -126,9 +150,9 @@ class FaceDetector:
         short_side = min(gray.shape[:2])
         for file_name, min_fraction in HAAR_CASCADES:
             min_size = int(short_side * min_fraction)
-            rects = _haar_cascade(file_name).detectMultiScale(
-                gray, scaleFactor=1.1, minNeighbors=7, minSize=(min_size, min_size),
-                flags=cv2.CASCADE_SCALE_IMAGE)
+            with _borrowed_cascade(file_name) as cascade:
+                rects = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=7, minSize=(min_size, min_size),
+                                                 flags=cv2.CASCADE_SCALE_IMAGE)
             # len(), not truthiness: A1111's `if faces:` raises on a NumPy array with hits.
             if len(rects) > 0:
                 return [(x + w / 2, y + h / 2) for (x, y, w, h) in rects]
@@ -140,12 +164,18 @@ class FaceDetector:
         scale = 1.0 if self.a1111_compat else min(1.0, YUNET_MAX_SIDE / max(height, width))
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
                                                     interpolation=cv2.INTER_AREA)
-        if self._yunet is None:
-            self._yunet = cv2.FaceDetectorYN.create(str(self.yunet_path), "", (small.shape[1], small.shape[0]),
-                                                    0.9, 0.3, 5000)
-        self._yunet.setInputSize((small.shape[1], small.shape[0]))
-        # YuNet expects BGR (A1111 feeds it RGB).
-        _, faces = self._yunet.detect(small if self.a1111_compat else cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        with self._free_yunets_lock:
+            yunet = self._free_yunets.pop() if self._free_yunets else None
+        if yunet is None:
+            size = (small.shape[1], small.shape[0])
+            yunet = cv2.FaceDetectorYN.create(str(self.yunet_path), "", size, 0.9, 0.3, 5000)
+        try:
+            yunet.setInputSize((small.shape[1], small.shape[0]))
+            # YuNet expects BGR (A1111 feeds it RGB).
+            _, faces = yunet.detect(small if self.a1111_compat else cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        finally:
+            with self._free_yunets_lock:
+                self._free_yunets.append(yunet)
         if faces is None:
             return []
         return [((x + 0.5 * w) / scale, (y + 0.33 * h) / scale) for x, y, w, h in faces[:, :4]]

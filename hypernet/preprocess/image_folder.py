@@ -14,17 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from ..files import natural_key
+from .chunks import Chunk, select_chunk
 from .options import IMAGE_EXTENSIONS
+from .workers import imap_in_workers
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class LoadResult:
     folder: Path
     images: list[LoadedImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    chunk: Optional[Chunk] = None  # which chunk of the selected files this load is; None = all of them
 
 
 def parse_color(color: str) -> tuple[int, int, int]:
@@ -99,6 +105,13 @@ def list_image_files(folder: Path, recursive: bool = False,
     wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     files = [p for p in _candidate_files(folder, recursive, kohya_folders) if p.suffix.lower() in wanted]
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
+
+
+def selected_files(folder: Path, recursive: bool = False, use_kohya_repeats: bool = False, offset: int = 0,
+                   limit: int = 0) -> list[Path]:
+    """The files a load reads, in order: the image files from `offset` on, at most `limit` (0 = all)."""
+    files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)[max(0, offset):]
+    return files[:limit] if limit > 0 else files
 
 
 def check_pictures_reachable(folder: Path, recursive: bool, kohya_folders: bool = False) -> None:
@@ -201,14 +214,74 @@ def decode_image(path: Path, background: tuple[int, int, int] = (255, 255, 255),
     the file is refused (the ValueError says why) and added, deduplicated, to `notes` otherwise."""
     if path.stat().st_size == 0:
         raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings(record=True) as pillow_warnings:
-        warnings.simplefilter("always")
-        # Our own pixel limit below replaces Pillow's DecompressionBombWarning.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    pillow_notes: list[str] = []
+    with _pillow_warnings_into(pillow_notes):
         decoded = _decode(path, background, max_megapixels, max_side)
     if notes is not None:
-        notes.extend(dict.fromkeys(str(w.message).strip() for w in pillow_warnings))
+        notes.extend(dict.fromkeys(note.strip() for note in pillow_notes))
     return decoded
+
+
+class _PillowWarningRouter:
+    """Sends each warning raised while a thread decodes into that thread's list.
+
+    warnings.catch_warnings swaps process-wide state, so two threads each entering it would
+    restore each other's copy and leave the recorder installed for good (and one file's
+    warning could land in another's notes). Here the first decoding thread in installs the
+    filters ("always": a repeated warning is noted for every file; our own pixel limit replaces
+    Pillow's DecompressionBombWarning) and this router as showwarning, the last one out puts
+    back what was there, and a warning from a thread that is not decoding goes where it went."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decoding = 0
+        self.saved: Optional[warnings.catch_warnings] = None
+        self.shown_before: Callable[..., Any] = warnings.showwarning
+        self.local = threading.local()
+
+    def show(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: Optional[str] = None) -> None:
+        """warnings.showwarning while a decode runs: this thread's list, else where it went before."""
+        notes: Optional[list[str]] = getattr(self.local, "notes", None)
+        if notes is None:
+            self.shown_before(message, category, filename, lineno, file, line)
+        else:
+            notes.append(str(message))
+
+    def enter(self, notes: list[str]) -> None:
+        """This thread starts decoding: its warnings go to `notes`."""
+        with self.lock:
+            if self.decoding == 0:
+                self.saved = warnings.catch_warnings()
+                self.saved.__enter__()
+                warnings.simplefilter("always")
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                self.shown_before = warnings.showwarning
+                warnings.showwarning = self.show
+            self.decoding += 1
+        self.local.notes = notes
+
+    def leave(self) -> None:
+        """This thread has decoded; the last one out restores the warnings state."""
+        self.local.notes = None
+        with self.lock:
+            self.decoding -= 1
+            if self.decoding == 0 and self.saved is not None:
+                self.saved.__exit__(None, None, None)
+                self.saved = None
+
+
+_PILLOW_WARNINGS = _PillowWarningRouter()
+
+
+@contextmanager
+def _pillow_warnings_into(notes: list[str]) -> Iterator[None]:
+    """Warnings this thread raises inside the block are appended to `notes` (thread-safe)."""
+    _PILLOW_WARNINGS.enter(notes)
+    try:
+        yield
+    finally:
+        _PILLOW_WARNINGS.leave()
 
 
 def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int = 0
@@ -295,50 +368,78 @@ def _to_float_rgb_alpha(image: Image.Image, background: tuple[int, int, int]
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, None
 
 
+@dataclass
+class _DecodedFile:
+    """One file's decode in a worker: the pixels, caption and Pillow's notes, or why it was refused."""
+
+    path: Path
+    rgb: Optional[np.ndarray] = None
+    alpha: Optional[np.ndarray] = None
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+    refused: Optional[str] = None
+
+
+def _decode_file(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int,
+                 caption_extension: str) -> _DecodedFile:
+    """Decode one file and read its caption (runs in a prep worker; thread-safe)."""
+    decoded = _DecodedFile(path)
+    try:
+        decoded.rgb, decoded.alpha = decode_image(path, background, max_megapixels, decoded.notes, max_side)
+    except ValueError as exc:
+        decoded.refused = str(exc)
+        return decoded
+    decoded.caption = read_caption(path, caption_extension)
+    return decoded
+
+
 def load_image_folder(folder: Path, *, recursive: bool = False, caption_extension: str = ".txt",
                       use_kohya_repeats: bool = False, offset: int = 0, limit: int = 0,
                       background: tuple[int, int, int] = (255, 255, 255),
-                      max_megapixels: float = 100.0, max_side: int = 0) -> LoadResult:
+                      max_megapixels: float = 100.0, max_side: int = 0, chunk_size: int = 0,
+                      chunk: int = 0, workers: Optional[int] = None) -> LoadResult:
     """Load every image under `folder` (natural order), skipping bad files with a warning each.
 
     `offset`/`limit` select a window of the sorted file list (limit 0 = all); `max_side` > 0
-    scales larger pictures down to fit max_side x max_side as they decode. Raises
-    FileNotFoundError for a missing folder, InputError for a bad max_side (before any file is
-    read) and ValueError when nothing could be loaded."""
+    scales larger pictures down to fit max_side x max_side as they decode; `chunk_size` > 0 cuts
+    that window into chunks of so many files and loads chunk number `chunk` only. The files decode
+    in `workers` threads (None: HYPERNET_STUDIO_WORKERS, see workers.py); pictures and warnings
+    come out in file order, the same as with one worker. Raises FileNotFoundError for a missing
+    folder, InputError for a bad max_side or a chunk past the last (before any file is read) and
+    ValueError when nothing could be loaded."""
     max_side = check_max_side(max_side)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     check_pictures_reachable(folder, recursive, use_kohya_repeats)
-    files = list_image_files(folder, recursive, kohya_folders=use_kohya_repeats)
-    files = files[max(0, offset):]
-    if limit > 0:
-        files = files[:limit]
-    result = LoadResult(folder=folder)
+    files, selected_chunk = select_chunk(selected_files(folder, recursive, use_kohya_repeats, offset, limit),
+                                         chunk_size, chunk)
+    result = LoadResult(folder=folder, chunk=selected_chunk)
     skipped = 0
-    for path in files:
-        notes: list[str] = []
-        try:
-            rgb, alpha = decode_image(path, background, max_megapixels, notes, max_side)
-        except ValueError as exc:
+    decoded_files = imap_in_workers(
+        lambda path: _decode_file(path, background, max_megapixels, max_side, caption_extension), files, workers)
+    for decoded in decoded_files:  # only appends: nothing here leaves the loop early
+        if decoded.refused is not None or decoded.rgb is None:
             skipped += 1
-            result.warnings.append(f"skipped {path}: {exc}")
-            logger.warning(result.warnings[-1])
+            _warn(result, f"skipped {decoded.path}: {decoded.refused}")
             continue
-        if notes:
-            result.warnings.append(f"loaded {path} despite damaged data: {'; '.join(notes)}")
-            logger.warning(result.warnings[-1])
-        relative = path.relative_to(folder).with_suffix("")
+        if decoded.notes:
+            _warn(result, f"loaded {decoded.path} despite damaged data: {'; '.join(decoded.notes)}")
+        relative = decoded.path.relative_to(folder).with_suffix("")
         result.images.append(LoadedImage(
-            path=path, stem=relative.as_posix(), rgb=rgb, alpha=alpha,
-            caption=read_caption(path, caption_extension),
-            repeats=kohya_repeats(path, folder) if use_kohya_repeats else 1))
+            path=decoded.path, stem=relative.as_posix(), rgb=decoded.rgb, alpha=decoded.alpha, caption=decoded.caption,
+            repeats=kohya_repeats(decoded.path, folder) if use_kohya_repeats else 1))
     missing_captions = uncaptioned_warning(result.images, caption_extension)
     if missing_captions:
-        result.warnings.append(missing_captions)
-        logger.warning(missing_captions)
+        _warn(result, missing_captions)
     if not result.images:
         reason = f"{skipped} file(s) could not be read" if skipped else \
             f"no {'/'.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} files" + (" (recursive)" if recursive else "")
         raise ValueError(f"no images loaded from folder {folder}: {reason}")
     return result
+
+
+def _warn(result: LoadResult, message: str) -> None:
+    """Keep `message` for the node and log it (in file order, whichever worker read the file)."""
+    result.warnings.append(message)
+    logger.warning(message)

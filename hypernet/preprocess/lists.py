@@ -11,8 +11,8 @@ class DatasetLists:
     """Image, mask (None = opaque), caption and stem per picture, in step.
 
     Pictures are IMAGE tensors between nodes and Pillow images inside the crop code. `boxes` and
-    `debug_images` are filled only by Auto Crop; `warnings` are shown on the node; `folder` is
-    where a loaded set came from."""
+    `debug_images` are filled only by Auto Crop; `warnings` are shown on the node; `folder` and
+    `chunk` say where a loaded set came from."""
 
     images: list[Any] = field(default_factory=list)
     masks: list[Any] = field(default_factory=list)
@@ -22,6 +22,7 @@ class DatasetLists:
     boxes: list[dict] = field(default_factory=list)
     debug_images: list[Any] = field(default_factory=list)
     folder: Optional[Path] = None
+    chunk: Any = None  # the Chunk (chunks.py) a chunked load took; None = the whole selection
 
     def add(self, image: Any, mask: Any, caption: str, stem: str) -> None:
         """Append one picture to every list."""

@@ -35,7 +35,7 @@ _Converted = TypeVar("_Converted")
 def load_folder_lists(folder: Path, **options: Any) -> DatasetLists:
     """`load_image_folder` as IMAGE/MASK lists; masks are 1 - alpha (zeros when opaque)."""
     result = load_image_folder(folder, **options)
-    lists = DatasetLists(folder=result.folder, warnings=result.warnings)
+    lists = DatasetLists(folder=result.folder, warnings=result.warnings, chunk=result.chunk)
     for item in result.images:
         image = array_to_image_tensor(item.rgb)
         mask = empty_mask_for(image) if item.alpha is None else torch.from_numpy(1.0 - item.alpha).unsqueeze(0)
@@ -84,12 +84,13 @@ def _mask_to_pil(mask: Optional[torch.Tensor]) -> Optional[Image.Image]:
 
 
 class _ConvertedOnUse(Sequence[_Converted]):
-    """`items` converted one at a time as they are read, the last one kept for its tiles: Auto
-    Crop holds one Pillow copy of a source picture, not one of every picture."""
+    """`items` converted one at a time as they are read, nothing kept: Auto Crop holds a Pillow
+    copy of only the source pictures its workers are cropping, not one of every picture. Each
+    read converts afresh (crop_dataset reads each picture and mask once), so workers may read
+    at the same time."""
 
     def __init__(self, items: Sequence[_Source], convert: Callable[[_Source], _Converted]):
         self._items, self._convert = items, convert
-        self._last: Optional[tuple[int, _Converted]] = None  # (index, its converted value)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -103,11 +104,7 @@ class _ConvertedOnUse(Sequence[_Converted]):
     def __getitem__(self, index: Union[int, slice]) -> Union[_Converted, Sequence[_Converted]]:
         if isinstance(index, slice):
             raise TypeError("read one item at a time: a slice would hold several converted copies")
-        if self._last is None or self._last[0] != index:
-            item = self._items[index]  # IndexError ends iteration
-            self._last = None  # drop the previous copy before making the next
-            self._last = (index, self._convert(item))
-        return self._last[1]
+        return self._convert(self._items[index])  # IndexError ends iteration
 
 
 def _parallel(name: str, values: Optional[list], count: int, default: Any) -> list:

@@ -1,7 +1,9 @@
 """Writing a prepared dataset: PNG images plus same-stem `.txt` captions, atomically.
 
 Names are stable (derived from position and stem, never from a counter that depends on what
-is already in the folder), so re-running a workflow rewrites the same files."""
+is already in the folder), so re-running a workflow rewrites the same files. A chunk of a big
+folder (chunks.py) is numbered after the chunks saved before it, so the chunks add up to the
+folder one run over every picture writes."""
 from __future__ import annotations
 
 import re
@@ -14,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..files import atomic_path, atomic_write_text
+from .chunks import Chunk, ChunkRecord
 from .options import SAVE_NAMINGS
 
 _UNSAFE_CHARS = re.compile(r"[^\w.\-]+", re.UNICODE)
@@ -37,15 +40,18 @@ def safe_stem(stem: str) -> str:
     return cleaned[:120] or "image"
 
 
-def dataset_names(count: int, stems: Optional[list[str]], naming: str = "index-stem") -> list[str]:
-    """File stems for `count` images; duplicates get "-1", "-2"... in order of appearance."""
+def dataset_names(count: int, stems: Optional[list[str]], naming: str = "index-stem", first_index: int = 0
+                  ) -> list[str]:
+    """File stems for `count` images numbered from `first_index`; duplicates get "-1", "-2"... in
+    order of appearance."""
     if naming not in SAVE_NAMINGS:
         raise ValueError(f"naming {naming!r}: choose one of {', '.join(SAVE_NAMINGS)}")
     names: list[str] = []
     seen: dict[str, int] = {}  # name -> how many duplicates of it so far
     for index in range(count):
         stem = safe_stem(stems[index]) if stems else "image"
-        name = {"index-stem": f"{index:05d}-{stem}", "stem": stem, "index": f"{index:05d}"}[naming]
+        number = first_index + index
+        name = {"index-stem": f"{number:05d}-{stem}", "stem": stem, "index": f"{number:05d}"}[naming]
         if name in seen:
             seen[name] += 1
             name = f"{name}-{seen[name]}"
@@ -71,14 +77,20 @@ def image_to_png_pil(image: torch.Tensor, mask: Optional[torch.Tensor]) -> Image
 
 def save_dataset(folder: Path, images: list[torch.Tensor], captions: Optional[list[str]] = None,
                  stems: Optional[list[str]] = None, masks: Optional[list[Optional[torch.Tensor]]] = None,
-                 naming: str = "index-stem", on_progress: Optional[Callable[[int], None]] = None) -> SavedDataset:
+                 naming: str = "index-stem", on_progress: Optional[Callable[[int], None]] = None,
+                 chunk: Optional[Chunk] = None) -> SavedDataset:
     """Write `<name>.png` (+ `<name>.txt` when the caption is non-empty) for every image.
 
-    An empty caption removes a stale `.txt` of the same name, so files never disagree."""
+    An empty caption removes a stale `.txt` of the same name, so files never disagree. With a
+    `chunk`, names continue the chunks recorded in the folder and this chunk's names are
+    recorded after its files; InputError for 'chunk' (before any write) when that cannot be done
+    without touching another chunk's files."""
     folder = Path(folder)
+    record = ChunkRecord(folder) if chunk is not None else None
+    names = _names(record, chunk, len(images), stems, naming)
     folder.mkdir(parents=True, exist_ok=True)
     result = SavedDataset(folder=folder)
-    for index, name in enumerate(dataset_names(len(images), stems, naming)):
+    for index, name in enumerate(names):
         picture = image_to_png_pil(images[index], masks[index] if masks else None)
         image_path = folder / f"{name}.png"
         with atomic_path(image_path) as tmp:
@@ -93,8 +105,22 @@ def save_dataset(folder: Path, images: list[torch.Tensor], captions: Optional[li
             caption_path.unlink()
         if on_progress is not None:
             on_progress(index + 1)
+    if record is not None and chunk is not None:
+        record.record(chunk, names)
+    others = record.all_names() if record is not None else set()  # the other chunks' files are expected
     written = set(result.images) | set(result.captions)
     result.leftovers = sorted(p for p in folder.iterdir()
                               if p.is_file() and p.suffix.lower() in (".png", ".txt") and p not in written
-                              and not p.name.startswith("."))
+                              and not p.name.startswith(".") and p.stem not in others)
     return result
+
+
+def _names(record: Optional[ChunkRecord], chunk: Optional[Chunk], count: int, stems: Optional[list[str]],
+           naming: str) -> list[str]:
+    """The file stems to write: numbered from 0, or after the chunks recorded before `chunk`."""
+    if record is None or chunk is None:
+        return dataset_names(count, stems, naming)
+    numbered = naming != "stem"
+    names = dataset_names(count, stems, naming, record.first_index(chunk, numbered))
+    record.check_names(chunk, names, numbered)
+    return names

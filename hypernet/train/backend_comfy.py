@@ -31,6 +31,7 @@ from ..sd.components import TextConditioning
 from ..training_patch import ContextMemoPatch, patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
+from .encoding_cache import identity_text, weights_digest
 
 # Training memory over ComfyUI's estimate for one inference call on the same batch (see
 # ComfyBackend._training_memory): a margin, not a measurement.
@@ -220,6 +221,29 @@ class ComfyBackend:
         raw = self.vae.encode(pixels[..., :3])
         return self.model.model.process_latent_in(raw.float()).to(self.device), None
 
+    def vae_identity(self) -> Optional[str]:
+        """What makes this VAE's latents, for the persistent cache: its weights and dtype, the
+        model's latent format (process_latent_in), and that ComfyUI's encode gives the mean only.
+        None (no cache) for a VAE whose weights cannot be found."""
+        module = getattr(self.vae, "first_stage_model", None)
+        if not isinstance(module, torch.nn.Module):
+            return None
+        latent_format = getattr(self.base_model.model, "latent_format", None)
+        return identity_text("comfy", "mean-only", weights_digest(module), getattr(self.vae, "vae_dtype", None),
+                             type(latent_format).__name__, getattr(latent_format, "scale_factor", None),
+                             getattr(latent_format, "shift_factor", None), _patch_identity(self.vae))
+
+    def clip_identity(self) -> Optional[str]:
+        """What makes this CLIP's conditionings, for the persistent cache: its weights, the layer
+        read (CLIP Set Last Layer), its tokenizer and options, LoRA patches, the pooled output."""
+        module = getattr(self.clip, "cond_stage_model", None)
+        if not isinstance(module, torch.nn.Module):
+            return None
+        options = getattr(self.clip, "tokenizer_options", None) or {}
+        return identity_text("comfy", type(module).__name__, type(getattr(self.clip, "tokenizer", None)).__name__,
+                             getattr(self.clip, "layer_idx", None), sorted(options.items()), self.uses_pooled,
+                             weights_digest(module), _patch_identity(self.clip))
+
     def encode_texts(self, prompts: list[str]) -> list[Conditioning]:
         """One [T,D] per prompt (T is 77 per chunk, so long prompts are longer, padded when
         batched); for SDXL a TextConditioning with the pooled output, from ComfyUI's CLIP."""
@@ -252,6 +276,15 @@ class ComfyBackend:
         layers = _checkpointed_layers(diffusion_model) if gradient_checkpointing else []
         with frozen(diffusion_model), checkpointed(layers):
             yield
+
+
+def _patch_identity(owner: Any) -> str:  # ComfyUI's CLIP or VAE
+    """Its patcher's patches (a LoRA on the CLIP): "" without any, else their uuid, which ComfyUI
+    renews whenever patches are added, so patched encoders never share an identity with others."""
+    patcher = getattr(owner, "patcher", None)
+    if not getattr(patcher, "patches", None):
+        return ""
+    return f"patches:{getattr(patcher, 'patches_uuid', id(patcher))}"
 
 
 def _checkpointed_layers(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -11,6 +11,7 @@ from ..sd.attention import ActivePatches, active_patches
 from ..training_patch import ContextMemoPatch, patched_for_training
 from .backend import NoiseSchedule, checkpointed, frozen
 from .conditioning import Conditioning, split
+from .encoding_cache import identity_text, weights_digest
 
 if TYPE_CHECKING:
     from ..sd.headless import HeadlessModel, HeadlessVAE
@@ -83,6 +84,20 @@ class DiffusersBackend:
         distribution = vae.encode(x).latent_dist
         scale = float(self.components.latent_scale_factor)
         return distribution.mean.float() * scale, distribution.std.float() * scale
+
+    def vae_identity(self) -> str:
+        """What makes this VAE's latents, for the persistent cache: its weights, the latent scale,
+        and that it gives the distribution (mean and std)."""
+        return identity_text("headless", "distribution", weights_digest(self.components.vae),
+                             float(self.components.latent_scale_factor))
+
+    def clip_identity(self) -> str:
+        """What makes this CLIP's conditionings, for the persistent cache: its encoders' weights,
+        the layer read (clip skip), and whether the pooled output comes with them (SDXL)."""
+        components = self.components
+        encoders = [e for e in (components.text_encoder, getattr(components, "text_encoder_2", None)) if e is not None]
+        return identity_text("headless", type(self.clip).__name__, getattr(self.clip, "layer_idx", None),
+                             self.base_model.uses_added_conditioning, *(weights_digest(e) for e in encoders))
 
     def encode_texts(self, prompts: list[str]) -> Conditioning:
         """The contexts; for SDXL with the pooled outputs (TextConditioning)."""

@@ -1,13 +1,17 @@
 """The training set: every image at its bucket size with its caption and alpha, and the order
 in which batches are drawn (A1111's grouped batches). Every random choice is a pure function
-of (seed, purpose, index), see random_draws.py."""
+of (seed, purpose, index), see random_draws.py.
+
+An example either holds its pixels (the IMAGE lists of the dataset nodes) or reads them from a
+PictureSource each time they are asked for (a folder's picture file, picture_files.py): then only
+its bucket size, known from the file's header, lives in memory until its latent is encoded."""
 from __future__ import annotations
 
 import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -18,30 +22,67 @@ from ..images import image_tensor_to_pil, pil_to_image_tensor, pil_to_mask_tenso
 from .random_draws import derive_seed
 
 
+class PictureSource(Protocol):
+    """Where a TrainingExample's pixels come from when it does not hold them (a picture file)."""
+
+    size: tuple[int, int]  # (width, height) of the training pixels, known before any decoding
+
+    def training_pixels(self) -> torch.Tensor:
+        """The pixels [1,H,W,3] 0..1 at `size`, decoded now."""
+        ...
+
+    def training_alpha(self) -> Optional[torch.Tensor]:
+        """The alpha [1,H,W] at `size` (None for a picture without one), decoded now."""
+        ...
+
+
 @dataclass
 class TrainingExample:
     """One image at its bucket size: pixels [1,H,W,3] 0..1, its caption, and the loss weight
-    from its alpha channel at pixel size [1,H,W] (None = uniform)."""
+    from its alpha channel at pixel size [1,H,W] (None = uniform). An example made from a
+    `source` holds no pixels: they are decoded from it whenever they are asked for.
+
+    `cache_identity` names what the training pixels are made from, for a persistent latent cache:
+    set for a folder's picture (its file and every setting that changes its pixels), None for
+    pixels handed in from memory (a cache must hash those)."""
 
     pixels: Optional[torch.Tensor]
     caption: str
     alpha: Optional[torch.Tensor] = None
     size: tuple[int, int] = field(init=False)  # (width, height) in pixels
+    source: Optional[PictureSource] = None
+    cache_identity: Optional[str] = None
+    released: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        if self.pixels is None:
-            raise ValueError("a TrainingExample is made with its pixels (only release_pixels() drops them)")
-        self.size = (int(self.pixels.shape[2]), int(self.pixels.shape[1]))
+        if self.pixels is not None:
+            self.size = (int(self.pixels.shape[2]), int(self.pixels.shape[1]))
+        elif self.source is not None:
+            self.size = self.source.size
+        else:
+            raise ValueError("a TrainingExample is made with its pixels or a source of them (only release_pixels() "
+                             "drops them)")
 
     def pixels_to_encode(self) -> torch.Tensor:
-        """The pixels for the VAE; they exist until release_pixels()."""
-        if self.pixels is None:
+        """The pixels for the VAE (decoded now from a source); they exist until release_pixels()."""
+        if self.released:
             raise RuntimeError(f"the pixels of the image captioned {self.caption!r} were released after encoding")
-        return self.pixels
+        if self.pixels is not None:
+            return self.pixels
+        assert self.source is not None  # __post_init__ refuses an example with neither
+        return self.source.training_pixels()
+
+    def training_alpha(self) -> Optional[torch.Tensor]:
+        """The alpha for the loss weight (decoded now from a source); it exists until release_pixels()."""
+        if self.released:
+            raise RuntimeError(f"the alpha of the image captioned {self.caption!r} was released after encoding")
+        if self.source is not None and self.pixels is None:
+            return self.source.training_alpha()
+        return self.alpha
 
     def release_pixels(self) -> None:
         """Drop the pixels once they are encoded: a run holds latents, not pictures."""
-        self.pixels, self.alpha = None, None
+        self.pixels, self.alpha, self.released = None, None, True
 
 
 def bucket_size(width: int, height: int, resolution: int, multiple: int = 64) -> tuple[int, int]:
@@ -69,8 +110,7 @@ def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
                                      "(one caption per image, from the dataset nodes)")
     if masks is not None and len(masks) not in (0, len(images)):
         raise InputError("masks", f"got {len(masks)} masks for {len(images)} images")
-    if resolution % multiple:
-        raise InputError("resolution", f"must be a multiple of {multiple}, got {resolution}")
+    check_resolution(resolution, multiple)
     examples = []
     for index, image in enumerate(images):
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] < 3:
@@ -83,12 +123,27 @@ def prepare_examples(images: Sequence[torch.Tensor], captions: Sequence[str],
             if tuple(mask.shape) != (height, width):
                 raise InputError("masks", f"item {index}: size {tuple(mask.shape)} differs from its image "
                                           f"{(height, width)}")
-        pixels = pil_to_image_tensor(_resized(image_tensor_to_pil(image[..., :3]), size, aspect_buckets,
-                                              Image.Resampling.BICUBIC))
-        alpha = None if mask is None else pil_to_mask_tensor(_resized(_alpha_image(mask), size, aspect_buckets,
-                                                                      Image.Resampling.BILINEAR))
+        pixels, alpha = sized_for_training(image, mask, size, aspect_buckets)
         examples.append(TrainingExample(pixels, str(captions[index]), alpha))
     return examples
+
+
+def check_resolution(resolution: int, multiple: int = 64) -> None:
+    """The training resolution is a whole number of buckets' steps (InputError for 'resolution')."""
+    if resolution % multiple:
+        raise InputError("resolution", f"must be a multiple of {multiple}, got {resolution}")
+
+
+def sized_for_training(image: torch.Tensor, mask: Optional[torch.Tensor], size: tuple[int, int],
+                       cover: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One picture's training pixels [1,H,W,3] at `size` (BICUBIC) and its alpha [1,H,W] (BILINEAR)
+    from a ComfyUI MASK [H,W] (1 = transparent; None = no alpha): scaled to cover `size` and
+    centre-cropped, or stretched to it (`cover` False, as A1111). The in-memory and the folder
+    paths both size their pictures here, so both train on the same pixels."""
+    pixels = pil_to_image_tensor(_resized(image_tensor_to_pil(image[..., :3]), size, cover, Image.Resampling.BICUBIC))
+    alpha = None if mask is None else pil_to_mask_tensor(_resized(_alpha_image(mask), size, cover,
+                                                                  Image.Resampling.BILINEAR))
+    return pixels, alpha
 
 
 def _resized(picture: Image.Image, size: tuple[int, int], cover: bool, mode: Image.Resampling) -> Image.Image:

@@ -16,9 +16,11 @@ import torch
 from ..errors import InputError
 from ..files import UnsafePathError, check_name_text
 from ..input_values import check_choice
+from .encoding_cache import CACHE_FOLDER
 from .templates import template_lines
 
 if TYPE_CHECKING:
+    from .encoding_cache import CacheFigures
     from .epochs import EpochFigures
 
 OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adadelta")
@@ -87,9 +89,13 @@ class TrainConfig:
     validation_every: int = 100
     preview_seeds: str = ""  # empty: preview_seed
     log_to: str = "none"
+    # The persistent cache: the node's folder text (under the output folder; CACHE_OFF = none),
+    # which the node resolves into cache_dir, what a run uses.
+    cache_folder: str = CACHE_FOLDER
     log_dir: Optional[Path] = None  # periodic saves, previews, CSV; None = none of them
     final_path: Optional[Path] = None  # where the finished network goes; None = not saved
     run_name: Optional[str] = None  # the name files are written under (default: name), see run_files.py
+    cache_dir: Optional[Path] = None  # the persistent cache's folder (encoding_cache.py); None = no cache
 
     def __post_init__(self) -> None:
         if self.templates is None:
@@ -141,6 +147,7 @@ class TrainResult:
     resumed_optimizer: bool = False
     seconds: float = 0.0
     epochs: Optional["EpochFigures"] = None  # the pictures, images per step and epochs (set before the first step)
+    cache: Optional["CacheFigures"] = None  # what the persistent cache held and took (None: no cache)
 
 
 class TrainingDiverged(RuntimeError):

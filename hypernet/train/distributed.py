@@ -12,6 +12,9 @@ Each process's loss is its samples' share of the global mean (summed per-sample 
 the global micro-batch size), so the summed gradient is the gradient of the global mean
 whatever the split; with equal shares this is the usual mean of per-process means.
 
+Before the first step the processes also share the encoding of the pictures (shared_encoding.py
+uses all_gather_tensors and barrier): each encodes its share, and every process gets every latent.
+
 A process training alone gets SingleProcess, the same interface with nothing to share: the
 training loop never asks how many processes there are."""
 from __future__ import annotations
@@ -94,6 +97,38 @@ class TrainingProcesses:
         return range(start, start + base + (1 if self.rank < extra else 0))
 
     # ------------------------------------------------------------------ collectives
+    def exchange_device(self) -> torch.device:
+        """Where tensors for a collective live: the process's GPU with NCCL, the CPU with gloo."""
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def barrier(self) -> None:
+        """Wait until every process has come here (for example: every process wrote its shards)."""
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+    def all_gather_tensors(self, tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Every process's `tensors` (1-D, any lengths, on exchange_device()), per tensor a list
+        by rank: one all-gather of the lengths, then one padded all-gather per tensor. The lengths
+        come to the host once per call, not per tensor."""
+        device = self.exchange_device()
+        lengths = torch.tensor([t.numel() for t in tensors], dtype=torch.int64, device=device)
+        everyone = [torch.empty_like(lengths) for _ in range(self.world_size)]
+        dist.all_gather(everyone, lengths)
+        by_rank = torch.stack(everyone).tolist()
+        gathered = []
+        for position, tensor in enumerate(tensors):
+            longest = max(1, max(row[position] for row in by_rank))  # never an empty collective
+            padded = torch.zeros(longest, dtype=tensor.dtype, device=device)
+            padded[:tensor.numel()] = tensor
+            parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+            dist.all_gather(parts, padded)
+            gathered.append([part[:row[position]] for part, row in zip(parts, by_rank)])
+        return gathered
+
     def check_same_start(self, step: int, tensors: Sequence[torch.Tensor], device: torch.device) -> None:
         """Refuse to train when the processes start from different steps, weights or optimizer
         state (for example different files on different machines)."""
@@ -160,6 +195,7 @@ class SingleProcess:
 
     rank = 0
     world_size = 1
+    local_rank = 0
     writes = True
     own_seed_labels: tuple[int, ...] = ()
     # An interrupt raised between steps propagates at once: there is no one to wait for.
@@ -171,6 +207,17 @@ class SingleProcess:
     def share(self, positions: int) -> range:
         """Every position of the micro-batch."""
         return range(positions)
+
+    def exchange_device(self) -> torch.device:
+        """The CPU: nothing is exchanged."""
+        return torch.device("cpu")
+
+    def barrier(self) -> None:
+        """No one to wait for."""
+
+    def all_gather_tensors(self, tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Each tensor as the only process's."""
+        return [[tensor] for tensor in tensors]
 
     def check_same_start(self, step: int, tensors: Sequence[torch.Tensor], device: torch.device) -> None:
         """Nothing to compare with."""

@@ -6,12 +6,16 @@ prompt. Every random draw is a pure function of (seed, purpose, index), see rand
 
 Both caches hold CPU tensors, whatever the training device: on a GPU its memory is for the model
 and its activations (SDXL's 4,096 cached contexts alone would take 2.6 GB there). Each batch is
-gathered on the CPU and moved to the device (host_copies.py: pinned, non-blocking on CUDA)."""
+gathered on the CPU and moved to the device (host_copies.py: pinned, non-blocking on CUDA).
+
+With a persistent cache (encoding_cache.py) both look their entries up first and encode only the
+misses; the latents then come memory-mapped from its shards. Under torchrun the processes share
+the misses' encoding (shared_encoding.py) and each writes what it encoded."""
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +24,13 @@ from ..errors import InputError
 from ..sd.components import Conditioning, TextConditioning
 from .batches import TrainingExample
 from .config import LATENT_SAMPLING_MODES
+from .distributed import Processes, SingleProcess
 from .host_copies import to_device
 from .random_draws import generator
+from .shared_encoding import encode_shared
+
+if TYPE_CHECKING:
+    from .encoding_cache import EncodingCache
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +39,11 @@ logger = logging.getLogger(__name__)
 TEXT_CACHE_PROMPTS = 4096
 TEXT_CACHE_BYTES = 1 << 30
 _CPU = torch.device("cpu")
+_Encoded = tuple[torch.Tensor, Optional[torch.Tensor]]  # a latent's mean and std (None: the VAE gives the mean)
+# Pictures of the set per round of encoding into the persistent cache: a cold run holds at most one
+# round's latents before writing them and reading them back memory-mapped.
+CACHE_ROUND = 512
+
 
 def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
     """A1111's PNG-alpha loss weight at latent size [1,h,w]: w = a - min(a), then w / mean(w).
@@ -48,26 +62,25 @@ def alpha_loss_weight(alpha: Optional[torch.Tensor], latent_hw: tuple[int, int])
 class LatentCache:
     """Scaled latents per example, encoded once.
 
-    `once`: one sample drawn at build time and reused; `deterministic`: the distribution's
-    mean; `random`: mean + std * fresh noise for every use. Backends that only give the mean
-    (std None) make all three modes the mean. Held on the CPU; latents() and loss_weights() give
-    each batch on `device`."""
+    `once`: one sample per image, the same at every use (drawn from (seed, image) when used, so a
+    cached distribution serves every seed); `deterministic`: the distribution's mean; `random`:
+    mean + std * fresh noise for every use. Backends that only give the mean (std None) make all
+    three modes the mean. Held on the CPU (memory-mapped from `cache` where it has them);
+    latents() and loss_weights() give each batch on `device`. `processes` share the encoding."""
 
     def __init__(self, examples: Sequence[TrainingExample], encode: Callable, mode: str, seed: int,
-                 device: torch.device, use_alpha_weight: bool = False, chunk: int = 4):
+                 device: torch.device, use_alpha_weight: bool = False, chunk: int = 4, *,
+                 processes: Optional[Processes] = None, cache: Optional["EncodingCache"] = None):
         if mode not in LATENT_SAMPLING_MODES:
             raise InputError("latent_sampling", f"must be one of {', '.join(LATENT_SAMPLING_MODES)}, got {mode!r}")
         self.mode, self.seed, self.device = mode, seed, device
-        self.means, self.stds = _encoded(examples, encode, chunk)
+        self.means, self.stds = _encoded(examples, encode, chunk, processes, cache)
         if mode != "deterministic" and any(std is None for std in self.stds):
             logger.warning("latent sampling %r: this VAE's encode gives only the latent mean (ComfyUI's does), "
                            "so every image trains on its mean, as 'deterministic'", mode)
-        if mode == "once":
-            self.means = [self._sample(index, "once") for index in range(len(examples))]
+        if mode == "deterministic":
             self.stds = [None] * len(examples)
-        elif mode == "deterministic":
-            self.stds = [None] * len(examples)
-        self.weights = [alpha_loss_weight(example.alpha, _latent_size(self.means[i])) if use_alpha_weight
+        self.weights = [alpha_loss_weight(example.training_alpha(), _latent_size(self.means[i])) if use_alpha_weight
                         else None for i, example in enumerate(examples)]
         self.weights = [None if w is None else w.to(_CPU) for w in self.weights]
 
@@ -75,6 +88,8 @@ class LatentCache:
         mean, std = self.means[index], self.stds[index]
         if std is None:
             return mean
+        if self.mode == "once":
+            when = ("once",)
         noise = torch.randn(mean.shape, generator=generator(self.seed, "latent", index, *when))
         return mean + std * noise
 
@@ -94,22 +109,66 @@ class LatentCache:
 
 
 
-def _encoded(examples: Sequence[TrainingExample], encode: Callable,
-             chunk: int) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
+def _encoded(examples: Sequence[TrainingExample], encode: Callable, chunk: int, processes: Optional[Processes],
+             cache: Optional["EncodingCache"]) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
     """Every example's latent mean and std (None when the VAE gives only the mean) [1,C,h,w],
-    fp32 on the CPU, encoded `chunk` images of one size at a time."""
-    by_size: "OrderedDict[tuple[int, int], list[int]]" = OrderedDict()
-    for index, example in enumerate(examples):
-        by_size.setdefault(example.size, []).append(index)
-    encoded: dict[int, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
-    for indices in by_size.values():
-        for start in range(0, len(indices), chunk):
-            part = indices[start:start + chunk]
-            mean, std = encode(torch.cat([examples[i].pixels_to_encode() for i in part]))
-            for row, index in enumerate(part):
-                encoded[index] = (mean[row:row + 1].to(_CPU, torch.float32),
-                                  None if std is None else std[row:row + 1].to(_CPU, torch.float32))
-    return [encoded[i][0] for i in range(len(examples))], [encoded[i][1] for i in range(len(examples))]
+    fp32 on the CPU: from `cache` where it has them, else encoded and added to it."""
+    if cache is None or cache.vae_identity is None:
+        encoded, _ = _encode_misses(examples, range(len(examples)), encode, chunk, processes)
+    else:
+        encoded = _through_cache(examples, encode, chunk, processes, cache)
+    means = [encoded[i][0] for i in range(len(examples))]
+    return means, [encoded[i][1] for i in range(len(examples))]
+
+
+def _through_cache(examples: Sequence[TrainingExample], encode: Callable, chunk: int,
+                   processes: Optional[Processes], cache: "EncodingCache") -> dict[int, _Encoded]:
+    """Every process looks up before any writes; the misses are encoded (shared between the
+    processes; a picture the set holds several times, once), stored, and read back memory-mapped,
+    CACHE_ROUND pictures of the set at a time, so a cold run holds one round's latents at most."""
+    keys = cache.picture_keys(examples)
+    found = cache.find(keys)
+    first = {key: index for index, key in reversed(list(enumerate(keys)))}  # each key's first example
+    misses = sorted(index for key, index in first.items() if key not in found)
+    unstored: dict[int, _Encoded] = {}  # what could not be read back (a cache that failed)
+    for start in range(0, len(examples), CACHE_ROUND):  # the same rounds on every process
+        round_misses = [index for index in misses if start <= index < start + CACHE_ROUND]
+        unstored.update(_encode_and_store(examples, round_misses, keys, encode, chunk, processes, cache, found))
+    cache.figures.hits += len(examples) - len(misses)  # a repeat of an encoded picture counts as a hit
+    cache.figures.encoded += len(misses)
+    return {i: (found[key]["mean"], found[key].get("std")) if key in found else unstored[first[key]]
+            for i, key in enumerate(keys)}
+
+
+def _encode_and_store(examples: Sequence[TrainingExample], misses: Sequence[int], keys: Sequence[str],
+                      encode: Callable, chunk: int, processes: Optional[Processes], cache: "EncodingCache",
+                      found: dict[str, dict[str, torch.Tensor]]) -> dict[int, _Encoded]:
+    """Encode `misses` (a collective: every process calls it, each encodes its share), write what
+    this process encoded, then, after a barrier, the first process of each machine writes what its
+    cache still lacks (a cache on each machine's own disk); after another barrier every process
+    reads the new entries back into `found`. Gives the latents that could not be read back."""
+    encoded, here = _encode_misses(examples, misses, encode, chunk, processes)
+    cache.put({keys[i]: _entry(encoded[i]) for i in here})
+    if processes is not None:
+        processes.barrier()
+        if processes.local_rank == 0:
+            cache.put({keys[i]: _entry(encoded[i]) for i in misses})
+        processes.barrier()
+    found.update(cache.find([keys[i] for i in misses]))
+    return {i: encoded[i] for i in misses if keys[i] not in found}
+
+
+def _entry(encoded: _Encoded) -> dict[str, torch.Tensor]:
+    mean, std = encoded
+    return {"mean": mean} if std is None else {"mean": mean, "std": std}
+
+
+def _encode_misses(examples: Sequence[TrainingExample], indices: Sequence[int], encode: Callable, chunk: int,
+                   processes: Optional[Processes]) -> tuple[dict[int, _Encoded], Sequence[int]]:
+    """The latents of `indices` (with several processes, of every process's `indices`), each
+    process encoding its share, and which of them this process encoded."""
+    shared = encode_shared(examples, indices, encode, processes or SingleProcess(), chunk)
+    return shared.latents, shared.encoded_here
 
 
 def _latent_size(latent: torch.Tensor) -> tuple[int, int]:
@@ -148,6 +207,27 @@ class TextCache:
         while len(self.entries) > len(prompts) and (len(self.entries) > self.capacity or self.bytes > self.max_bytes):
             self.bytes -= _size(self.entries.popitem(last=False)[1])
 
+    def warm_through(self, prompts: Sequence[str], cache: Optional["EncodingCache"], writes: bool) -> None:
+        """warm(), taking from `cache` what it holds and, where this process `writes`, adding to it
+        what had to be encoded."""
+        prompts = list(dict.fromkeys(prompts))
+        if cache is None or cache.clip_identity is None:
+            self.warm(prompts)
+            return
+        keys = dict(zip(prompts, cache.prompt_keys(prompts)))
+        found = cache.find(list(keys.values()))
+        for prompt, key in keys.items():
+            if key in found and prompt not in self.entries:
+                entry = TextConditioning(found[key]["context"], found[key].get("pooled"))
+                self.entries[prompt] = entry
+                self.bytes += _size(entry)
+        missing = [prompt for prompt in prompts if prompt not in self.entries]
+        self.warm(prompts)
+        if writes:
+            cache.put({keys[p]: _text_entry(self.entries[p]) for p in missing if p in self.entries})
+        cache.figures.prompt_hits += len(prompts) - len(missing)
+        cache.figures.prompts_encoded += len(missing)
+
     def batch(self, prompts: Sequence[str]) -> Conditioning:
         """The batch's conditioning: the stacked contexts [B,T,D], or for SDXL a TextConditioning
         with the pooled outputs [B,1280] too. Shorter contexts (a prompt over 75 tokens encodes
@@ -163,6 +243,10 @@ class TextCache:
         if len(pooled) != len(entries):  # one backend encodes every prompt alike
             raise RuntimeError("the text encoder gave a pooled output for some prompts only")
         return TextConditioning(to_device(context, self.device), to_device(torch.stack(pooled), self.device))
+
+
+def _text_entry(entry: TextConditioning) -> dict[str, torch.Tensor]:
+    return {"context": entry.context} if entry.pooled is None else {"context": entry.context, "pooled": entry.pooled}
 
 
 def _size(entry: TextConditioning) -> int:

@@ -1,9 +1,10 @@
 """What a training run builds before its first step (PreparedRun), and prepare_run(), which builds
 it in this order: the resume state and seed, the held-out split, the process group, the batch plan
-and prompts, the noise schedule, the logs, the cached latents and conditionings (and the preview
-and validation helpers that use them), the optimizer and its learning rate, the patched model.
+and prompts, the noise schedule, the logs, the cached latents and conditionings (from the
+persistent cache where it has them; and the preview and validation helpers that use them), the
+optimizer and its learning rate, the patched model.
 
-The runs of a sweep (several specs on one picture set) share one SharedEncodings: the first run
+The runs of a sweep (several specs on one picture set) share one SweepEncodings: the first run
 encodes the pictures and prompts, the others find them there (EncodedSet), so the VAE sees each
 picture once per sweep."""
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .backend import NoiseSchedule, TrainingBackend
 from .batches import BatchPlan, TrainingExample
 from .config import PRECISIONS, TrainConfig, TrainHooks, TrainResult
 from .distributed import Processes
+from .encoding_cache import CacheFigures, EncodingCache, open_cache
 from .epochs import epoch_figures
 from .latents import LatentCache, TextCache
 from .learning_rate import LearningRate, make_learning_rate
@@ -102,7 +104,7 @@ class EncodedSet:
                 and _same_objects(validation_examples, self.validation_examples))
 
 
-class SharedEncodings:
+class SweepEncodings:
     """What the runs of one sweep share: the EncodedSet the first run built (None before it).
     A later run with other settings builds its own and leaves this one in place."""
 
@@ -131,7 +133,7 @@ class _RunData:
 def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainConfig, processes: Processes,
                 examples: Sequence[TrainingExample], validation_examples: Sequence[TrainingExample],
                 hooks: TrainHooks, *, name: str, log_dir: Optional[Path], first_rate: float, options: dict[str, Any],
-                result: TrainResult, shared: Optional[SharedEncodings] = None) -> PreparedRun:
+                result: TrainResult, shared: Optional[SweepEncodings] = None) -> PreparedRun:
     """Everything before the first step of `network`'s run (TrainingRun's checked `name`, `log_dir`,
     first learning rate and optimizer `options`). Records in `result` the epoch figures, the CSV
     path, a resumed run's best step and whether the optimizer state was restored; tells `hooks`
@@ -149,13 +151,14 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
                    bool(data.validation_examples))
     result.csv_path = logs.csv_path
     with torch.no_grad():
-        encoded = _encoded_set(backend, config, schedule, data, name, processes.writes, shared)
+        encoded, cache = _encoded_set(backend, config, schedule, data, name, processes, shared)
         latents, texts, validator = encoded.latents, encoded.texts, encoded.validator
         means = latents.means[0]
         previews = (PreviewGrid(backend, schedule, texts, config, preview_prompts(config, data.prompts.prompt(0, 0)),
                                 tuple(means.shape[1:]))
                     if config.preview_every > 0 and processes.writes else None)
         best_loss = _previous_best(config, log_dir, start_step, result)
+    result.cache = _cache_figures(cache)
     for example in [*data.examples, *data.validation_examples]:
         example.release_pixels()
     parameters, optimizer, rate, scaler = _optimization(network, config, backend.device, start_step, data.resume,
@@ -171,24 +174,27 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
 
 
 def _encoded_set(backend: TrainingBackend, config: TrainConfig, schedule: NoiseSchedule, data: "_RunData", name: str,
-                 writes: bool, shared: Optional[SharedEncodings]) -> EncodedSet:
-    """The shared EncodedSet when it serves this run, else one encoded now (and shared from now on).
+                 processes: Processes, shared: Optional[SweepEncodings]
+                 ) -> tuple[EncodedSet, Optional[EncodingCache]]:
+    """The shared EncodedSet when it serves this run (and no persistent cache: nothing was read),
+    else one encoded now, through the persistent cache when there is one, and shared from now on.
     Only the process that writes validates, so only it has a validator."""
     if shared is not None and shared.encoded is not None and shared.encoded.serves(
             backend, config, data.seed, data.examples, data.validation_examples):
         shared.encoded.texts.warm(data.prompts.distinct_fixed_prompts())  # the same prompts: nothing to encode
-        return shared.encoded
+        return shared.encoded, None
+    cache = open_cache(backend, config.cache_dir)
     latents = LatentCache(data.examples, backend.encode_images, config.latent_sampling, data.seed,
-                          backend.device, config.use_alpha_weight)
+                          backend.device, config.use_alpha_weight, processes=processes, cache=cache)
     texts = TextCache(backend.encode_texts, backend.device)
-    texts.warm(data.prompts.distinct_fixed_prompts())
-    validator = (_validator(backend, config, schedule, texts, data, name)
-                 if data.validation_examples and writes else None)
+    texts.warm_through(data.prompts.distinct_fixed_prompts(), cache, processes.writes)
+    validator = (_validator(backend, config, schedule, texts, data, name, cache)
+                 if data.validation_examples and processes.writes else None)
     encoded = EncodedSet(backend, _settings(config), data.seed, list(data.examples), list(data.validation_examples),
                          latents, texts, validator)
     if shared is not None:
         shared.encoded = encoded
-    return encoded
+    return encoded, cache
 
 
 def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, device: torch.device,
@@ -210,11 +216,22 @@ def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, devi
 
 
 def _validator(backend: TrainingBackend, config: TrainConfig, schedule: NoiseSchedule, texts: TextCache,
-               data: _RunData, name: str) -> Validator:
+               data: _RunData, name: str, cache: Optional[EncodingCache]) -> Validator:
     prompts = PromptSource([e.caption for e in data.validation_examples], config.template_list, name, data.seed)
     settings = ValidationSettings(config.loss_type, config.min_snr_gamma, config.noise_offset,
                                   config.batch_size, config.use_alpha_weight)
-    return Validator(data.validation_examples, backend, schedule, prompts, texts, data.seed, settings)
+    return Validator(data.validation_examples, backend, schedule, prompts, texts, data.seed, settings, cache)
+
+
+def _cache_figures(cache: Optional[EncodingCache]) -> Optional[CacheFigures]:
+    """The cache's use by this run, once its shards are marked used and the limit is kept."""
+    if cache is None:
+        return None
+    cache.touch()
+    if cache.failed is None:
+        logger.info(cache.figures.line())
+        return cache.figures
+    return None
 
 
 def _previous_best(config: TrainConfig, log_dir: Optional[Path], start_step: int,

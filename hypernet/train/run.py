@@ -43,7 +43,7 @@ from .learning_rate import base_rate, check_scheduler, parse_schedule
 from .logs import check_log_target
 from .losses import diffusion_loss, min_snr_weights, noised_batch
 from .optimizer import optimizer_options
-from .prepared_run import PreparedRun, SharedEncodings, prepare_run
+from .prepared_run import PreparedRun, SweepEncodings, prepare_run
 from .previews import preview_seeds
 from .random_draws import micro_batch_draws, seeded_torch_rng
 from .resume_files import optimizer_state_path, save_checkpoint
@@ -64,7 +64,7 @@ class TrainingRun:
     def __init__(self, backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                  config: TrainConfig, hooks: Optional[TrainHooks] = None,
                  validation_examples: Sequence[TrainingExample] = (),
-                 processes: Optional[Processes] = None, shared: Optional[SharedEncodings] = None):
+                 processes: Optional[Processes] = None, shared: Optional[SweepEncodings] = None):
         self.backend, self.network, self.config, self.shared = backend, hypernetwork, config, shared
         # As given: prepare() may hold some images out for validation (state.examples, state.validation_examples).
         self.given_examples, self.given_validation_examples = examples, list(validation_examples)

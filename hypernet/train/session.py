@@ -17,7 +17,7 @@ from ..images import save_png
 from .batches import TrainingExample, prepare_examples
 from .config import TrainConfig, TrainHooks, TrainResult
 from .lossplot import LossHistory, loss_curve_image
-from .prepared_run import SharedEncodings
+from .prepared_run import SweepEncodings
 from .run import TrainingRun
 from .run_files import RunFolders, run_files
 from .run_summary import write_run_summary
@@ -29,18 +29,32 @@ if TYPE_CHECKING:
     from ..network import Hypernetwork
     from ..spec import HypernetSpec
     from .backend import TrainingBackend
+    from .batches import TrainingExample
     from .distributed import TrainingProcesses
+    from .picture_files import TrainingSet
 
 
 @dataclass
 class TrainingData:
-    """The images and captions to train on (parallel lists from the dataset nodes), and their masks."""
+    """The images and captions to train on (parallel lists from the dataset nodes) and their masks,
+    or a training set read from a folder (Load Training Set), whose pictures are decoded only
+    when their latents are encoded."""
 
-    images: Sequence[torch.Tensor]
-    captions: Sequence[str]
+    images: Sequence[torch.Tensor] = ()
+    captions: Sequence[str] = ()
     masks: Optional[Sequence[Optional[torch.Tensor]]] = None
     validation_images: Sequence[torch.Tensor] = ()  # a held-out set of its own (else a split, or none)
     validation_captions: Sequence[str] = ()
+    training_set: Optional["TrainingSet"] = None  # instead of images, captions and masks
+
+    def examples(self, config: TrainConfig) -> list["TrainingExample"]:
+        """What is trained on, sized for `config`: from the folder, or from the images in memory."""
+        if self.training_set is not None:
+            if self.images or self.captions or self.masks:
+                raise InputError("training_set", "a training set brings its own pictures, captions and masks (alpha): "
+                                                 "give it or images with captions, not both")
+            return self.training_set.examples(config.resolution, config.aspect_buckets)
+        return prepare_examples(self.images, self.captions, self.masks, config.resolution, config.aspect_buckets)
 
 
 @dataclass
@@ -105,7 +119,7 @@ def run_sweep(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or
     return each run's outputs. Call outside inference mode.
 
     Several specs are a sweep: run i is named NAME-<spec> (sweep.py) with its own files, the
-    pictures are sized and encoded once for all runs (SharedEncodings), and [name] in the prompt
+    pictures are sized and encoded once for all runs (SweepEncodings), and [name] in the prompt
     templates stays NAME, so every run trains on the same prompts. An interrupted run ends the
     sweep. With `folders`, a run writes under its name, or under the next free NAME_00001...
     when that holds results it would replace (run_files.py). With `processes` (a torchrun
@@ -119,13 +133,13 @@ def run_sweep(model: Any, clip: Any, vae: Any,  # our headless MODEL/CLIP/VAE or
         specs = []
     names = sweep_names(config.name, specs)  # every name is checked before anything is encoded
     backend = make_backend(model, clip, vae, device, load_model)
-    examples = prepare_examples(data.images, data.captions, data.masks, config.resolution, config.aspect_buckets)
+    examples = data.examples(config)
     held_out = []
     if data.validation_images:
         held_out = _validation_examples(data, config)
         if config.validation_split > 0:
             notes.append("validation images are connected, so validation_split is not used")
-    sweep, outputs = Sweep(backend, examples, held_out, config, hooks, folders, processes, SharedEncodings()), []
+    sweep, outputs = Sweep(backend, examples, held_out, config, hooks, folders, processes, SweepEncodings()), []
     run_specs: list[Optional["HypernetSpec"]] = list(specs) or [None]  # None: continue `hypernetwork`
     for number, (name, spec) in enumerate(zip(names, run_specs), start=1):
         if len(names) > 1:
@@ -148,7 +162,7 @@ class Sweep:
     hooks: TrainHooks
     folders: Optional[RunFolders]
     processes: Optional["TrainingProcesses"]
-    shared: SharedEncodings
+    shared: SweepEncodings
 
     def train(self, name: str, spec: Optional["HypernetSpec"], hypernetwork: Optional["Hypernetwork"]) -> TrainOutputs:
         """Train the network of `spec` (or continue `hypernetwork`) as run `name`, writing its
@@ -208,8 +222,8 @@ class Sweep:
 def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
               processes: Optional["TrainingProcesses"] = None) -> list[str]:
     """What the run did that its settings alone do not say: the pictures, images per step and
-    epochs, where it continued from, how many processes shared each step, and why it stopped
-    before `steps`."""
+    epochs, where it continued from, how many processes shared each step, what the cache held
+    and took, and why it stopped before `steps`."""
     notes = [result.epochs.line()] if result.epochs is not None else []
     if start_step:
         notes.append(f"continued from step {start_step} " + ("with optimizer state" if result.resumed_optimizer else
@@ -222,6 +236,8 @@ def run_notes(config: TrainConfig, result: TrainResult, start_step: int,
         notes.append(f"trained on {processes.world_size} processes: global batch {config.batch_size} x "
                      f"{processes.world_size} processes x {config.gradient_accumulation} accumulation = "
                      f"{per_step} images per step")
+    if result.cache is not None:
+        notes.append(result.cache.line())
     step = int(result.hypernetwork.step)
     if not result.interrupted and step < config.steps and config.lr_scheduler == "a1111":
         notes.append(f"stopped at step {step} of {config.steps}: the learning_rate schedule "

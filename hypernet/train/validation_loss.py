@@ -11,7 +11,7 @@ import contextlib
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
@@ -22,6 +22,9 @@ from .latents import LatentCache, TextCache
 from .losses import diffusion_loss, min_snr_weights, noised_batch
 from .prompts import PromptSource
 from .random_draws import derive_seed, draw_sample, generator
+
+if TYPE_CHECKING:
+    from .encoding_cache import EncodingCache
 
 
 def split_examples(examples: Sequence[TrainingExample], fraction: float, seed: int
@@ -52,14 +55,15 @@ class Validator:
     """The mean loss over the held-out images, with fixed timesteps, noise, latents and prompts."""
 
     def __init__(self, examples: Sequence[TrainingExample], backend: TrainingBackend, schedule: NoiseSchedule,
-                 prompts: PromptSource, texts: TextCache, seed: int, settings: ValidationSettings):
+                 prompts: PromptSource, texts: TextCache, seed: int, settings: ValidationSettings,
+                 cache: Optional["EncodingCache"] = None):
         self.backend, self.schedule, self.settings = backend, schedule, settings
         device = backend.device
-        with torch.no_grad():
+        with torch.no_grad():  # only the writing process validates: no processes to share with
             self.latents = LatentCache(examples, backend.encode_images, "deterministic", seed, device,
-                                       settings.use_alpha_weight)
+                                       settings.use_alpha_weight, cache=cache)
         self.prompts = [prompts.prompt(i, "validation") for i in range(len(examples))]
-        texts.warm(self.prompts)
+        texts.warm_through(self.prompts, cache, writes=True)
         self.texts, self.alphas = texts, schedule.alphas_cumprod.to(device)
         self.draws = [self._fixed_draw(i, seed) for i in range(len(examples))]
         self.batches = _batches_by_size([e.size for e in examples], max(1, settings.batch_size))

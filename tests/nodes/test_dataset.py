@@ -65,7 +65,8 @@ def test_load_images_resolves_relative_folders_and_repeats(headless_dirs):
     (folder / "a.txt").write_text("cap")
     (folder / "b.png").write_bytes(b"")
     out = LoadImagesNode().load("set", True, ".txt", True, 0, 0, "black", 100.0)
-    images, masks, captions, stems, count = out["result"]
+    images, masks, captions, stems, count, chunk = out["result"]
+    assert chunk is None  # loaded whole, not in chunks
     assert count == 2 and stems == ["2_style/a"] * 2 and captions == ["cap", "cap"]
     assert images[0].shape == (1, 6, 4, 3) and masks[0].shape == (1, 6, 4)
     assert masks[0][0, 0, 0] == 1.0 and masks[0][0, 5, 0] == 0.0  # 1 = transparent

@@ -19,6 +19,16 @@ def _is_widget(entry: dict) -> bool:
     return entry["section"] != "hidden" and entry["type"] in WIDGET_TYPES and not entry.get("forceInput")
 
 
+def _socket_made_optional(old: dict, new: dict) -> bool:
+    """A socket may stop being required once something else can stand in for it (Train Hypernet's
+    images and captions, since a training_set can replace them), if it stays where it was among the
+    sockets: moved from the end of "required" to the front of "optional", it keeps its slot in a
+    saved UI workflow (sockets take no widget values, so no widget value moves) and its name in an
+    API one; a workflow that links it runs as before, and one that links nothing in its place is
+    refused by VALIDATE_INPUTS. A widget never changes section, and nothing becomes required."""
+    return not _is_widget(old) and old["section"] == "required" and new["section"] == "optional"
+
+
 @pytest.fixture(scope="module")
 def current(tmp_path_factory):
     from hypernet_studio.runtime.api import headless_settings
@@ -39,6 +49,8 @@ def test_node_keeps_its_public_interface(current, node_id):
     for entry in old["inputs"]:
         now = new_by_name.get(entry["name"])
         assert now is not None, (node_id, entry["name"], "removed")
+        if _socket_made_optional(entry, now):
+            now = {**now, "section": "required"}
         # A combo stores its value by name: it may offer more choices, never fewer.
         assert set(entry.get("options", ())) <= set(now.get("options", ())), (node_id, entry["name"])
         assert {k: v for k, v in now.items() if k != "options"} == {k: v for k, v in entry.items() if k != "options"}, \
@@ -46,7 +58,9 @@ def test_node_keeps_its_public_interface(current, node_id):
     old_widgets = [e["name"] for e in old["inputs"] if _is_widget(e)]
     new_widgets = [e["name"] for e in new["inputs"] if _is_widget(e)]
     assert new_widgets[:len(old_widgets)] == old_widgets, f"{node_id}: widget positions moved"
-    old_order = [e["name"] for e in old["inputs"]]
-    assert [e["name"] for e in new["inputs"] if e["name"] in set(old_order)] == old_order
+    # UI files link a socket by its slot among the sockets, so the old sockets keep their order too.
+    old_sockets = [e["name"] for e in old["inputs"] if not _is_widget(e) and e["section"] != "hidden"]
+    assert [e["name"] for e in new["inputs"] if e["name"] in set(old_sockets)] == old_sockets, \
+        f"{node_id}: socket slots moved"
     for key in ("outputs", "output_names", "output_is_list"):
         assert new[key][:len(old[key])] == old[key], (node_id, key)

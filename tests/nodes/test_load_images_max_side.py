@@ -36,7 +36,8 @@ def _folder_with_a_big_cutout(headless_dirs):
 
 def test_the_node_scales_big_pictures_and_their_masks_by_default_and_keeps_small_ones(headless_dirs):
     _folder_with_a_big_cutout(headless_dirs)
-    images, masks, _, stems, count = LoadImagesNode().load("big", False, ".txt", False, 0, 0, "white", 100.0)["result"]
+    loaded = LoadImagesNode().load("big", False, ".txt", False, 0, 0, "white", 100.0)["result"]
+    images, masks, _, stems, count, _ = loaded
     assert count == 2 and stems == ["cutout", "small"]
     scale = MAX_SIDE_DEFAULT / 1800
     assert images[0].shape == (1, round(1200 * scale), MAX_SIDE_DEFAULT, 3)

@@ -11,7 +11,9 @@ LONG = "a" * 300
 
 
 def _train_verdict(name):
-    return train.TrainHypernetNode.VALIDATE_INPUTS(name, "0.001", "norm", "1", "hypernetwork", "", "AdamW")
+    # images and captions linked, as ComfyUI passes linked sockets: [None] (their values come later)
+    return train.TrainHypernetNode.VALIDATE_INPUTS(name, "0.001", "norm", "1", "hypernetwork", "", "AdamW",
+                                                   images=[None], captions=[None])
 
 
 def _save_verdict(filename):

@@ -29,7 +29,7 @@ def test_a_train_hypernet_workflow_saved_before_new_widgets_keeps_every_value(he
                    if (spec[0] in ("BOOLEAN", "INT", "FLOAT", "STRING") or isinstance(spec[0], list))
                    and not spec[1].get("forceInput")]
     assert new_widgets, "this test guards the widgets added after the first release"
-    assert new_widgets[-1] == "keep_tokens"
+    assert new_widgets[-1] == "cache_folder"
     for name in new_widgets:
         default = declared["optional"][name][1]["default"]
         assert inputs.get(name, default) == default, name
@@ -57,3 +57,25 @@ def test_a_load_images_node_saved_before_max_side_loads_and_runs_with_its_defaul
     Image.fromarray(np.zeros((MAX_SIDE_DEFAULT + 100, 500, 3), np.uint8)).save(folder / "tall.png")
     images = registry["HN_LoadImages"]().load(**inputs)["result"][0]  # as ComfyUI calls it: keywords
     assert max(images[0].shape[1:3]) == MAX_SIDE_DEFAULT
+
+
+def test_a_workflow_saved_while_images_and_captions_were_required_still_links_and_validates_them(headless_dirs):
+    # images and captions moved from the end of "required" to the front of "optional" (a
+    # training_set may replace them): the saved links, by socket slot, must land on them as before.
+    from hypernet_studio.runtime.workflow_checks import validate_prompt
+
+    registry = build_registry(include_standins=True)[0]
+    saved = json.loads(FIXTURE.read_text())
+    node = next(n for n in saved["nodes"] if n["type"] == "HN_TrainHypernet")
+    assert [s["name"] for s in node["inputs"]][:5] == ["model", "clip", "vae", "images", "captions"]
+    prompt, _ = parse_workflow(saved, registry)
+    inputs = prompt[str(node["id"])]["inputs"]
+    assert inputs["images"] == ["2", 0] and inputs["captions"] == ["2", 2] and inputs["masks"] == ["2", 1]
+    assert "training_set" not in inputs
+    issues = [i for i in validate_prompt(prompt, registry).issues if i.node_id == str(node["id"])]
+    assert issues == [], issues
+    sockets = [name for name, spec in {**registry["HN_TrainHypernet"].INPUT_TYPES()["required"],
+                                       **registry["HN_TrainHypernet"].INPUT_TYPES()["optional"]}.items()
+               if isinstance(spec[0], str) and spec[0] not in ("BOOLEAN", "INT", "FLOAT", "STRING")
+               or spec[1].get("forceInput")]
+    assert sockets[:5] == ["model", "clip", "vae", "images", "captions"], "the sockets keep their slots"

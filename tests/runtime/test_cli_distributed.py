@@ -55,3 +55,7 @@ def test_two_processes_equal_one_with_twice_the_batch_and_only_rank_0_writes(tmp
     line = ("4 pictures; 2 images per step (batch 1 x accumulation 1 x 2 processes); 2 steps per epoch; "
             "3 steps = 1.5 epochs")
     assert done.stderr.count(line) == 1, done.stderr[-3000:]
+    # Issue 19: the two processes shared the encoding of the 4 pictures into the latent cache (on by
+    # default, under the output folder), and rank 0 reports it once.
+    assert sum("cache: 0 hits, 4 encoded" in text for text in (done.stdout, done.stderr)) == 1, done.stderr[-3000:]
+    assert list((two / "output" / "hypernet_cache").glob("shard-*")), "the shards are in the default cache folder"

@@ -107,6 +107,7 @@ def test_haar_hits_as_numpy_arrays_do_not_crash_and_first_cascade_wins(monkeypat
 
     hits = {"haarcascade_eye.xml": (), "haarcascade_frontalface_default.xml": np.array([[10, 20, 30, 40]]),
             "haarcascade_profileface.xml": np.array([[0, 0, 2, 2]])}
+    monkeypatch.setattr(faces, "_FREE_CASCADES", {})  # the fakes must not stay for later tests
     monkeypatch.setattr(faces, "_haar_cascade", lambda name: FakeCascade(hits.get(name, ())))
     monkeypatch.setattr(faces, "haar_available", lambda: True)
     points = FaceDetector("haar").detect(np.zeros((100, 100, 3), np.uint8))

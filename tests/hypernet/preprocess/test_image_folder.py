@@ -213,3 +213,27 @@ def test_pillows_anonymous_warnings_become_one_warning_naming_the_file(tmp_path,
     assert lines == result.warnings and len(lines) == 2
     assert lines[0].startswith(f"skipped {tmp_path / 'a_broken.tif'}: ")
     assert lines[1].startswith(f"loaded {tmp_path / 'b_exif.png'} despite damaged data: ") and "EXIF" in lines[1]
+
+
+def test_pillows_warnings_stay_with_their_file_when_workers_decode_at_once(tmp_path, monkeypatch):
+    # warnings.catch_warnings swaps process-wide state: entered by several threads at once it
+    # would leave its recorder installed and could hand one file's warning to another file.
+    import warnings
+
+    from hypernet_studio.hypernet.preprocess.workers import WORKERS_ENV
+
+    damaged = _png_with_chunk(b"eXIf", b"II*\x00\x08\x00\x00\x00\x05\x00")
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    for index in range(12):
+        if index % 3 == 0:
+            (tmp_path / f"{index:02d}.png").write_bytes(damaged)
+        else:  # slow enough to decode that the workers overlap
+            Image.fromarray(noise).save(tmp_path / f"{index:02d}.png", compress_level=1)
+    filters, shown = list(warnings.filters), warnings.showwarning
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    one = load_image_folder(tmp_path, caption_extension="").warnings
+    monkeypatch.setenv(WORKERS_ENV, "4")
+    for _ in range(2):
+        assert load_image_folder(tmp_path, caption_extension="").warnings == one
+    assert [line.split(" despite")[0] for line in one] == [f"loaded {tmp_path / f'{i:02d}.png'}" for i in (0, 3, 6, 9)]
+    assert warnings.filters == filters and warnings.showwarning is shown

@@ -76,6 +76,7 @@ def test_auto_crop_converts_one_source_picture_at_a_time_with_the_same_result(mo
             return picture
         return converted
 
+    monkeypatch.setenv("HYPERNET_STUDIO_WORKERS", "2")  # one picture per worker: two at most
     monkeypatch.setattr(pipeline, "image_tensor_to_pil", tracked("image", image_tensor_to_pil))
     monkeypatch.setattr(pipeline, "mask_tensor_to_pil", tracked("mask", mask_tensor_to_pil))
     out = pipeline.auto_crop_tensors(images, masks, [""] * 6, [f"s{i}" for i in range(6)], options)

@@ -12,6 +12,7 @@ from hypernet_studio.hypernet.file_format import load_hypernetwork
 from hypernet_studio.hypernet.train.batches import BatchPlan
 from hypernet_studio.hypernet.train.distributed import SingleProcess, TrainingProcesses
 from hypernet_studio.hypernet.train.run import train_hypernetwork
+from hypernet_studio.hypernet.train.shared_encoding import encode_shared, encoding_share
 
 from . import distributed_worker as worker
 from .fakes import FakeBackend
@@ -50,14 +51,16 @@ def _assert_fp32_close(got: torch.Tensor, want: torch.Tensor) -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(launch, tmp_path):
-    ranks = _read(launch, "exact")
+@pytest.mark.parametrize("sampling", ["deterministic", "random"])
+def test_two_processes_equal_one_with_the_same_global_batch(launch, tmp_path, sampling):
+    scenario = "exact" if sampling == "deterministic" else "exact_random"
+    ranks = _read(launch, scenario)
     assert all(r["error"] is None for r in ranks), [r["error"] for r in ranks]
-    reference = single_process(tmp_path, gradient_accumulation=2)
+    reference = single_process(tmp_path, gradient_accumulation=2, latent_sampling=sampling)
     want = torch.cat([p.detach().flatten() for p in reference.hypernetwork.parameters()])
     assert not torch.equal(want, torch.cat([p.detach().flatten() for p in worker.network().parameters()]))
     for rank in (0, 1):
-        _assert_fp32_close(_params(launch, "exact", rank), want)
+        _assert_fp32_close(_params(launch, scenario, rank), want)
         assert ranks[rank]["losses"] == pytest.approx(reference.losses, rel=1e-5)
 
 
@@ -119,6 +122,43 @@ def test_resume_across_world_sizes_equals_an_unbroken_run(launch, tmp_path):
     # one process -> two
     assert _read(launch, "second_half")[0]["error"] is None
     _assert_fp32_close(_params(launch, "second_half"), want)
+
+
+@pytest.mark.parametrize("scenario", list(worker.SHARED_ASKS))
+def test_each_process_encodes_only_its_share_and_gets_every_latent(launch, scenario):
+    records = [json.loads((launch / scenario / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    latents = [torch.load(launch / scenario / f"rank-{rank}.pt", weights_only=True) for rank in (0, 1)]
+    asks = worker.SHARED_ASKS[scenario]
+    union = sorted(set(asks[0]) | set(asks[1]))
+    sizes = [example.size for example in worker.shared_examples()]
+    here = [record["encoded_here"] for record in records]
+    assert here == [encoding_share(sizes, union, rank, 2) for rank in (0, 1)]
+    assert sorted(here[0] + here[1]) == union and not set(here[0]) & set(here[1]), "each picture once"
+    assert [record["vae_pictures"] for record in records] == [len(share) for share in here]
+    mean_only = scenario == "shared_mean_only"
+    want = encode_shared(worker.shared_examples(), union, worker.CountingVae(mean_only), SingleProcess(), 2).latents
+    for rank in (0, 1):
+        assert sorted(latents[rank]) == union, "every process gets every picture any process asked for"
+        for index in union:
+            mean, std = latents[rank][index]
+            assert torch.equal(mean, want[index][0]) and mean.device.type == "cpu"
+            assert (std is None) if mean_only else torch.equal(std, want[index][1])
+
+
+def test_two_processes_encode_each_picture_once_while_training(launch):
+    encoded = [record["encoded_images"] for record in _read(launch, "exact")]
+    assert encoded == [4, 4], "8 pictures, half on each process"
+
+
+@pytest.mark.parametrize("where", ["cached_shared", "cached_per_machine"])
+def test_through_the_latent_cache_two_processes_encode_each_picture_once_then_never(launch, where):
+    first, second = _read(launch, f"{where}/first"), _read(launch, f"{where}/second")
+    assert all(r["error"] is None for r in first + second), [r["error"] for r in first + second]
+    assert [r["encoded_images"] for r in first] == [4, 4], "8 pictures, half on each process"
+    assert [r["encoded_images"] for r in second] == [0, 0], "each process's cache holds every picture"
+    for run in (f"{where}/first", f"{where}/second"):
+        for rank in (0, 1):
+            _assert_fp32_close(_params(launch, run, rank), _params(launch, "exact"))
 
 
 def test_shares_cover_a_global_batch_that_does_not_split_evenly():

@@ -1,8 +1,8 @@
-"""The runs of a sweep share one encoding of the pictures (prepared_run.SharedEncodings), and only
+"""The runs of a sweep share one encoding of the pictures (prepared_run.SweepEncodings), and only
 runs whose settings, seed, pictures and backend are the same take it over."""
 from hypernet_studio.hypernet.train.batches import prepare_examples
 from hypernet_studio.hypernet.train.config import TrainConfig
-from hypernet_studio.hypernet.train.prepared_run import SharedEncodings
+from hypernet_studio.hypernet.train.prepared_run import SweepEncodings
 from hypernet_studio.hypernet.train.run import TrainingRun
 
 from .fakes import FakeBackend, tiny_dataset
@@ -18,7 +18,7 @@ def _prepared(backend, examples, shared, **overrides):
 
 
 def test_a_later_run_with_the_same_settings_takes_the_pictures_as_encoded():
-    backend, shared = FakeBackend(), SharedEncodings()
+    backend, shared = FakeBackend(), SweepEncodings()
     examples = prepare_examples(*tiny_dataset(4), None, resolution=16, multiple=8)
     first = _prepared(backend, examples, shared)
     assert backend.encoded_images == 4, "3 trained on, 1 held out"
@@ -28,7 +28,7 @@ def test_a_later_run_with_the_same_settings_takes_the_pictures_as_encoded():
 
 
 def test_other_settings_a_new_seed_or_other_pictures_encode_again():
-    backend, shared = FakeBackend(), SharedEncodings()
+    backend, shared = FakeBackend(), SweepEncodings()
     images, captions = tiny_dataset(4)
     first = _prepared(backend, prepare_examples(images, captions, None, resolution=16, multiple=8), shared)
     for overrides in ({"seed": 8}, {"latent_sampling": "deterministic"}):
