@@ -1,4 +1,4 @@
-"""Hypernetwork nodes (file -> apply): Hypernet Spec, Load, Save and Apply Hypernet."""
+"""Hypernetwork nodes (file -> apply): Hypernet Spec, Hypernet Spec Grid, Load, Save and Apply Hypernet."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +7,7 @@ from ..hypernet import spec as hn_spec
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, check_name_text, natural_key
 from ..hypernet.input_values import check_choice
+from ..hypernet.train.sweep import MAX_SWEEP_SPECS, short_spec
 from .host import HOST
 from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text, validation
 
@@ -109,6 +110,198 @@ class HypernetSpecNode(Node):
         described = "; ".join(f"on {family}: {hn_spec.describe_size(spec, hn_spec.FAMILY_SIZES[family])}"
                               for family in ("SD1", "SDXL"))
         return {"ui": {"text": ["widths from the model at training time; " + described]}, "result": (spec,)}
+
+
+LAYER_NORM_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
+NO_DROPOUT, LEGACY_DROPOUT = "none", "legacy"
+
+GRID_INPUTS = {
+    "target_family": SPEC_INPUTS["target_family"],
+    "custom_sizes": SPEC_INPUTS["custom_sizes"],
+    "layer_structures": text(default="1, 2, 1\n1, 2, 2, 1\n1, 1.5, 1.5, 1", multiline=True,
+                             tooltip="Layer structures to try, one per line (each as in Hypernet Spec: starts and "
+                                     "ends with 1)."),
+    "activations": text(default="relu, swish",
+                        tooltip="Activations to try, separated by commas (swish is Hardswish, as in A1111)."),
+    "layer_norm": combo(list(LAYER_NORM_CHOICES),
+                        tooltip="Layer norm off, on, or both (every other combination twice: with and without)."),
+    "dropout_structures": text(default="", multiline=True,
+                               tooltip="Dropout structures to try, one per line: numbers (one per layer_structure "
+                                       "entry; a line goes with the structures of its length), 'none', or 'legacy' "
+                                       "(A1111's 0.3 on hidden layers). Empty = no dropout."),
+    "weight_init": SPEC_INPUTS["weight_init"],
+    "activate_output": SPEC_INPUTS["activate_output"],
+    "init_seed": SPEC_INPUTS["init_seed"],
+}
+
+
+def _lines(value: str) -> list[tuple[int, str]]:
+    """The non-empty lines of `value` with their line numbers (from 1)."""
+    return [(number, line.strip()) for number, line in enumerate(value.splitlines(), start=1) if line.strip()]
+
+
+def _no_repeats(input_name: str, items: list[tuple[int, str]], key) -> None:
+    seen: dict = {}
+    for number, item in items:
+        if key(item) in seen:
+            raise InputError(input_name, f"line {number} ({item!r}) repeats line {seen[key(item)]}")
+        seen[key(item)] = number
+
+
+def grid_structures(layer_structures: str) -> list[tuple[int, str]]:
+    """The layer structure lines (number, text), each checked; InputError names the line."""
+    lines = _lines(layer_structures)
+    if not lines:
+        raise InputError("layer_structures", "give at least one layer structure, e.g. '1, 2, 1'")
+    for number, line in lines:
+        try:
+            hn_spec.parse_layer_structure(line)
+        except InputError as exc:
+            raise InputError("layer_structures", f"line {number} ({line!r}): {exc.message}") from None
+    _no_repeats("layer_structures", lines, lambda line: tuple(hn_spec.parse_layer_structure(line)))
+    return lines
+
+
+def grid_activations(activations: str) -> list[str]:
+    """The activation names, each one torch and the file format know."""
+    names = [name.strip().lower() for name in activations.replace("\n", ",").split(",") if name.strip()]
+    if not names:
+        raise InputError("activations", "give at least one activation, e.g. 'relu, swish'")
+    for name in names:
+        try:
+            hn_spec.activation_class(name)
+        except InputError as exc:
+            raise InputError("activations", exc.message) from None
+    if len(set(names)) != len(names):
+        raise InputError("activations", f"{activations!r} names an activation twice")
+    return names
+
+
+def grid_dropouts(dropout_structures: str) -> list[tuple[int, str]]:
+    """The dropout lines (number, text): 'none', 'legacy' or numbers; no lines = one 'none'."""
+    lines = _lines(dropout_structures) or [(0, NO_DROPOUT)]
+    for number, line in lines:
+        if line.lower() not in (NO_DROPOUT, LEGACY_DROPOUT):
+            try:
+                hn_spec.parse_float_list(line, "dropout_structures")
+            except InputError:
+                raise InputError("dropout_structures", f"line {number} ({line!r}): give numbers like '0, 0.1, 0', "
+                                                       f"'{NO_DROPOUT}' or '{LEGACY_DROPOUT}'") from None
+    _no_repeats("dropout_structures", lines, lambda line: line.lower().replace(" ", ""))
+    return lines
+
+
+def _fitting_dropouts(structure: list[float], dropouts: list[tuple[int, str]]) -> list[tuple[bool, str]]:
+    """(use_dropout, dropout_structure) for each dropout line that fits `structure`."""
+    fitting = []
+    for number, line in dropouts:
+        if line.lower() in (NO_DROPOUT, LEGACY_DROPOUT):
+            fitting.append((line.lower() == LEGACY_DROPOUT, ""))
+        elif len(hn_spec.parse_float_list(line, "dropout_structures")) == len(structure):
+            try:
+                hn_spec.validate_dropout_structure(hn_spec.parse_float_list(line, "dropout_structures"), structure)
+            except InputError as exc:
+                raise InputError("dropout_structures", f"line {number} ({line!r}): {exc.message}") from None
+            fitting.append((True, line))
+    return fitting
+
+
+def grid_plan(layer_structures: str, activations: str, layer_norm: str,
+              dropout_structures: str) -> list[tuple[str, str, bool, bool, str]]:
+    """Every combination the grid makes, structure by structure: (layer_structure, activation,
+    layer_norm, use_dropout, dropout_structure); refused when a line fits nothing or past the cap."""
+    check_choice("layer_norm", layer_norm, list(LAYER_NORM_CHOICES))
+    structures, names, dropouts = (grid_structures(layer_structures), grid_activations(activations),
+                                   grid_dropouts(dropout_structures))
+    plan, used = [], set()
+    for number, line in structures:
+        fitting = _fitting_dropouts(hn_spec.parse_layer_structure(line), dropouts)
+        if not fitting:
+            raise InputError("dropout_structures", f"no line fits layer structure line {number} ({line!r}): add one "
+                                                   f"with {len(hn_spec.parse_layer_structure(line))} numbers, or "
+                                                   f"a '{NO_DROPOUT}' line")
+        used.update(dropout for _, dropout in fitting)
+        plan += [(line, name, norm, use, dropout) for name in names for norm in LAYER_NORM_CHOICES[layer_norm]
+                 for use, dropout in fitting]
+    unused = [(n, line) for n, line in dropouts
+              if line.lower() not in (NO_DROPOUT, LEGACY_DROPOUT) and line not in used]
+    if unused:
+        raise InputError("dropout_structures", f"line {unused[0][0]} ({unused[0][1]!r}) fits no layer structure "
+                                               "(one number per layer_structure entry)")
+    if len(plan) > MAX_SWEEP_SPECS:
+        raise InputError("layer_structures", f"the grid makes {len(plan)} specs ({len(structures)} layer structures "
+                                             f"x {len(names)} activations x layer norm {layer_norm} x dropout lines); "
+                                             f"a sweep trains at most {MAX_SWEEP_SPECS} networks in one queue: "
+                                             "split it into several grids")
+    return plan
+
+
+def grid_specs(target_family, custom_sizes, layer_structures, activations, layer_norm, dropout_structures,
+               weight_init, activate_output, init_seed) -> list["hn_spec.HypernetSpec"]:
+    """The specs the grid's widget values describe, in grid_plan's order; refused when two dropout
+    lines make the same spec (A1111's legacy dropout on a 3-entry structure is no dropout)."""
+    specs = [build_spec(target_family, custom_sizes, structure, activation, weight_init, norm, use_dropout, dropout,
+                        activate_output, init_seed)
+             for structure, activation, norm, use_dropout, dropout in grid_plan(layer_structures, activations,
+                                                                                layer_norm, dropout_structures)]
+    for index, spec in enumerate(specs):
+        if spec in specs[:index]:
+            raise InputError("dropout_structures", f"two lines make the same spec, {short_spec(spec)!r} (legacy "
+                                                   "dropout puts 0.3 only on hidden layers before the last, so on a "
+                                                   "3-entry structure it is no dropout): remove one")
+    return specs
+
+
+def check_grid_text(target_family, custom_sizes, layer_structures, activations, layer_norm,
+                    dropout_structures) -> None:
+    """What the grid's text inputs say is usable; linked inputs (None) are checked when they arrive."""
+    check_spec_text(target_family, custom_sizes, None, False, None)
+    values = (layer_structures, activations, layer_norm, dropout_structures)
+    if None not in values:
+        grid_specs(FAMILY_AUTO, "", *values, weight_init="Normal", activate_output=False, init_seed=0)
+        return
+    checks = (grid_structures, grid_activations, lambda value: check_choice("layer_norm", value,
+                                                                          list(LAYER_NORM_CHOICES)), grid_dropouts)
+    for value, check in zip(values, checks):
+        if value is not None:
+            check(value)
+
+
+def describe_specs(specs: list["hn_spec.HypernetSpec"]) -> list[str]:
+    """One line per spec for the node: its short text, parameters and file size."""
+    lines = [f"{len(specs)} specs, trained one after the other by Train Hypernet (a sweep)"]
+    for spec in specs:
+        sizes = spec.sizes if spec.sizes is not None else hn_spec.FAMILY_SIZES["SD1"]
+        where = "" if spec.sizes is not None else " on SD1"
+        lines.append(f"{short_spec(spec)}: {hn_spec.describe_size(spec, sizes)}{where}")
+    return lines
+
+
+class HypernetSpecGridNode(Node):
+    """Several hypernetwork specs at once: every layer structure (one per line) with every
+    activation, layer norm off/on/both and every dropout line. Train Hypernet trains one network
+    per spec (a sweep), named NAME-<spec>; at most MAX_SWEEP_SPECS specs."""
+
+    NODE_ID, DISPLAY_NAME, CATEGORY, FUNCTION = "HN_HypernetSpecGrid", "Hypernet Spec Grid", CATEGORY, "make_specs"
+    RETURN_TYPES = ("HYPERNET_SPEC",)
+    RETURN_NAMES = ("hypernet_specs",)
+    OUTPUT_TOOLTIPS = ("The list of specs; Train Hypernet trains one network per spec.",)
+    OUTPUT_IS_LIST = (True,)
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": dict(GRID_INPUTS)}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, target_family, custom_sizes, layer_structures, activations, layer_norm,
+                        dropout_structures):
+        return validation(lambda: check_grid_text(target_family, custom_sizes, layer_structures, activations,
+                                                  layer_norm, dropout_structures))
+
+    def make_specs(self, **widgets):
+        specs = grid_specs(**widgets)
+        return {"ui": {"text": describe_specs(specs)}, "result": (specs,)}
 
 
 def hypernetwork_file(name: str):
@@ -241,4 +434,4 @@ class ApplyHypernetNode(Node):
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(
-    [HypernetSpecNode, LoadHypernetNode, SaveHypernetNode, ApplyHypernetNode])
+    [HypernetSpecNode, HypernetSpecGridNode, LoadHypernetNode, SaveHypernetNode, ApplyHypernetNode])

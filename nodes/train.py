@@ -162,7 +162,8 @@ PICTURE_INPUTS = {
     "captions": socket("STRING", forceInput=True, tooltip="One caption per image; becomes [filewords]."),
 }
 OPTIONAL_INPUTS = {
-    "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network."),
+    "hypernet_spec": socket("HYPERNET_SPEC", tooltip="Architecture for a new network; a list of them (Hypernet Spec "
+                                                     "Grid) trains one network per spec, named NAME-<spec>."),
     "hypernetwork": socket("HYPERNETWORK",
                            tooltip="A network to continue (its .optim beside the file resumes exactly)."),
     "masks": socket("MASK", tooltip="Masks parallel to the images, for use_alpha_weight."),
@@ -186,17 +187,22 @@ OUTPUTS = (("hypernetwork", "HYPERNETWORK", "The trained network."),
 
 
 class NodeHooks(TrainHooks):
-    """The epoch figures as progress text, ProgressBar every step, interrupt check, throttled
+    """The epoch figures as progress text (in a sweep, after the run's number and name), ProgressBar
+    every step (from 0 again for each run of a sweep), interrupt check, throttled
     hypernet.train_step events."""
 
     def __init__(self, total: int, node_id):
         self.node_id, self.bar, self.last_event = node_id, HOST.progress_bar(total, node_id), 0.0
+        self.run_label = ""  # in a sweep: which run the figures are for
 
     def should_stop(self) -> bool:
         return HOST.interrupt_requested()
 
+    def on_run_start(self, number: int, count: int, name: str) -> None:
+        self.run_label = f"run {number} of {count}, {name}: "
+
     def on_epochs(self, figures) -> None:
-        HOST.send_progress_text(figures.line(), self.node_id)
+        HOST.send_progress_text(self.run_label + figures.line(), self.node_id)
 
     def on_step(self, step: int, total: int, loss: float, learn_rate: float) -> None:
         now = time.monotonic()
@@ -300,7 +306,7 @@ class TrainHypernetNode(Node):
     NODE_ID, DISPLAY_NAME, CATEGORY, FUNCTION = "HN_TrainHypernet", "Train Hypernet", "hypernetwork/train", "train"
     INPUT_IS_LIST = True
     RETURN_NAMES, RETURN_TYPES, OUTPUT_TOOLTIPS = (tuple(column) for column in zip(*OUTPUTS))
-    OUTPUT_IS_LIST = (False, False, True, False, False)
+    OUTPUT_IS_LIST = (True, True, True, True, True)  # one item per run: a list of specs is a sweep
     OUTPUT_NODE = True
     RUNS_ON_EVERY_PROCESS = True  # under torchrun each process trains its share (the runtime's executor)
 
@@ -319,18 +325,18 @@ class TrainHypernetNode(Node):
 
     def train(self, model, clip, vae, images=None, captions=None, hypernet_spec=None, hypernetwork=None, masks=None,
               validation_images=None, validation_captions=None, training_set=None, unique_id=None, **widgets):
-        from ..hypernet.train.session import run_training
+        from ..hypernet.train.session import run_sweep
 
         w = {key: value[0] for key, value in widgets.items()}
         node_id = unique_id[0] if unique_id else None
         data = training_data(images, captions, masks, validation_images, validation_captions, training_set)
         with torch.inference_mode(False), torch.enable_grad():
             config = train_config(w)
-            outputs = run_training(model[0], clip[0], vae[0], data, config, hypernet_spec[0] if hypernet_spec else None,
-                                   hypernetwork[0] if hypernetwork else None, **host_arguments(config, node_id))
-        if outputs.result.interrupted:
+            runs = run_sweep(model[0], clip[0], vae[0], data, config, list(hypernet_spec or []),
+                             hypernetwork[0] if hypernetwork else None, **host_arguments(config, node_id))
+        if runs[-1].result.interrupted:
             HOST.throw_if_interrupted()
-        return _node_output(config, outputs)
+        return _node_output(runs)
 
 
 def validate_train_inputs(values: dict[str, Any]):
@@ -374,20 +380,36 @@ def _items(images: list) -> list:
     return [image[i:i + 1].clone() for image in images for i in range(image.shape[0])]
 
 
-def _node_output(config: TrainConfig, outputs) -> dict:
-    """The node's text, the pictures shown on it, and its outputs."""
+def _node_output(runs: list) -> dict:
+    """The node's text, the pictures shown on it, and its outputs: one item per run (a sweep's
+    runs in the order of its specs), the previews of every run one after the other."""
+    lines: list[str] = [f"sweep of {len(runs)} specs; the pictures were encoded once for all of them"] \
+        if len(runs) > 1 else []
+    shown, said = [], set()
+    for outputs in runs:
+        lines += _run_lines(outputs)
+        lines += [note for note in outputs.notes if note not in said]  # a sweep's epochs line is said once
+        said.update(outputs.notes)
+        shown += [p for p in [outputs.loss_curve_path, *outputs.result.preview_paths] if p is not None]
+    results = [outputs.result for outputs in runs]
+    val_losses = [r.validation_losses[-1] if r.validation_losses else float("nan") for r in results]
+    return {"ui": {"text": lines, "images": [_ui_image(p) for p in shown]},
+            "result": ([r.hypernetwork for r in results], [outputs.loss_curve for outputs in runs],
+                       [preview for r in results for preview in r.previews], [str(r.final_path) for r in results],
+                       val_losses)}
+
+
+def _run_lines(outputs) -> list[str]:
+    """What one run did: its name, step, last loss and file; its validation loss when it validated."""
     result = outputs.result
     last = f"last loss {result.losses[-1]:.5f}" if result.losses else "no steps run"
-    shown = [p for p in [outputs.loss_curve_path, *result.preview_paths] if p is not None]
     lines = [f"{outputs.run_name}: step {result.hypernetwork.step}, {last}, saved {result.final_path}"]
     if result.validation_losses:
         best = min(result.validation_losses)
         where = f" ({result.best_path})" if result.best_path else ""
         lines.append(f"validation loss {result.validation_losses[-1]:.5f}; best {best:.5f} at step "
                      f"{result.best_step}{where}")
-    val_loss = result.validation_losses[-1] if result.validation_losses else float("nan")
-    return {"ui": {"text": [*lines, *outputs.notes], "images": [_ui_image(p) for p in shown]},
-            "result": (result.hypernetwork, outputs.loss_curve, result.previews, str(result.final_path), val_loss)}
+    return lines
 
 
 def _ui_image(path) -> dict:

@@ -1,6 +1,7 @@
 """Training, with A1111 parity (docs/training.md). Every module, in the order a run meets them:
 
-session.py          one training run from the objects a graph passes around (backend, network, data)
+session.py          training runs from the objects a graph passes around (backend, network, data)
+sweep.py            a spec sweep: one run per spec, each named NAME-<spec> (sweep_names)
 run_files.py        where a run writes, so that a re-run never silently replaces an earlier result
 config.py           what a run is told (TrainConfig), gives back (TrainResult), its hooks, its failure
 batches.py          images sized into buckets (TrainingExample) and the order of the batches (BatchPlan)
@@ -8,7 +9,9 @@ picture_files.py    a prepared folder as a TrainingSet, read from headers, decod
 epochs.py           what `steps` means for the set: pictures, images per step, epochs (EpochFigures)
 templates.py        the prompt template sets; prompts.py fills them with captions (tag shuffle/dropout)
 run.py              the loop: a TrainingRun whose methods are its steps
-prepared_run.py     what a run builds before its first step (PreparedRun) and prepare_run()
+prepared_run.py     what a run builds before its first step (PreparedRun) and prepare_run(); what a
+                    sweep's runs share (SweepEncodings: the pictures and prompts encoded once)
+run_summary.py      run_summary.json: a run's spec, size, steps, losses and speed, for comparing runs
 latents.py          images encoded into latents and prompts into conditionings, once
 encoding_cache.py   the persistent cache of latents and conditionings on disk, across runs and processes
 shared_encoding.py  several processes (torchrun) encode each their share of the pictures and exchange

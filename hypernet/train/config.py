@@ -165,6 +165,10 @@ class TrainHooks:
         """True when the user asked to stop (checked once per step, before anything raises)."""
         return False
 
+    def on_run_start(self, number: int, count: int, name: str) -> None:
+        """Called before each run of a sweep of `count` specs (not for a single run): run `number`
+        (from 1) trains the network `name`."""
+
     def on_epochs(self, figures: "EpochFigures") -> None:
         """Called once before the first step (and before encoding) with what `steps` means for
         this set: pictures, images per step, epochs (only on the process that writes)."""

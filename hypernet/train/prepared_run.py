@@ -2,11 +2,16 @@
 it in this order: the resume state and seed, the held-out split, the process group, the batch plan
 and prompts, the noise schedule, the logs, the cached latents and conditionings (from the
 persistent cache where it has them; and the preview and validation helpers that use them), the
-optimizer and its learning rate, the patched model."""
+optimizer and its learning rate, the patched model.
+
+The runs of a sweep (several specs on one picture set) share one SweepEncodings: the first run
+encodes the pictures and prompts, the others find them there (EncodedSet), so the VAE sees each
+picture once per sweep."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -53,6 +58,7 @@ class PreparedRun:
     rate: LearningRate
     scaler: torch.amp.GradScaler
     use_dropout: bool  # the network has dropout layers (their masks get seeds of their own)
+    ready_at: float  # time.perf_counter() when preparing ended: the steps' wall time starts here
 
     def required_validator(self) -> Validator:
         """The validator, for a run that validates; anything else is a caller's mistake."""
@@ -74,6 +80,46 @@ class PreparedRun:
                 "lr_scheduler": None if scheduler is None else {"kind": lr_scheduler, **scheduler}}
 
 
+@dataclass
+class EncodedSet:
+    """A run's pictures and prompts as the model sees them: the latents of the images trained on,
+    the text cache (the fixed prompts in it), and the validator with the held-out latents; with
+    what decided them, so that only a run with the same settings, seed, pictures and backend
+    takes them over."""
+
+    backend: TrainingBackend
+    settings: TrainConfig  # the run's config less its own files (run_name, log_dir, final_path)
+    seed: int
+    examples: Sequence[TrainingExample]
+    validation_examples: Sequence[TrainingExample]
+    latents: LatentCache
+    texts: TextCache
+    validator: Optional[Validator]
+
+    def serves(self, backend: TrainingBackend, config: TrainConfig, seed: int, examples: Sequence[TrainingExample],
+               validation_examples: Sequence[TrainingExample]) -> bool:
+        """Whether a run with these settings would encode exactly this (the very same example objects)."""
+        return (backend is self.backend and _settings(config) == self.settings and seed == self.seed
+                and _same_objects(examples, self.examples)
+                and _same_objects(validation_examples, self.validation_examples))
+
+
+class SweepEncodings:
+    """What the runs of one sweep share: the EncodedSet the first run built (None before it).
+    A later run with other settings builds its own and leaves this one in place."""
+
+    def __init__(self) -> None:
+        self.encoded: Optional[EncodedSet] = None
+
+
+def _settings(config: TrainConfig) -> TrainConfig:
+    return replace(config, run_name=None, log_dir=None, final_path=None)
+
+
+def _same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
 @dataclass(frozen=True)
 class _RunData:
     seed: int
@@ -87,11 +133,12 @@ class _RunData:
 def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainConfig, processes: Processes,
                 examples: Sequence[TrainingExample], validation_examples: Sequence[TrainingExample],
                 hooks: TrainHooks, *, name: str, log_dir: Optional[Path], first_rate: float, options: dict[str, Any],
-                result: TrainResult) -> PreparedRun:
+                result: TrainResult, shared: Optional[SweepEncodings] = None) -> PreparedRun:
     """Everything before the first step of `network`'s run (TrainingRun's checked `name`, `log_dir`,
     first learning rate and optimizer `options`). Records in `result` the epoch figures, the CSV
     path, a resumed run's best step and whether the optimizer state was restored; tells `hooks`
-    the epoch figures before anything is encoded."""
+    the epoch figures before anything is encoded. With `shared` (a sweep's), the latents, texts
+    and validator come from there when an earlier run encoded them with the same settings."""
     start_step = int(network.step)
     data = _data(network, config, processes, backend.device, examples, validation_examples, name)
     result.epochs = epoch_figures(data.plan, processes.world_size, len(data.validation_examples), config.steps,
@@ -104,17 +151,12 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
                    bool(data.validation_examples))
     result.csv_path = logs.csv_path
     with torch.no_grad():
-        cache = open_cache(backend, config.cache_dir)
-        latents = LatentCache(data.examples, backend.encode_images, config.latent_sampling, data.seed,
-                              backend.device, config.use_alpha_weight, processes=processes, cache=cache)
-        texts = TextCache(backend.encode_texts, backend.device)
-        texts.warm_through(data.prompts.distinct_fixed_prompts(), cache, processes.writes)
+        encoded, cache = _encoded_set(backend, config, schedule, data, name, processes, shared)
+        latents, texts, validator = encoded.latents, encoded.texts, encoded.validator
         means = latents.means[0]
         previews = (PreviewGrid(backend, schedule, texts, config, preview_prompts(config, data.prompts.prompt(0, 0)),
                                 tuple(means.shape[1:]))
                     if config.preview_every > 0 and processes.writes else None)
-        validator = (_validator(backend, config, schedule, texts, data, name, cache)
-                     if data.validation_examples and processes.writes else None)
         best_loss = _previous_best(config, log_dir, start_step, result)
     result.cache = _cache_figures(cache)
     for example in [*data.examples, *data.validation_examples]:
@@ -128,7 +170,31 @@ def prepare_run(backend: TrainingBackend, network: Hypernetwork, config: TrainCo
     use_dropout = any(isinstance(m, torch.nn.Dropout) for module in network.modules() for m in module.modules())
     return PreparedRun(data.seed, data.examples, data.validation_examples, data.plan, data.prompts, schedule, alphas,
                        logs, latents, texts, previews, validator, best_loss, parameters, optimizer, rate, scaler,
-                       use_dropout)
+                       use_dropout, time.perf_counter())
+
+
+def _encoded_set(backend: TrainingBackend, config: TrainConfig, schedule: NoiseSchedule, data: "_RunData", name: str,
+                 processes: Processes, shared: Optional[SweepEncodings]
+                 ) -> tuple[EncodedSet, Optional[EncodingCache]]:
+    """The shared EncodedSet when it serves this run (and no persistent cache: nothing was read),
+    else one encoded now, through the persistent cache when there is one, and shared from now on.
+    Only the process that writes validates, so only it has a validator."""
+    if shared is not None and shared.encoded is not None and shared.encoded.serves(
+            backend, config, data.seed, data.examples, data.validation_examples):
+        shared.encoded.texts.warm(data.prompts.distinct_fixed_prompts())  # the same prompts: nothing to encode
+        return shared.encoded, None
+    cache = open_cache(backend, config.cache_dir)
+    latents = LatentCache(data.examples, backend.encode_images, config.latent_sampling, data.seed,
+                          backend.device, config.use_alpha_weight, processes=processes, cache=cache)
+    texts = TextCache(backend.encode_texts, backend.device)
+    texts.warm_through(data.prompts.distinct_fixed_prompts(), cache, processes.writes)
+    validator = (_validator(backend, config, schedule, texts, data, name, cache)
+                 if data.validation_examples and processes.writes else None)
+    encoded = EncodedSet(backend, _settings(config), data.seed, list(data.examples), list(data.validation_examples),
+                         latents, texts, validator)
+    if shared is not None:
+        shared.encoded = encoded
+    return encoded, cache
 
 
 def _data(network: Hypernetwork, config: TrainConfig, processes: Processes, device: torch.device,

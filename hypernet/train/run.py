@@ -43,7 +43,7 @@ from .learning_rate import base_rate, check_scheduler, parse_schedule
 from .logs import check_log_target
 from .losses import diffusion_loss, min_snr_weights, noised_batch
 from .optimizer import optimizer_options
-from .prepared_run import PreparedRun, prepare_run
+from .prepared_run import PreparedRun, SweepEncodings, prepare_run
 from .previews import preview_seeds
 from .random_draws import micro_batch_draws, seeded_torch_rng
 from .resume_files import optimizer_state_path, save_checkpoint
@@ -64,8 +64,8 @@ class TrainingRun:
     def __init__(self, backend: TrainingBackend, hypernetwork: Hypernetwork, examples: Sequence[TrainingExample],
                  config: TrainConfig, hooks: Optional[TrainHooks] = None,
                  validation_examples: Sequence[TrainingExample] = (),
-                 processes: Optional[Processes] = None):
-        self.backend, self.network, self.config = backend, hypernetwork, config
+                 processes: Optional[Processes] = None, shared: Optional[SweepEncodings] = None):
+        self.backend, self.network, self.config, self.shared = backend, hypernetwork, config, shared
         # As given: prepare() may hold some images out for validation (state.examples, state.validation_examples).
         self.given_examples, self.given_validation_examples = examples, list(validation_examples)
         self.hooks = hooks or TrainHooks()
@@ -146,7 +146,8 @@ class TrainingRun:
         patch. The steps then use it (`state`)."""
         self.prepared = prepare_run(self.backend, self.network, self.config, self.processes, self.given_examples,
                                     self.given_validation_examples, self.hooks, name=self.name, log_dir=self.log_dir,
-                                    first_rate=self.first_rate, options=self.options, result=self.result)
+                                    first_rate=self.first_rate, options=self.options, result=self.result,
+                                    shared=self.shared)
         return self.prepared
 
     # ------------------------------------------------------------------ one step
@@ -348,11 +349,17 @@ class TrainingRun:
             self.hooks.on_stopped_early(self.step, saved + [p for p in [self.result.final_path] if p is not None])
 
     def _diverged(self, what: str, step: int, learn_rate: float) -> TrainingDiverged:
-        where = f"the last good file is {self.last_good}" if self.last_good else "no file was written"
-        return TrainingDiverged(
-            f"'{self.name}': {what} became NaN/inf at step {step} (learning rate {learn_rate:g}, "
-            f"precision {self.config.precision}). Training stopped and nothing with NaN was saved; {where}. "
-            f"Try a lower learning rate, precision fp32, or gradient clipping.", step, self.last_good)
+        return diverged(self.config.file_stem, what, step, learn_rate, self.config.precision, self.last_good)
+
+
+def diverged(name: str, what: str, step: int, learn_rate: float, precision: str,
+             last_good: Optional[Path]) -> TrainingDiverged:
+    """The error for `what` (the loss, the gradients, the weights) turning NaN/inf at `step` of run `name`."""
+    where = f"the last good file is {last_good}" if last_good else "no file was written"
+    return TrainingDiverged(
+        f"'{name}': {what} became NaN/inf at step {step} (learning rate {learn_rate:g}, precision {precision}). "
+        f"Training stopped and nothing with NaN was saved; {where}. "
+        "Try a lower learning rate, precision fp32, or gradient clipping.", step, last_good)
 
 
 def check_before_work(config: TrainConfig, start_step: int) -> None:

@@ -79,7 +79,8 @@ def test_the_config_holds_the_lines_of_the_chosen_template():
 
 def test_trains_saves_and_reports_under_inference_mode(headless_dirs, events):
     output, model = _run(inputs={"hypernet_spec": [HypernetSpec(sizes=None, weight_init="XavierNormal")]})
-    hypernetwork, curve, previews, path, val_loss = output["result"]
+    # One run: every output is a one-item list (previews: that run's previews), as the executor hands it on.
+    (hypernetwork,), (curve,), previews, (path,), (val_loss,) = output["result"]
     assert hypernetwork.step == 4 and hypernetwork.sizes == model.attention_widths()
     assert path == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
     assert load_hypernetwork(path).step == 4
@@ -103,7 +104,7 @@ def test_continuing_a_saved_network_resumes_from_its_step(headless_dirs, events)
     _run(inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
     saved = load_hypernetwork(headless_dirs / "output" / "hypernet_training" / "tinynet" / "tinynet-2.pt")
     output, _ = _run(steps=3, inputs={"hypernetwork": [saved]})
-    assert output["result"][0].step == 3 and saved.step == 2
+    assert output["result"][0][0].step == 3 and saved.step == 2
 
 
 def test_an_interrupt_saves_then_raises_and_says_what_it_saved(headless_dirs, events):
@@ -136,12 +137,12 @@ def test_a_rerun_never_replaces_the_earlier_results(headless_dirs, events):
     log = headless_dirs / "output" / "hypernet_training"
     first = {p: p.read_bytes() for p in [*log.rglob("*.*"), headless_dirs / "models" / "hypernetworks" / "tinynet.pt"]}
     again, _ = _run(steps=2, save_every=2, preview_every=0, inputs=spec)
-    assert again["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet_00001.pt")
+    assert again["result"][3][0] == str(headless_dirs / "models" / "hypernetworks" / "tinynet_00001.pt")
     assert any("writes under 'tinynet_00001'" in line for line in again["ui"]["text"])
     assert (log / "tinynet_00001" / "tinynet_00001-2.pt").is_file()
     assert all(path.read_bytes() == data for path, data in first.items()), "the first run's files are untouched"
     replaced, _ = _run(steps=2, save_every=2, preview_every=0, inputs=spec, overwrite=True)
-    assert replaced["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
+    assert replaced["result"][3][0] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
 
 
 def test_resuming_from_the_last_step_file_continues_the_same_run(headless_dirs, events):
@@ -149,7 +150,7 @@ def test_resuming_from_the_last_step_file_continues_the_same_run(headless_dirs, 
     log = headless_dirs / "output" / "hypernet_training" / "tinynet"
     resumed, _ = _run(steps=4, save_every=2, preview_every=0,
                       inputs={"hypernetwork": [load_hypernetwork(log / "tinynet-2.pt")]})
-    assert resumed["result"][3] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
+    assert resumed["result"][3][0] == str(headless_dirs / "models" / "hypernetworks" / "tinynet.pt")
     assert sorted(p.name for p in log.glob("*.pt")) == ["tinynet-2.pt", "tinynet-4.pt"]
     rows = (log / "hypernetwork_loss.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
@@ -170,7 +171,7 @@ def test_errors_name_the_node_and_input(headless_dirs, events, as_node_7):
         _run(clip_grad_mode="norm", clip_grad_value="x", inputs=spec)
     trained, _ = _run(steps=2, save_every=0, preview_every=0, inputs=spec)
     with pytest.raises(ValueError, match=node + r"input 'steps': the hypernetwork is already trained for 2 steps"):
-        _run(steps=2, inputs={"hypernetwork": [trained["result"][0]]})
+        _run(steps=2, inputs={"hypernetwork": trained["result"][0]})
     with pytest.raises(ValueError, match=node + "input 'name'"):
         _run(name="../x", inputs={"hypernet_spec": [HypernetSpec(sizes=None)]})
 
