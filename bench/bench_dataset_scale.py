@@ -58,8 +58,9 @@ def headline(key: str, part: dict) -> str:
         return (f"Chunked prep: peak RSS at the largest count / at the smallest = {part['chunked_ratio']} "
                 f"(target <= {part['target_ratio']}).")
     if key == "cache":
-        return (f"Latent cache: time before step 1 with a warm cache / cold = {part['hit_over_cold']} "
-                f"(target <= {part['target_hit_over_cold']}).")
+        return (f"Latent cache: time before step 1 with a warm cache / cold = {part['hit_over_cold']} with an "
+                f"SD1.5-size VAE (target <= {part['target_hit_over_cold']}); "
+                f"{part['hit_over_cold_tiny_vae']} with the tiny model's almost free VAE.")
     if key == "torchrun":
         shared = part["shared"]
         return (f"torchrun x2: VAE encodes in total {shared['vae_encodes_total']} for {part['pictures']} pictures "

@@ -101,8 +101,8 @@ def run_prep(folder: Path, workers: int, crop_changes: Any = None) -> dict:
 
     os.environ["HYPERNET_STUDIO_WORKERS"] = str(workers)
     start = time.perf_counter()
-    images, masks, captions, stems, count = LoadImagesNode().load(str(folder), False, ".txt", False, 0, 0, "white",
-                                                                  100.0)["result"]
+    images, masks, captions, stems, count, _chunk = LoadImagesNode().load(
+        str(folder), False, ".txt", False, 0, 0, "white", 100.0)["result"]
     loaded = time.perf_counter()
     widgets = {**_crop_widgets(), **(crop_changes or {})}
     crops = AutoCropNode().crop(images, captions, masks, stems, **widgets)["result"][0]

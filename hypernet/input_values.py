@@ -1,10 +1,23 @@
-"""The two things done to a value given for an input before it is used, wherever it came from:
-the check that a choice is one of the allowed ones, and the unwrap of a one-item list."""
+"""What is done to a value given for an input before it is used, wherever it came from: the check
+that a choice is one of the allowed ones, the unwrap of a one-item list, and the reading of a
+list of seeds."""
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 from .errors import InputError
+
+MAX_SEED = 2**64 - 1  # ComfyUI's seed widgets go this far
+
+
+def seed_list(text: str, input_name: str) -> list[int]:
+    """The seeds of "1, 2, 3" (commas or spaces) in the order given; [] for an empty text."""
+    parts = [part for part in re.split(r"[,\s]+", (text or "").strip()) if part]
+    if not all(part.isdigit() and int(part) <= MAX_SEED for part in parts):
+        raise InputError(input_name, f"{text.strip()!r}: give whole numbers from 0 to 2**64 - 1, "
+                                     "separated by commas or spaces")
+    return [int(part) for part in parts]
 
 
 def check_choice(input_name: str, value: Any, choices: Iterable[Any]) -> None:

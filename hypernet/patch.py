@@ -25,6 +25,8 @@ from .network import Hypernetwork
 
 logger = logging.getLogger(__name__)
 
+MIN_STRENGTH, MAX_STRENGTH = -10.0, 10.0  # Apply Hypernet's strength range (and a comparison grid's)
+
 
 class HypernetPatch:
     """Applies one or more (hypernetwork, strength) pairs in order: k' = hn2.k(hn1.k(k)), same for v.

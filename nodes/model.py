@@ -7,6 +7,7 @@ from ..hypernet import spec as hn_spec
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, check_name_text, natural_key
 from ..hypernet.input_values import check_choice
+from ..hypernet.patch import MAX_STRENGTH, MIN_STRENGTH
 from ..hypernet.train.sweep import MAX_SWEEP_SPECS, short_spec
 from .host import HOST
 from .widgets import Node, boolean, combo, decimal, files, integer, mappings, socket, text, validation
@@ -416,7 +417,7 @@ class ApplyHypernetNode(Node):
         return {"required": {
             "model": socket("MODEL", tooltip="The diffusion model to patch (it is cloned, never changed)."),
             "hypernetwork": socket("HYPERNETWORK", tooltip="From Load Hypernet or a trainer."),
-            "strength": decimal(default=1.0, min=-10.0, max=10.0, step=0.01,
+            "strength": decimal(default=1.0, min=MIN_STRENGTH, max=MAX_STRENGTH, step=0.01,
                                 tooltip="Multiplier m in y = x + f(x)*m (A1111's <hypernet:name:m>); 0 leaves the "
                                         "model unchanged."),
         }}

@@ -11,7 +11,7 @@ import torch
 
 from ..hypernet.errors import InputError
 from ..hypernet.files import UnsafePathError, safe_join
-from ..hypernet.input_values import check_choice
+from ..hypernet.input_values import MAX_SEED, check_choice
 from ..hypernet.train import previews
 from ..hypernet.train.config import (
     CLIP_MODES,
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 EVENT = "hypernet.train_step"
 EVENT_INTERVAL_S = 0.25
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_STEPS = 10_000_000  # the steps inputs' maximum; a schedule's syntax is checked against it too
 _default = TrainConfig.default
 UNLINKED = object()  # VALIDATE_INPUTS' default for a socket that is not linked

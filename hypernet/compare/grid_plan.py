@@ -16,11 +16,11 @@ import torch
 
 from ..errors import InputError
 from ..image_grid import labelled_grid
+from ..input_values import seed_list
+from ..patch import MAX_STRENGTH, MIN_STRENGTH
 from .run_records import NetworkRecord
 
 MAX_GRID_PIXELS = 64_000_000  # under Pillow's 89-megapixel limit for opening a picture again
-MAX_SEED = 2**64 - 1
-MIN_STRENGTH, MAX_STRENGTH = -10.0, 10.0  # as far as Apply Hypernet's strength goes
 COLUMN_PROMPT_CHARS = 60  # a column label shows this much of its prompt (wrapped to the cell's width)
 NOT_SAMPLED_GREY = 0.5  # a cell an interrupt left without a picture
 BASE_MODEL_LABEL = "no hypernetwork"
@@ -53,13 +53,10 @@ def parse_strengths(text: str, input_name: str = "strengths") -> list[float]:
 
 def parse_seeds(text: str, input_name: str = "seeds") -> list[int]:
     """The seeds of "1, 2, 3" (commas or spaces), each once, in the order given."""
-    parts = _numbers(text)
-    if not parts:
+    seeds = seed_list(text, input_name)
+    if not seeds:
         raise InputError(input_name, "is empty: give one or more seeds, e.g. '1, 2, 3'")
-    if not all(part.isdigit() and int(part) <= MAX_SEED for part in parts):
-        raise InputError(input_name, f"{text.strip()!r}: give whole numbers from 0 to 2**64 - 1, "
-                                     "separated by commas or spaces")
-    return _unique([int(part) for part in parts])
+    return _unique(seeds)
 
 
 def parse_prompts(text: str, input_name: str = "prompts") -> list[str]:

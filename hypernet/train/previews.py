@@ -4,7 +4,6 @@ labelled with its prompt (shortened to PROMPT_LABEL_CHARS characters), each colu
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -42,18 +41,9 @@ def preview_prompts(config: TrainConfig, fallback: str) -> list[str]:
 
 def preview_seeds(config: TrainConfig) -> list[int]:
     """The seeds of `preview_seeds` (separated by commas or spaces), else `preview_seed`."""
-    from ..errors import InputError
+    from ..input_values import seed_list
 
-    text = (config.preview_seeds or "").strip()
-    if not text:
-        return [int(config.preview_seed)]
-    try:
-        seeds = [int(part) for part in re.split(r"[,\s]+", text) if part]
-    except ValueError:
-        raise InputError("preview_seeds", f"{text!r}: give whole numbers separated by commas or spaces") from None
-    if not seeds or any(s < 0 or s > 0xFFFFFFFFFFFFFFFF for s in seeds):
-        raise InputError("preview_seeds", f"{text!r}: seeds go from 0 to 2**64 - 1")
-    return seeds
+    return seed_list(config.preview_seeds or "", "preview_seeds") or [int(config.preview_seed)]
 
 
 def preview_labels(prompts: list[str], seeds: list[int]) -> tuple[list[str], list[str]]:
