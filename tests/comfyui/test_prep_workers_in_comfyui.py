@@ -55,7 +55,7 @@ def test_a_bad_workers_setting_is_refused_at_queue_time(comfyui, pictures, monke
 
 def _crop(comfyui, pictures):
     node_classes = comfyui.nodes.NODE_CLASS_MAPPINGS
-    images, masks, captions, stems, _ = node_classes["HN_LoadImages"]().load(
+    images, masks, captions, stems, *_ = node_classes["HN_LoadImages"]().load(
         pictures, False, ".txt", False, 0, 0, "white", 100.0)["result"]
     return node_classes["HN_AutoCrop"]().crop(
         images, captions, masks, stems, method=["center"], width=[48], height=[48], face_detector=["none"],

@@ -87,6 +87,6 @@ def test_load_training_set_trains_in_comfyui(comfyui, folders):
     with torch.inference_mode():
         shown = registered["HN_TrainHypernet"]().train(model=[patcher], clip=[StandInCLIP()], vae=[StandInVAE()],
                                                        hypernet_spec=[spec], training_set=[training_set], **widgets)
-    network, saved_path = shown["result"][0], shown["result"][3]
+    (network,), (saved_path,) = shown["result"][0], shown["result"][3]  # one run: one-item lists
     assert network.step == 1 and (folders / "hypernetworks" / "from-folder.pt").is_file(), saved_path
     assert shown["ui"]["text"][0].startswith("from-folder: step 1"), shown["ui"]["text"]
