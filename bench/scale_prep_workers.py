@@ -19,13 +19,11 @@ only the same-run ratios compare.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -33,28 +31,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from _common import REPO, import_pack
 
-REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = REPO / "bench" / "results" / "prep_workers_cpu.json"
 PHOTO_SIZE = (2448, 1632)  # 4 MP, 3:2
 
 
-def _import_this_checkout() -> None:
-    """`import hypernet_studio` as this checkout (not another one installed in the venv), with
-    the headless host installed. Runs again in each spawned job process."""
-    existing = sys.modules.get("hypernet_studio")
-    if existing is None or Path(existing.__file__).resolve().parent != REPO:
-        for name in [n for n in sys.modules if n == "hypernet_studio" or n.startswith("hypernet_studio.")]:
-            del sys.modules[name]
-        spec = importlib.util.spec_from_file_location("hypernet_studio", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hypernet_studio"] = module
-        spec.loader.exec_module(module)
-    sys.modules["hypernet_studio"].install_host()
-
-
-_import_this_checkout()
+# `import hypernet_studio` as this checkout, with the headless host; runs again in each spawned
+# job process, which imports this module.
+import_pack()
 
 
 def write_photos(folder: Path, count: int) -> None:

@@ -284,9 +284,10 @@ def _pillow_warnings_into(notes: list[str]) -> Iterator[None]:
         _PILLOW_WARNINGS.leave()
 
 
-def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int = 0
-            ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """decode_image without the warning handling."""
+@contextmanager
+def opened_picture(path: Path, max_megapixels: float) -> Iterator[Image.Image]:
+    """`path` opened (not decoded) at its first frame, refused over `max_megapixels`; every
+    Pillow failure inside the block, the decode's included, becomes a ValueError saying why."""
     try:
         with Image.open(path) as opened:
             width, height = opened.size
@@ -294,18 +295,24 @@ def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float,
                 raise ValueError(f"{width}x{height} exceeds the {max_megapixels:g} megapixel limit "
                                  "(possible decompression bomb)")
             opened.seek(0)  # GIF/WebP/TIFF: first frame only
-            target = fitted_size(width, height, max_side)
-            if target is not None:
-                return _to_float_rgb_alpha(_downscaled(opened, target), background)
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-            return _to_float_rgb_alpha(image, background)
+            yield opened
     except Image.DecompressionBombError as exc:
         raise ValueError(f"decompression bomb refused by Pillow ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ValueError("not a readable image (unknown or corrupt format)") from exc
     except (OSError, SyntaxError, EOFError) as exc:
         raise ValueError(f"corrupt or truncated image ({exc})") from exc
+
+
+def _decode(path: Path, background: tuple[int, int, int], max_megapixels: float, max_side: int = 0
+            ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """decode_image without the warning handling."""
+    with opened_picture(path, max_megapixels) as opened:
+        target = fitted_size(*opened.size, max_side)
+        if target is not None:
+            return _to_float_rgb_alpha(_downscaled(opened, target), background)
+        opened.load()
+        return _to_float_rgb_alpha(ImageOps.exif_transpose(opened), background)
 
 
 def _downscaled(opened: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, PngImagePlugin
 
 from ..errors import InputError
 from ..images import array_to_image_tensor
@@ -30,6 +30,7 @@ from ..preprocess.image_folder import (
     fitted_size,
     kohya_repeats,
     list_image_files,
+    opened_picture,
     read_caption,
 )
 from ..preprocess.options import IMAGE_EXTENSIONS
@@ -200,23 +201,12 @@ def _picture_file(path: Path, folder: Path, caption_extension: str, settings: De
 def _header(path: Path, settings: DecodeSettings) -> tuple[tuple[int, int], bool]:
     """The (width, height) decode_image gives the file, and whether it may have alpha, from the
     header alone (the same limits and error texts as decode_image)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the decode reports damaged data; the header only needs the size
-            with Image.open(path) as opened:
-                width, height = opened.size
-                if width * height > settings.max_megapixels * 1_000_000:
-                    raise ValueError(f"{width}x{height} exceeds the {settings.max_megapixels:g} megapixel limit "
-                                     "(possible decompression bomb)")
-                opened.seek(0)  # GIF/WebP/TIFF: the first frame, as the decode takes
-                orientation = _orientation(opened, path)
-                may_have_alpha = "A" in opened.mode or "a" in opened.mode or "transparency" in opened.info
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"decompression bomb refused by Pillow ({exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ValueError("not a readable image (unknown or corrupt format)") from exc
-    except (OSError, SyntaxError, EOFError) as exc:
-        raise ValueError(f"corrupt or truncated image ({exc})") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the decode reports damaged data; the header only needs the size
+        with opened_picture(path, settings.max_megapixels) as opened:
+            width, height = opened.size
+            orientation = _orientation(opened, path)
+            may_have_alpha = "A" in opened.mode or "a" in opened.mode or "transparency" in opened.info
     width, height = fitted_size(width, height, settings.max_side) or (width, height)
     return ((height, width) if orientation in _QUARTER_TURNS else (width, height)), may_have_alpha
 
